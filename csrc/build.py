@@ -1,0 +1,178 @@
+"""Build ``libzs2_cuda.so`` from ``zs2_ops.cu`` with nvcc, and report its kernels' resource usage.
+
+Standard library only, so setup.py and the tests can import it before anything else is installed:
+
+* ``build_library(output_path)`` compiles cubins for each arch in ``archs`` plus PTX for the newest one
+  (the driver JIT-compiles that for newer GPUs), with warnings as errors. The CUDA runtime is linked
+  statically (nvcc's default) and its symbols are kept private (``--exclude-libs,ALL``, hidden
+  visibility), so loading the library needs no CUDA toolkit and cannot bind to the ``libcudart`` torch
+  has already loaded; only the ``zs2_*`` functions are exported.
+* ``resource_usage(library_path)`` parses ``cuobjdump -res-usage``: registers, stack, shared and local
+  (spill) memory per kernel and arch.
+
+``python csrc/build.py OUT.so`` builds and prints the resource table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent / "zs2_ops.cu"
+DEFAULT_ARCHS = (80, 90)
+
+
+def find_nvcc() -> str | None:
+    """Path of nvcc: ``$NVCC``, then PATH, then ``$CUDA_HOME/bin``; None when there is none."""
+    candidates = [os.environ.get("NVCC"), shutil.which("nvcc")]
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            candidates.append(str(Path(home) / "bin" / "nvcc"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def nvcc_command(output_path: Path, nvcc: str = "nvcc", archs=DEFAULT_ARCHS) -> list[str]:
+    """The nvcc command line ``build_library`` runs."""
+    gencode = []
+    for arch in archs:
+        gencode += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+    newest = max(archs)
+    gencode += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+    return [
+        nvcc, "-O3", "-std=c++17", "-shared",
+        "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror",
+        "-Werror", "all-warnings",
+        "-cudart", "static",
+        "-Xlinker", "--exclude-libs,ALL",
+        *gencode,
+        "-o", str(output_path), str(SOURCE),
+    ]  # fmt: skip
+
+
+def build_library(output_path, *, nvcc: str = "nvcc", archs=DEFAULT_ARCHS) -> Path:
+    """Compile ``zs2_ops.cu`` into the shared library ``output_path`` and return its path.
+
+    Raises ``RuntimeError`` with nvcc's output when compilation fails.
+    """
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    command = nvcc_command(output_path, nvcc, tuple(archs))
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"nvcc failed (exit {result.returncode}): {' '.join(command)}\n{result.stdout}{result.stderr}"
+        )
+    return output_path
+
+
+def find_cuobjdump(nvcc: str | None = None) -> str | None:
+    """cuobjdump: ``$CUOBJDUMP``, PATH, next to nvcc, or the copy bundled with triton; None if none."""
+    candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
+    nvcc = nvcc or find_nvcc()
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent / "cuobjdump"))
+    triton = importlib.util.find_spec("triton")  # locates the package without importing it
+    if triton is not None and triton.submodule_search_locations:
+        for location in triton.submodule_search_locations:
+            candidates.append(str(Path(location) / "backends" / "nvidia" / "bin" / "cuobjdump"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+_ARCH_LINE = re.compile(r"^arch = (sm_\d+)")
+_FUNCTION_LINE = re.compile(r"^\s*Function (\S+):")
+_FIELD = re.compile(r"([A-Z_]+(?:\[\d+\])?):(\d+)")
+
+
+def resource_usage(library_path, cuobjdump: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    """``{arch: {kernel: {"REG": .., "STACK": .., "SHARED": .., "LOCAL": .., ...}}}`` from cuobjdump -res-usage.
+
+    Kernel names are demangled with c++filt when it is available. LOCAL > 0 or STACK > 0 means spills
+    or a local-memory array.
+    """
+    tool = cuobjdump or find_cuobjdump()
+    if tool is None:
+        raise RuntimeError("cuobjdump not found (set CUOBJDUMP, or put the CUDA toolkit's bin on PATH)")
+    text = subprocess.run([tool, "-res-usage", str(library_path)], capture_output=True, text=True, check=True).stdout
+    usage: dict[str, dict[str, dict[str, int]]] = {}
+    arch = None
+    function = None
+    for line in text.splitlines():
+        if match := _ARCH_LINE.match(line):
+            arch = match.group(1)
+            usage.setdefault(arch, {})
+        elif match := _FUNCTION_LINE.match(line):
+            function = match.group(1)
+        elif function is not None and arch is not None and (fields := _FIELD.findall(line)):
+            usage[arch][function] = {key: int(value) for key, value in fields}
+            function = None
+    return {arch: _demangled(kernels) for arch, kernels in usage.items()}
+
+
+def _demangled(kernels: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    cxxfilt = shutil.which("c++filt")
+    if cxxfilt is None or not kernels:
+        return kernels
+    names = list(kernels)
+    result = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True)
+    pretty = result.stdout.splitlines() if result.returncode == 0 else names
+    if len(pretty) != len(names):
+        return kernels
+    return {_short_name(new): kernels[old] for old, new in zip(names, pretty)}
+
+
+def _short_name(demangled: str) -> str:
+    """``void (anonymous namespace)::kl_partial_kernel<__half, 8>(...)`` -> ``kl_partial_kernel<__half, 8>``."""
+    name = demangled.split("(anonymous namespace)::")[-1]
+    depth = 0
+    for position, char in enumerate(name):
+        depth += char == "<"
+        depth -= char == ">"
+        if char == "(" and depth == 0:
+            return name[:position]
+    return name
+
+
+def format_usage(usage: dict[str, dict[str, dict[str, int]]]) -> str:
+    """A Markdown table: one row per kernel and arch."""
+    lines = ["| kernel | arch | registers | shared (B) | stack (B) | local/spill (B) |", "|---|---|---|---|---|---|"]
+    for arch in sorted(usage):
+        for kernel in sorted(usage[arch]):
+            fields = usage[arch][kernel]
+            lines.append(
+                f"| `{kernel}` | {arch} | {fields.get('REG', 0)} | {fields.get('SHARED', 0)} | "
+                f"{fields.get('STACK', 0)} | {fields.get('LOCAL', 0)} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python csrc/build.py OUTPUT.so", file=sys.stderr)
+        return 2
+    nvcc = find_nvcc()
+    if nvcc is None:
+        print("nvcc not found (set NVCC or CUDA_HOME, or put it on PATH)", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    path = build_library(argv[0], nvcc=nvcc)
+    print(f"built {path} in {time.perf_counter() - start:.1f} s")
+    if find_cuobjdump(nvcc) is not None:
+        print(format_usage(resource_usage(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Package build for zs2_kernels; also compiles the optional CUDA C++ backend (csrc/) when nvcc is found."""
+
+import importlib.util
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+LIBRARY = Path("zs2_kernels") / "_lib" / "libzs2_cuda.so"
+
+
+def _load_csrc_build():
+    spec = importlib.util.spec_from_file_location("zs2_csrc_build", ROOT / "csrc" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildWithCuda(build_py):
+    """build_py that also builds csrc/ into zs2_kernels/_lib/ with nvcc, or says clearly why it did not."""
+
+    def run(self):
+        super().run()
+        csrc = _load_csrc_build()
+        nvcc = csrc.find_nvcc()
+        if nvcc is None:
+            print("zs2_kernels: nvcc not found, skipping the optional CUDA C++ backend (csrc/); "
+                  "the Triton and PyTorch backends are unaffected.")
+            return
+        target_root = ROOT if getattr(self, "editable_mode", False) else Path(self.build_lib)
+        print(f"zs2_kernels: building the CUDA C++ backend with {nvcc}")
+        csrc.build_library(target_root / LIBRARY, nvcc=nvcc)
+
+
+setup(
+    name="zs2_kernels",
+    version="0.1.0",
+    description="ZS²: zero-shot video sampling from image diffusion models, with fused Triton/CUDA kernels",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["zs2_kernels", "zs2_kernels.*"]),
+    include_package_data=True,
+    package_data={"zs2_kernels": ["data/*.txt", "embedded/*.json", "embedded/*.safetensors",
+                                  "embedded/digits-sd/*.json", "embedded/digits-sd/*/*.json",
+                                  "embedded/digits-sd/*/*.safetensors", "embedded/digits-sd/*/*.txt",
+                                  "_lib/*.so"]},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "diffusers>=0.30",
+        "transformers>=4.44",
+        "safetensors>=0.4",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "imageio>=2.30",
+        "imageio-ffmpeg",
+        "torchmetrics>=1.4",
+        "scikit-learn>=1.3",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": []},
+    cmdclass={"build_py": BuildWithCuda},
+)

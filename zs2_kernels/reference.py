@@ -1,0 +1,209 @@
+"""Plain-PyTorch ZS² math written straight from the paper: the test oracle and the CPU backend.
+
+Two layers live here:
+
+* the *literal* forms (``kl_statistic``, ``search_frame_literal``, ``momentum_matrix_form``) compute
+  exactly what the paper's pseudocode computes, on full tensors, with per-candidate loops. They are
+  slow on purpose: they are the oracle the fused kernels are tested against and the "paper
+  reference" the benchmarks compare with.
+* the *identity* forms (``kl_sums``, ``search_from_sums``, ``compose``, ``momentum_update``) use the
+  two identities of DESIGN.md (KL of a composition is affine in two means; the EMA is a recursion)
+  and are the CPU implementation of the ``zs2`` ops. Kernels must match them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SEARCH_MODES = ("paper", "exact")
+#: Bisection halvings of the exact solve, in float64: the bracket on s = sqrt(alpha) ends below 1e-15.
+EXACT_ITERATIONS = 60
+
+
+# --------------------------------------------------------------------------- momentum (TMA)
+def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None) -> torch.Tensor:
+    """Recursive EMA along dim 1: y_0 = x_0 (or mu*init + (1-mu)*x_0), y_f = mu*y_{f-1} + (1-mu)*x_f.
+
+    Accumulates in float32 (float64 for float64 input) and returns x's dtype. ``init`` has x's shape
+    without dim 1.
+    """
+    compute = torch.promote_types(x.dtype, torch.float32)
+    y = x.new_empty(x.shape)
+    state = None if init is None else init.to(compute)
+    for f in range(x.shape[1]):
+        frame = x[:, f].to(compute)
+        state = frame if state is None else momentum * state + (1.0 - momentum) * frame
+        y[:, f] = state.to(x.dtype)
+    return y
+
+
+def momentum_matrix_form(x: torch.Tensor, momentum: float) -> torch.Tensor:
+    """The paper's matrix form of the EMA: frames 1.. scaled by (1-mu), then U[f, g] = mu^(f-g), g <= f.
+
+    Equal to ``momentum_update(x, momentum)``; kept literal for tests and the benchmark baseline.
+    """
+    num_frames = x.shape[1]
+    compute = torch.promote_types(x.dtype, torch.float32)
+    idx = torch.arange(num_frames, device=x.device)
+    power = (idx[:, None] - idx[None, :]).clamp(min=0).to(compute)
+    upper = torch.where(idx[:, None] >= idx[None, :], momentum**power, torch.zeros_like(power))
+    scale = torch.full((num_frames,), 1.0 - momentum, device=x.device, dtype=compute)
+    scale[0] = 1.0
+    scaled = x.to(compute) * scale.view(1, num_frames, *([1] * (x.dim() - 2)))
+    return torch.einsum("fg,bg...->bf...", upper, scaled).to(x.dtype)
+
+
+# --------------------------------------------------------------------------- dependency noise (DNM)
+def kl_statistic(noise: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """The paper's pointwise "KL": ``kl_div(input=noise, target=prev, log_target=True)`` averaged over the last dim."""
+    return F.kl_div(noise, prev, reduction="none", log_target=True).mean(dim=-1)
+
+
+def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A[b] = mean_d exp(p)·p and C[b, r] = mean_d exp(p)·n_r, in float32, so KL(n_r, p) = A - C_r."""
+    p = prev.float()
+    weight = p.exp()
+    a_sum = (weight * p).mean(dim=-1)
+    c_sum = torch.einsum("bd,rbd->br", weight, candidates.float()) / p.shape[-1]
+    return a_sum, c_sum
+
+
+def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """KL(s·p + sqrt(1-s²)·n, p) = (1 - s)·A - sqrt(1 - s²)·C with s = sqrt(alpha) = ``keep``."""
+    return (1 - keep) * a_sum - (1 - keep * keep).sqrt() * c_sum
+
+
+def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype."""
+    chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)].float()
+    alpha = alpha.double()
+    keep = alpha.sqrt().float()[:, None]
+    fresh = (1 - alpha).clamp(min=0).sqrt().float()[:, None]
+    return (keep * prev.float() + fresh * chosen).to(prev.dtype)
+
+
+def _paper_line_stage(a_sum, c_best, noise_lambda, line_steps):
+    """The paper's line stage on alpha (start 0.1, step 0.1; accept: +step; reject: -0.8 step, step*0.2).
+
+    alpha is clamped to [0, 1] after every move (unclamped, sqrt(1 - alpha) is NaN; DESIGN.md §1.1).
+    The incumbent is the raw candidate (alpha = 0); a step is kept when it is not worse (``<=``).
+    """
+    best = (a_sum - c_best - noise_lambda).abs()
+    best_alpha = torch.zeros_like(a_sum)
+    alpha = torch.full_like(a_sum, 0.1)
+    step = torch.full_like(a_sum, 0.1)
+    for _ in range(line_steps):
+        dist = (kl_of_composition(a_sum, c_best, alpha.sqrt()) - noise_lambda).abs()
+        keep = dist <= best
+        best = torch.where(keep, dist, best)
+        best_alpha = torch.where(keep, alpha, best_alpha)
+        alpha = torch.where(keep, alpha + step, alpha - 0.8 * step).clamp(0.0, 1.0)
+        step = torch.where(keep, step, 0.2 * step)
+    return best_alpha
+
+
+def _exact_alpha(a_sum, c_best, noise_lambda):
+    """alpha with KL(compose(alpha)) = lambda, by bisection on s = sqrt(alpha) in [0, 1].
+
+    g(s) = (1-s)A - sqrt(1-s²)C - lambda has g(1) = -lambda < 0, so when g(0) > 0 a root is bracketed.
+    g(0) <= 0 means lambda is out of reach (alpha = 0, independent frames); lambda = 0 gives alpha = 1.
+    """
+    low = torch.zeros_like(a_sum)
+    high = torch.ones_like(a_sum)
+    for _ in range(EXACT_ITERATIONS):
+        mid = 0.5 * (low + high)
+        above = kl_of_composition(a_sum, c_best, mid) - noise_lambda > 0
+        low = torch.where(above, mid, low)
+        high = torch.where(above, high, mid)
+    s = 0.5 * (low + high)
+    reachable = a_sum - c_best - noise_lambda > 0
+    s = torch.where(reachable, s, torch.zeros_like(s))
+    if noise_lambda == 0:
+        s = torch.ones_like(s)
+    return s * s
+
+
+def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps: int):
+    """Both stages of the per-frame search from the sums alone: returns (index [B], alpha [B], kl [B]).
+
+    Random stage: the candidate r with the smallest |A - C_r - lambda| (first one on ties, i.e. a
+    later candidate replaces only when strictly better). Line stage: ``search`` = "paper" or "exact".
+    Runs in float64 on [B] tensors, on their device, with no host synchronisation.
+    """
+    a_sum = a_sum.double()
+    c_sum = c_sum.double()
+    index = (a_sum[:, None] - c_sum - noise_lambda).abs().argmin(dim=1)
+    c_best = c_sum.gather(1, index[:, None])[:, 0]
+    if search == "paper":
+        alpha = _paper_line_stage(a_sum, c_best, noise_lambda, line_steps)
+    else:
+        alpha = _exact_alpha(a_sum, c_best, noise_lambda)
+    return index, alpha, kl_of_composition(a_sum, c_best, alpha.sqrt())
+
+
+def search_frame_literal(prev, candidates, noise_lambda: float, search: str, line_steps: int):
+    """The two-stage search as the paper writes it: full-tensor KL for each candidate and each step.
+
+    float64 throughout, per-candidate loop, per-step composition of the whole frame. Returns
+    (index [B], alpha [B], frame [B, D] float64, achieved kl [B]). The oracle for ``search_from_sums``.
+    """
+    p = prev.double()
+    noise = candidates.double()
+    batch = torch.arange(p.shape[0], device=p.device)
+    best_dist = torch.full((p.shape[0],), float("inf"), dtype=torch.float64, device=p.device)
+    index = torch.zeros(p.shape[0], dtype=torch.long, device=p.device)
+    for r in range(noise.shape[0]):
+        dist = (kl_statistic(noise[r], p) - noise_lambda).abs()
+        better = dist < best_dist
+        best_dist = torch.where(better, dist, best_dist)
+        index = torch.where(better, torch.full_like(index, r), index)
+    chosen = noise[index, batch]
+
+    def frame(alpha):
+        return alpha.sqrt()[:, None] * p + (1 - alpha).clamp(min=0).sqrt()[:, None] * chosen
+
+    def dist_at(alpha):
+        return (kl_statistic(frame(alpha), p) - noise_lambda).abs()
+
+    if search == "paper":
+        best_alpha = torch.zeros_like(best_dist)
+        alpha = torch.full_like(best_dist, 0.1)
+        step = torch.full_like(best_dist, 0.1)
+        for _ in range(line_steps):
+            dist = dist_at(alpha)
+            keep = dist <= best_dist
+            best_dist = torch.where(keep, dist, best_dist)
+            best_alpha = torch.where(keep, alpha, best_alpha)
+            alpha = torch.where(keep, alpha + step, alpha - 0.8 * step).clamp(0.0, 1.0)
+            step = torch.where(keep, step, 0.2 * step)
+    else:
+        low, high = torch.zeros_like(best_dist), torch.ones_like(best_dist)
+        for _ in range(EXACT_ITERATIONS):
+            mid = 0.5 * (low + high)
+            above = kl_statistic(frame(mid * mid), p) - noise_lambda > 0
+            low, high = torch.where(above, mid, low), torch.where(above, high, mid)
+        s = 0.5 * (low + high)
+        s = torch.where(kl_statistic(chosen, p) - noise_lambda > 0, s, torch.zeros_like(s))
+        best_alpha = torch.ones_like(s) if noise_lambda == 0 else s * s
+    out = frame(best_alpha)
+    return index, best_alpha, out, kl_statistic(out, p)
+
+
+def dependency_noise_literal(first, candidates_per_frame, noise_lambda, search="exact", line_steps=15):
+    """The whole frame chain, literally: first [B, D], candidates_per_frame a list of F-1 [R, B, D].
+
+    Returns (noise [B, F, D] float64, alpha [B, F-1], kl [B, F-1], index [B, F-1]).
+    """
+    frames = [first.double()]
+    alphas, kls, indices = [], [], []
+    for candidates in candidates_per_frame:
+        index, alpha, frame, kl = search_frame_literal(frames[-1], candidates, noise_lambda, search, line_steps)
+        frames.append(frame)
+        alphas.append(alpha)
+        kls.append(kl)
+        indices.append(index)
+    stack = lambda xs, ref: torch.stack(xs, dim=1) if xs else ref.new_zeros(first.shape[0], 0)  # noqa: E731
+    zeros = first.new_zeros(first.shape[0], 0, dtype=torch.float64)
+    return (torch.stack(frames, dim=1), stack(alphas, zeros), stack(kls, zeros),
+            stack(indices, zeros.long()))
