@@ -1,22 +1,26 @@
 """Ahead-of-time compilation of every Triton kernel variant to cubin, without a GPU (DESIGN.md §4).
 
 Catches what the interpreter cannot (type errors, unsupported ops, register spills) and reports the
-resources of each kernel. ``python -m zs2_kernels.aot`` prints the table for sm_80 and sm_90.
+resources of each kernel. ``python -m zs2_kernels.aot`` prints the table for sm_80 and sm_90
+(``--json`` for machine-readable rows). Needs ``TRITON_INTERPRET`` unset: the interpreter replaces
+the kernels it would compile.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
+import sys
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 ARCHS = (80, 90)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class KernelResources:
     """Resource usage of one compiled kernel variant, as cuobjdump reports it."""
 
@@ -69,6 +73,9 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
 
 def main() -> None:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    if "--json" in sys.argv[1:]:
+        print(json.dumps([dataclasses.asdict(row) for row in compile_all()]))
+        return
     print(f"{'kernel':28s} {'arch':>4s} {'regs':>4s} {'spill':>5s} {'smem':>6s}  variant")
     for row in compile_all():
         print(f"{row.kernel:28s} {row.arch:4d} {row.registers:4d} {row.local_bytes:5d} {row.shared_bytes:6d}  "

@@ -7,9 +7,9 @@ with ``backend=...`` or for the process with the environment variable ``ZS2_BACK
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -17,10 +17,14 @@ BACKENDS = ("triton", "cuda", "torch")
 ENV_VAR = "ZS2_BACKEND"
 
 
-@functools.cache
 def triton_available() -> bool:
     """True when the triton package is importable (it is optional: the CPU path does not need it)."""
-    return importlib.util.find_spec("triton") is not None
+    if "triton" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def triton_interpreting() -> bool:
@@ -40,10 +44,9 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
         source = "backend" if explicit else ENV_VAR
         raise ValueError(f"{source} must be one of {BACKENDS}, got {requested!r}")
     on_cuda = device.type == "cuda"
-    triton_ok = triton_available() and (on_cuda or triton_interpreting())
     if requested is None:
-        return "triton" if on_cuda and triton_ok else "torch"
-    if requested == "triton" and not triton_ok:
+        return "triton" if on_cuda and triton_available() else "torch"
+    if requested == "triton" and not (triton_available() and (on_cuda or triton_interpreting())):
         if explicit:
             why = "triton is not installed" if not triton_available() else f"tensors are on {device}"
             raise RuntimeError(f"backend='triton' cannot run: {why} (Triton needs CUDA tensors, or TRITON_INTERPRET=1)")

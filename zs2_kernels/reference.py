@@ -61,11 +61,15 @@ def kl_statistic(noise: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
 
 
 def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[b] = mean_d exp(p)·p and C[b, r] = mean_d exp(p)·n_r, in float32, so KL(n_r, p) = A - C_r."""
-    p = prev.float()
+    """A[b] = mean_d exp(p)·p and C[b, r] = mean_d exp(p)·n_r, so KL(n_r, p) = A - C_r.
+
+    float32 (float64 for float64 inputs), like the kernels' accumulators.
+    """
+    compute = torch.promote_types(prev.dtype, torch.float32)
+    p = prev.to(compute)
     weight = p.exp()
     a_sum = (weight * p).mean(dim=-1)
-    c_sum = torch.einsum("bd,rbd->br", weight, candidates.float()) / p.shape[-1]
+    c_sum = torch.einsum("bd,rbd->br", weight, candidates.to(compute)) / p.shape[-1]
     return a_sum, c_sum
 
 

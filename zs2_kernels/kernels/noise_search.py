@@ -152,8 +152,8 @@ def kl_partial_sums(prev, candidates, num_candidates, seed=None, frame=0):
 
 def kl_sums(prev, candidates):
     """A [B] and C [B, R] from materialised candidates (the op-level contract of the KL check)."""
-    partial = kl_partial_sums(prev, candidates, candidates.shape[0]).sum(dim=1) / prev.shape[1]
-    return partial[:, 0].contiguous(), partial[:, 1:].contiguous()
+    totals = kl_partial_sums(prev, candidates, candidates.shape[0]).sum(dim=1) / prev.shape[1]
+    return totals[:, 0].clone(), totals[:, 1:].clone()  # separate storage: op outputs must not alias
 
 
 def search(prev, candidates, num_candidates, noise_lambda, search_mode, line_steps, seed=None, frame=0):

@@ -1,0 +1,139 @@
+"""dependency_noise: statistics, lambda targets, the paper's trajectory, backends, edge values, bad input."""
+
+import pytest
+import torch
+
+import zs2_kernels
+from zs2_kernels import reference
+
+BACKENDS = ["torch", "triton"]
+
+
+def measured_kl(noise):
+    """The paper's KL statistic between adjacent frames, measured on the output tensor, [B, F-1]."""
+    flat = noise.double().flatten(2)
+    return reference.kl_statistic(flat[:, 1:], flat[:, :-1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("noise_lambda", [0.001, 0.01, 0.1, 1.0])
+def test_exact_search_hits_lambda(backend, noise_lambda):
+    noise, stats = zs2_kernels.dependency_noise((2, 4, 4, 32, 32), noise_lambda, seed=3, return_stats=True,
+                                                backend=backend)
+    assert (measured_kl(noise) - noise_lambda).abs().max() < 1e-4
+    assert (stats["achieved_kl"] - noise_lambda).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frames_are_standard_normal_and_correlation_is_sqrt_alpha(backend):
+    noise, stats = zs2_kernels.dependency_noise((2, 6, 4, 64, 64), 0.1, seed=11, return_stats=True,
+                                                backend=backend)
+    per_frame = noise.flatten(2)
+    assert per_frame.mean(-1).abs().max() < 0.03
+    assert (per_frame.std(-1) - 1).abs().max() < 0.03
+    pearson = torch.stack([torch.corrcoef(per_frame[b, f:f + 2])[0, 1] for b in range(2) for f in range(5)])
+    torch.testing.assert_close(stats["correlation"].flatten().float(), pearson, rtol=0, atol=2e-3)
+    assert (stats["correlation"] - stats["alpha"].sqrt()).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("search", ["paper", "exact"])
+def test_reproduces_literal_chain_on_same_candidates(backend, search):
+    """With a generator the candidates are known: the whole chain equals the paper's literal search."""
+    shape, count = (3, 5, 2, 9, 11), 10
+    noise, stats = zs2_kernels.dependency_noise(shape, 0.1, search=search, generator=torch.Generator().manual_seed(5),
+                                                return_stats=True, backend=backend)
+    gen = torch.Generator().manual_seed(5)
+    first = torch.randn(3, 198, generator=gen)
+    candidates = [torch.randn(count, 3, 198, generator=gen) for _ in range(4)]
+    lit_noise, lit_alpha, lit_kl, lit_index = reference.dependency_noise_literal(first, candidates, 0.1, search, 15)
+    assert stats["candidate_index"].tolist() == lit_index.tolist()
+    torch.testing.assert_close(stats["alpha"], lit_alpha, rtol=0, atol=1e-6)
+    torch.testing.assert_close(noise.flatten(2).double(), lit_noise, rtol=0, atol=1e-5)
+
+
+def test_paper_mode_default_lambda_gives_still_video():
+    """Measured fact (DESIGN.md): the paper's search at its own lambda = 0.01 yields identical frames."""
+    noise, stats = zs2_kernels.dependency_noise((2, 4, 4, 64, 64), 0.01, search="paper", seed=0, return_stats=True)
+    assert stats["alpha"].eq(1).all()
+    assert torch.equal(noise[:, 0], noise[:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lambda_zero_gives_identical_frames(backend):
+    noise, stats = zs2_kernels.dependency_noise((2, 5, 3, 7), 0.0, seed=1, return_stats=True, backend=backend)
+    assert torch.equal(noise, noise[:, :1].expand_as(noise))
+    assert stats["alpha"].eq(1).all() and stats["achieved_kl"].eq(0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("search", ["paper", "exact"])
+def test_huge_lambda_gives_independent_frames(backend, search):
+    noise, stats = zs2_kernels.dependency_noise((2, 4, 4, 32, 32), 1e6, search=search, seed=2, return_stats=True,
+                                                backend=backend)
+    assert torch.isfinite(noise).all()
+    assert stats["alpha"].eq(0).all()
+    assert stats["correlation"].abs().max() < 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_frame_and_one_element(backend):
+    noise, stats = zs2_kernels.dependency_noise((3, 1, 4, 8), seed=0, return_stats=True, backend=backend)
+    assert noise.shape == (3, 1, 4, 8) and stats["alpha"].shape == (3, 0)
+    noise, stats = zs2_kernels.dependency_noise((2, 4), 0.1, seed=0, return_stats=True, backend=backend)
+    assert noise.shape == (2, 4) and torch.isfinite(noise).all() and torch.isfinite(stats["correlation"]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_output_dtype(dtype):
+    noise = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=0, dtype=dtype)
+    assert noise.dtype == dtype and torch.isfinite(noise.float()).all()
+
+
+def test_backends_agree_on_the_same_generator():
+    kwargs = dict(shape=(2, 4, 4, 16, 16), noise_lambda=0.05, return_stats=True)
+    a, sa = zs2_kernels.dependency_noise(**kwargs, generator=torch.Generator().manual_seed(9), backend="torch")
+    b, sb = zs2_kernels.dependency_noise(**kwargs, generator=torch.Generator().manual_seed(9), backend="triton")
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert sa["backend"] == "torch" and sb["backend"] == "triton"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_noise_different_seed_different_noise(backend):
+    a = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=4, backend=backend)
+    b = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=4, backend=backend)
+    c = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=5, backend=backend)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_larger_lambda_lowers_correlation():
+    corr = [zs2_kernels.dependency_noise((2, 4, 4, 32, 32), lam, seed=0, return_stats=True)[1]["correlation"].mean()
+            for lam in (0.001, 0.01, 0.1, 1.0)]
+    assert corr[0] > corr[1] > corr[2] > corr[3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(noise_lambda=-0.1), ValueError, "noise_lambda"),
+        (dict(noise_lambda=float("nan")), ValueError, "noise_lambda"),
+        (dict(noise_lambda=float("inf")), ValueError, "noise_lambda"),
+        (dict(noise_lambda="big"), TypeError, "noise_lambda"),
+        (dict(shape=(2, 0, 4)), ValueError, "shape"),
+        (dict(shape=(2,)), ValueError, "shape"),
+        (dict(shape=(2, 3.0, 4)), TypeError, "shape"),
+        (dict(shape=()), ValueError, "shape"),
+        (dict(search="fast"), ValueError, "search"),
+        (dict(random_candidates=0), ValueError, "random_candidates"),
+        (dict(line_steps=-1), ValueError, "line_steps"),
+        (dict(dtype=torch.int32), TypeError, "dtype"),
+        (dict(seed=1, generator=torch.Generator()), ValueError, "generator"),
+        (dict(seed=-3), ValueError, "seed"),
+        (dict(generator="cpu"), TypeError, "generator"),
+        (dict(backend="triton", device="cpu", search="warp"), ValueError, "search"),
+    ],
+)
+def test_bad_input(kwargs, error, name):
+    kwargs.setdefault("shape", (2, 3, 4))
+    with pytest.raises(error, match=name):
+        zs2_kernels.dependency_noise(**kwargs)

@@ -1,0 +1,91 @@
+"""The zs2 custom ops: torch.library.opcheck on CPU, torch.compile(fullgraph=True) equals eager, and
+importing/using the package without triton."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import zs2_kernels
+from zs2_kernels import ops
+
+
+def op_samples(backend):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 33, generator=gen)
+    prev = torch.randn(3, 65, generator=gen)
+    cand = torch.randn(5, 3, 65, generator=gen)
+    index = torch.tensor([0, 4, 2])
+    alpha = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    return [
+        (ops.momentum_update, (x, 0.9, None, backend)),
+        (ops.momentum_update, (x, 0.5, torch.randn(2, 33, generator=gen), backend)),
+        (ops.kl_sums, (prev, cand, backend)),
+        (ops.search_frame, (prev, cand, 5, 0, 1, 0.1, "exact", 15, backend)),
+        (ops.search_frame, (prev, cand, 5, 0, 1, 0.1, "paper", 15, backend)),
+        (ops.compose, (prev, cand, index, alpha, 5, 0, 1, backend)),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_opcheck(backend):
+    for op, args in op_samples(backend):
+        torch.library.opcheck(op, args)
+
+
+def test_opcheck_philox_ops():
+    prev = torch.randn(2, 40)
+    index = torch.tensor([1, 3])
+    alpha = torch.tensor([0.3, 0.6], dtype=torch.float64)
+    torch.library.opcheck(ops.search_frame, (prev, None, 4, 17, 2, 0.1, "exact", 15, "triton"))
+    torch.library.opcheck(ops.compose, (prev, None, index, alpha, 4, 17, 2, "triton"))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_torch_compile_fullgraph_matches_eager(backend):
+    def step(x, prev, cand):
+        y = ops.momentum_update(x, 0.9, None, backend)
+        index, alpha, _ = ops.search_frame(prev, cand, 5, 0, 1, 0.1, "exact", 15, backend)
+        return y * 2, ops.compose(prev, cand, index, alpha, 5, 0, 1, backend)
+
+    x, prev, cand = torch.randn(2, 4, 33), torch.randn(3, 65), torch.randn(5, 3, 65)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(x, prev, cand), step(x, prev, cand)):
+        torch.testing.assert_close(got, want)
+
+
+def test_public_momentum_update_compiles_fullgraph():
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: zs2_kernels.momentum_update(x, 0.5, backend="torch") + 1, fullgraph=True,
+                       backend="aot_eager")
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(fn(x), zs2_kernels.momentum_update(x, 0.5, backend="torch") + 1)
+
+
+def test_import_and_cpu_path_without_triton():
+    """Importing never needs triton or a GPU; the CPU path runs on the reference."""
+    code = textwrap.dedent("""
+        import sys
+        class NoTriton:
+            def find_spec(self, name, path=None, target=None):
+                if name == "triton" or name.startswith("triton."):
+                    raise ImportError("triton blocked for this test")
+        sys.meta_path.insert(0, NoTriton())
+        import torch, zs2_kernels
+        noise, stats = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=0, return_stats=True)
+        y = zs2_kernels.momentum_update(torch.randn(1, 3, 5), 0.5)
+        assert stats["backend"] == "torch" and "triton" not in sys.modules
+        try:
+            zs2_kernels.momentum_update(torch.randn(1, 3, 5), 0.5, backend="triton")
+        except RuntimeError as err:
+            assert "triton" in str(err)
+        else:
+            raise AssertionError("backend='triton' without triton must raise")
+        print("ok")
+    """)
+    env = {"PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
