@@ -65,6 +65,6 @@ setup(
         "scikit-learn>=1.3",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main"]},
     cmdclass={"build_py": BuildWithCuda},
 )

@@ -4,10 +4,26 @@ Importing never touches a GPU and works without triton (the PyTorch reference is
 """
 
 from . import ops  # noqa: F401  (registers the zs2:: torch ops)
+from .attention import MomentumAttentionHandle, TemporalMomentumAttnProcessor, install_momentum_attention, is_installed
 from .backend import BACKENDS, resolve_backend
 from .momentum import momentum_update
 from .noise import dependency_noise
+from .pipeline import load_pipeline
+from .sampler import VideoOutput, sample_video
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "dependency_noise", "momentum_update", "resolve_backend", "__version__"]
+__all__ = [
+    "BACKENDS",
+    "MomentumAttentionHandle",
+    "TemporalMomentumAttnProcessor",
+    "VideoOutput",
+    "dependency_noise",
+    "install_momentum_attention",
+    "is_installed",
+    "load_pipeline",
+    "momentum_update",
+    "resolve_backend",
+    "sample_video",
+    "__version__",
+]

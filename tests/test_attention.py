@@ -1,0 +1,108 @@
+"""Temporal momentum attention: the limits mu = 0 (plain self-attention) and mu = 1 (Text2Video-Zero's
+cross-frame attention to frame 0) on tiny SD1.5/SD2.1/SDXL UNets, installation and restoration."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
+    CrossFrameAttnProcessor2_0)
+from tiny_pipelines import tiny_pipeline
+
+import zs2_kernels
+
+VIDEOS, FRAMES = 2, 3
+
+
+@pytest.fixture(scope="module", params=["sd15", "sd21", "sdxl"])
+def unet(request):
+    return tiny_pipeline(request.param).unet.eval()
+
+
+def unet_inputs(unet, halves):
+    gen = torch.Generator().manual_seed(0)
+    batch = halves * VIDEOS * FRAMES
+    sample = torch.randn(batch, 4, 8, 8, generator=gen)
+    text = torch.randn(batch, 5, unet.config.cross_attention_dim, generator=gen)
+    added = None
+    if unet.config.addition_embed_type == "text_time":
+        added = {"text_embeds": torch.randn(batch, 32, generator=gen), "time_ids": torch.rand(batch, 6, generator=gen)}
+    return sample, text, added
+
+
+def run(unet, processors, halves):
+    sample, text, added = unet_inputs(unet, halves)
+    original = dict(unet.attn_processors)
+    unet.set_attn_processor(processors)
+    try:
+        with torch.no_grad():
+            return unet(sample, 500, encoder_hidden_states=text, added_cond_kwargs=added).sample
+    finally:
+        unet.set_attn_processor(original)
+
+
+def self_attention_only(unet, make):
+    return {name: make() if name.endswith("attn1.processor") else AttnProcessor2_0() for name in unet.attn_processors}
+
+
+@pytest.mark.parametrize("halves", [1, 2], ids=["no_guidance", "guidance"])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_mu_zero_is_plain_self_attention(unet, halves, backend):
+    ours = run(unet, self_attention_only(unet, lambda: zs2_kernels.TemporalMomentumAttnProcessor(0.0, FRAMES,
+                                                                                                 backend=backend)),
+               halves)
+    stock = run(unet, AttnProcessor2_0(), halves)
+    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("halves", [1, 2], ids=["no_guidance", "guidance"])
+def test_mu_one_is_cross_frame_attention_to_frame_zero(unet, halves):
+    ours = run(unet, self_attention_only(unet, lambda: zs2_kernels.TemporalMomentumAttnProcessor(1.0, FRAMES)), halves)
+    peer = run(unet, self_attention_only(unet, lambda: CrossFrameAttnProcessor2_0(batch_size=halves * VIDEOS)),
+               halves)
+    torch.testing.assert_close(ours, peer, rtol=1e-5, atol=1e-5)
+
+
+def test_intermediate_momentum_differs_from_both_limits(unet):
+    def with_mu(mu):
+        return run(unet, self_attention_only(unet, lambda: zs2_kernels.TemporalMomentumAttnProcessor(mu, FRAMES)), 2)
+
+    middle = with_mu(0.5)
+    assert not torch.allclose(middle, with_mu(0.0), atol=1e-4)
+    assert not torch.allclose(middle, with_mu(1.0), atol=1e-4)
+
+
+def test_install_restore_and_is_installed(unet):
+    before = dict(unet.attn_processors)
+    with zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES) as handle:
+        assert zs2_kernels.is_installed(unet)
+        current = unet.attn_processors
+        for name, processor in current.items():
+            if name.endswith("attn2.processor"):
+                assert processor is before[name]  # cross-attention untouched
+            else:
+                assert isinstance(processor, zs2_kernels.TemporalMomentumAttnProcessor)
+        assert len(handle.processors) == sum(name.endswith("attn1.processor") for name in current)
+    assert not zs2_kernels.is_installed(unet)
+    assert all(unet.attn_processors[name] is proc for name, proc in before.items())
+
+
+def test_warns_when_replaced_after_installation(unet):
+    handle = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    try:
+        unet.set_attn_processor(AttnProcessor2_0())  # what attention slicing / LoRA loading can do
+        with pytest.warns(RuntimeWarning, match="replaced"):
+            assert handle.check_installed() is False
+    finally:
+        handle.restore()
+
+
+def test_batch_not_multiple_of_frames_raises(unet):
+    processors = self_attention_only(unet, lambda: zs2_kernels.TemporalMomentumAttnProcessor(0.5, 4))
+    with pytest.raises(ValueError, match="num_frames"):
+        run(unet, processors, 1)  # batch 6 is not a multiple of 4
+
+
+@pytest.mark.parametrize("momentum, frames, error", [(1.5, 3, ValueError), (0.5, 0, ValueError), (0.5, 2.0, TypeError)])
+def test_processor_bad_arguments(momentum, frames, error):
+    with pytest.raises(error, match="momentum|num_frames"):
+        zs2_kernels.TemporalMomentumAttnProcessor(momentum, frames)

@@ -1,0 +1,183 @@
+"""sample_video end to end on tiny pipelines saved with save_pretrained and loaded back (offline)."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_pipelines import tiny_pipeline
+
+import zs2_kernels
+from zs2_kernels.sampler import _initial_latents
+
+FAST = dict(num_frames=4, num_inference_steps=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sd15")
+    tiny_pipeline("sd15").save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return zs2_kernels.load_pipeline(model_dir)
+
+
+def test_load_pipeline_round_trip_offline(model_dir, pipe):
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert not list(model_dir.rglob("*.bin")), "weights must be saved as safetensors"
+    original = tiny_pipeline("sd15")
+    for name, tensor in original.unet.state_dict().items():
+        torch.testing.assert_close(pipe.unet.state_dict()[name], tensor)
+
+
+def test_load_sdxl_pipeline_and_sample(tmp_path):
+    tiny_pipeline("sdxl").save_pretrained(tmp_path, safe_serialization=True)
+    pipe = zs2_kernels.load_pipeline(tmp_path)
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    out = zs2_kernels.sample_video(pipe, "a cat", seed=0, **FAST)
+    assert out.frames.shape == (1, 4, 16, 16, 3) and np.isfinite(out.frames).all()
+
+
+@pytest.mark.parametrize("output_type", ["np", "pt", "pil", "latent"])
+def test_output_types(pipe, output_type):
+    out = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], seed=0, output_type=output_type, **FAST)
+    if output_type == "np":
+        assert out.frames.shape == (2, 4, 16, 16, 3) and out.frames.dtype == np.float32
+        assert 0 <= out.frames.min() and out.frames.max() <= 1
+    elif output_type == "pt":
+        assert out.frames.shape == (2, 4, 3, 16, 16)
+    elif output_type == "pil":
+        assert len(out.frames) == 2 and len(out.frames[0]) == 4 and out.frames[0][0].size == (16, 16)
+    else:
+        assert out.frames.shape == (2, 4, 4, 8, 8)
+    stats = out.stats
+    assert np.asarray(stats["achieved_kl"]).shape == (2, 3)
+    assert abs(np.asarray(stats["achieved_kl"]) - 0.01).max() < 1e-4
+    assert stats["backend"] == "torch" and set(stats["timings"]) >= {"encode_prompt", "denoise", "decode", "total"}
+
+
+def test_same_seed_same_video_and_prompts_are_independent(pipe):
+    first = zs2_kernels.sample_video(pipe, ["a cat", "a cat"], seed=3, **FAST).frames
+    again = zs2_kernels.sample_video(pipe, ["a cat", "a cat"], seed=3, **FAST).frames
+    other = zs2_kernels.sample_video(pipe, ["a cat", "a cat"], seed=4, **FAST).frames
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert not np.allclose(first[0], first[1])  # same prompt, two videos: different noise chains
+
+
+def test_generator_gives_same_video_as_itself(pipe):
+    a = zs2_kernels.sample_video(pipe, "a cat", generator=torch.Generator().manual_seed(1), **FAST).frames
+    b = zs2_kernels.sample_video(pipe, "a cat", generator=torch.Generator().manual_seed(1), **FAST).frames
+    np.testing.assert_array_equal(a, b)
+
+
+def test_videos_per_prompt(pipe):
+    out = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], num_videos_per_prompt=2, seed=0, **FAST)
+    assert out.frames.shape[0] == 4
+    assert not np.allclose(out.frames[0], out.frames[1])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_chunked_equals_unchunked(pipe, backend):
+    kwargs = dict(num_frames=5, num_inference_steps=2, seed=0, progress=False, momentum=0.7, backend=backend,
+                  output_type="latent")
+    whole = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs).frames
+    chunked = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], frame_chunk=2, **kwargs).frames
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_momentum_changes_the_video_and_components_switch_off(pipe):
+    base = dict(seed=0, output_type="latent", **FAST)
+    full = zs2_kernels.sample_video(pipe, "a cat", **base).frames
+    no_tma = zs2_kernels.sample_video(pipe, "a cat", momentum_attention=False, **base)
+    no_dnm = zs2_kernels.sample_video(pipe, "a cat", dependency_noise=False, **base)
+    assert not torch.allclose(full, no_tma.frames) and not torch.allclose(full, no_dnm.frames)
+    assert "achieved_kl" not in no_dnm.stats and no_tma.stats["momentum"] is None
+
+
+def test_128_frames_in_chunks(pipe):
+    out = zs2_kernels.sample_video(pipe, "a cat", num_frames=128, frame_chunk=32, num_inference_steps=1, seed=0,
+                                   progress=False, decode_chunk_size=32)
+    assert out.frames.shape == (1, 128, 16, 16, 3) and np.isfinite(out.frames).all()
+
+
+@pytest.mark.parametrize("guidance_scale", [0.0, 1.0])
+def test_no_guidance_works(pipe, guidance_scale):
+    out = zs2_kernels.sample_video(pipe, "a cat", guidance_scale=guidance_scale, seed=0, **FAST)
+    assert out.frames.shape == (1, 4, 16, 16, 3)
+
+
+def test_processors_restored_after_success_and_error(pipe):
+    before = dict(pipe.unet.attn_processors)
+
+    def boom(*args):
+        assert zs2_kernels.is_installed(pipe.unet)
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        zs2_kernels.sample_video(pipe, "a cat", callback_on_step_end=boom, seed=0, **FAST)
+    assert dict(pipe.unet.attn_processors) == before
+    zs2_kernels.sample_video(pipe, "a cat", seed=0, **FAST)
+    assert dict(pipe.unet.attn_processors) == before and not zs2_kernels.is_installed(pipe.unet)
+
+
+def test_callback_can_replace_latents(pipe):
+    seen = []
+
+    def zero_latents(pipeline, step, timestep, tensors):
+        seen.append(step)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    out = zs2_kernels.sample_video(pipe, "a cat", callback_on_step_end=zero_latents, seed=0, output_type="latent",
+                                   **FAST)
+    assert seen == [0, 1] and out.frames.abs().max() == 0
+
+
+def test_dependency_noise_raises_adjacent_similarity_and_lambda_lowers_it():
+    def adjacent_similarity(latents):
+        flat = latents.flatten(2)
+        return torch.nn.functional.cosine_similarity(flat[:, 1:], flat[:, :-1], dim=-1).mean().item()
+
+    shape = (2, 6, 4, 8, 8)
+    common = dict(search="exact", generator=None, seed=0, device="cpu", backend="torch")
+    iid, _ = _initial_latents(shape, use_dependency_noise=False, noise_lambda=0.01, **common)
+    correlated = [adjacent_similarity(_initial_latents(shape, use_dependency_noise=True, noise_lambda=lam,
+                                                       **common)[0]) for lam in (0.01, 0.1, 1.0)]
+    assert correlated[0] > correlated[1] > correlated[2] > adjacent_similarity(iid)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(prompt=""), ValueError, "prompt"),
+        (dict(prompt=3), TypeError, "prompt"),
+        (dict(prompt=[]), TypeError, "prompt"),
+        (dict(num_frames=0), ValueError, "num_frames"),
+        (dict(height=17), ValueError, "height"),
+        (dict(width=31, height=16), ValueError, "width"),
+        (dict(num_inference_steps=0), ValueError, "num_inference_steps"),
+        (dict(guidance_scale=-1), ValueError, "guidance_scale"),
+        (dict(noise_lambda=-0.5), ValueError, "noise_lambda"),
+        (dict(momentum=1.2), ValueError, "momentum"),
+        (dict(frame_chunk=0), ValueError, "frame_chunk"),
+        (dict(output_type="gif"), ValueError, "output_type"),
+        (dict(search="fast"), ValueError, "search"),
+        (dict(negative_prompt=["a", "b", "c"]), ValueError, "negative_prompt"),
+        (dict(seed=1, generator=torch.Generator()), ValueError, "seed"),
+    ],
+)
+def test_bad_input(pipe, kwargs, error, name):
+    params = dict(prompt="a cat", num_frames=2, num_inference_steps=1, progress=False)
+    params.update(kwargs)
+    with pytest.raises(error, match=name):
+        zs2_kernels.sample_video(pipe, **params)
+
+
+def test_missing_model_paths_say_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        zs2_kernels.load_pipeline(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        zs2_kernels.load_pipeline(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        zs2_kernels.sample_video("./no/such/model", "a cat", progress=False)

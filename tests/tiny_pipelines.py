@@ -1,0 +1,65 @@
+"""Tiny random diffusers pipelines built from config (no downloads): SD1.5-, SD2.1- and SDXL-style.
+
+They exercise the real loading and sampling code paths in seconds on a CPU.
+"""
+
+import string
+
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
+                       UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+MAX_TOKENS = 16
+
+
+def tiny_tokenizer():
+    """A character-level CLIP BPE tokenizer built from an in-memory vocabulary."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in string.ascii_lowercase + string.digits + ".,'-":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+
+
+def _text_config(vocab_size, **extra):
+    return CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                          vocab_size=vocab_size, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1, **extra)
+
+
+def _vae():
+    return AutoencoderKL(block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         norm_num_groups=8, sample_size=16)
+
+
+def _scheduler():
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+def tiny_pipeline(style="sd15", seed=0):
+    """A random pipeline of the given style: "sd15", "sd21" (linear projections, per-block heads) or "sdxl"."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    unet_common = dict(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
+                       out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8)
+    if style == "sdxl":
+        unet = UNet2DConditionModel(**unet_common, cross_attention_dim=64, attention_head_dim=(2, 4),
+                                    use_linear_projection=True, addition_embed_type="text_time",
+                                    addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + 32,
+                                    transformer_layers_per_block=(1, 2))
+        return StableDiffusionXLPipeline(
+            vae=_vae(), text_encoder=CLIPTextModel(_text_config(len(tokenizer))),
+            text_encoder_2=CLIPTextModelWithProjection(_text_config(len(tokenizer), projection_dim=32)),
+            tokenizer=tokenizer, tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=_scheduler())
+    if style == "sd21":
+        unet = UNet2DConditionModel(**unet_common, cross_attention_dim=32, attention_head_dim=(2, 4),
+                                    use_linear_projection=True, upcast_attention=True)
+    else:
+        unet = UNet2DConditionModel(**unet_common, cross_attention_dim=32, attention_head_dim=8)
+    return StableDiffusionPipeline(vae=_vae(), text_encoder=CLIPTextModel(_text_config(len(tokenizer))),
+                                   tokenizer=tokenizer, unet=unet, scheduler=_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)

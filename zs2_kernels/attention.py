@@ -1,0 +1,166 @@
+"""Temporal momentum attention (DESIGN.md §1.2) as a diffusers attention processor.
+
+In every self-attention layer (``attn1``) frame f attends with its own queries to keys and values of
+the EMA over frames  y_0 = h_0,  y_f = mu·y_{f-1} + (1-mu)·h_f.  Because the EMA weights sum to 1 and
+``to_k``/``to_v`` are affine, EMA(to_k(h)) = to_k(EMA(h)): the EMA is applied once to the layer input
+(one tensor, not two). mu = 0 is plain self-attention, mu = 1 cross-frame attention to frame 0
+(Text2Video-Zero). The UNet batch is laid out (guidance half, video, frame), outer to inner.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_int, check_number
+from .momentum import momentum_update
+
+
+class TemporalMomentumAttnProcessor:
+    """Self-attention with keys/values from the momentum EMA over frames.
+
+    Args:
+        momentum: mu in [0, 1].
+        num_frames: frames per video in the batch the UNet sees (the innermost batch axis).
+        backend: backend of the momentum update (default: see :mod:`zs2_kernels.backend`).
+
+    ``carry_state`` (set by :class:`MomentumAttentionHandle` for chunked videos) keeps the EMA value
+    of the last frame so the next chunk of frames continues the same recursion.
+    """
+
+    def __init__(self, momentum: float, num_frames: int, *, backend: str | None = None):
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
+        self.num_frames = check_int("num_frames", num_frames, 1)
+        self.backend = backend
+        self.carry_state = False
+        self.state: torch.Tensor | None = None
+
+    def _momentum_keys_input(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, tokens, channels = hidden_states.shape
+        if batch % self.num_frames:
+            raise ValueError(f"the UNet batch ({batch}) is not a multiple of num_frames ({self.num_frames}); "
+                             "the batch must be laid out (guidance half, video, frame)")
+        frames = hidden_states.view(batch // self.num_frames, self.num_frames, tokens, channels)
+        smoothed = momentum_update(frames, self.momentum, init=self.state if self.carry_state else None,
+                                   backend=self.backend)
+        if self.carry_state:
+            self.state = smoothed[:, -1]
+        return smoothed.view(batch, tokens, channels)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if encoder_hidden_states is not None:
+            raise ValueError("TemporalMomentumAttnProcessor is for self-attention (attn1) layers only; "
+                             "cross-attention layers keep their own processor")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size, sequence_length, _ = hidden_states.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        keys_input = self._momentum_keys_input(hidden_states.contiguous())
+        key = attn.to_k(keys_input)
+        value = attn.to_v(keys_input)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                       dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def _is_self_attention(name: str) -> bool:
+    return name.endswith("attn1.processor")
+
+
+class MomentumAttentionHandle:
+    """Our processors installed on a UNet; ``restore()`` (or leaving the ``with`` block) puts the originals back."""
+
+    def __init__(self, unet, original: dict, processors: list[TemporalMomentumAttnProcessor]):
+        self.unet = unet
+        self.original = original
+        self.processors = processors
+        self._warned = False
+
+    def set_num_frames(self, num_frames: int, *, carry_state: bool) -> None:
+        """Frames per video in the next UNet calls; ``carry_state`` continues the EMA across chunks."""
+        for processor in self.processors:
+            processor.num_frames = num_frames
+            processor.carry_state = carry_state
+
+    def reset_state(self) -> None:
+        """Forget carried EMA states (call before the first chunk of every denoising step)."""
+        for processor in self.processors:
+            processor.state = None
+
+    def check_installed(self) -> bool:
+        """Warn once (and return False) if something replaced our processors since installation."""
+        current = self.unet.attn_processors
+        intact = all(current[name] is proc for name, proc in zip(self._names(), self.processors))
+        if not intact and not self._warned:
+            warnings.warn("temporal momentum attention was replaced on the UNet after installation (e.g. by "
+                          "enable_attention_slicing, xformers or a LoRA load); frames are no longer coupled. "
+                          "Install it after such calls.", RuntimeWarning, stacklevel=3)
+            self._warned = True
+        return intact
+
+    def _names(self):
+        return [name for name in self.original if _is_self_attention(name)]
+
+    def restore(self) -> None:
+        self.unet.set_attn_processor(dict(self.original))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+        return False
+
+
+def install_momentum_attention(unet, momentum: float, num_frames: int, *, backend: str | None = None):
+    """Install :class:`TemporalMomentumAttnProcessor` on every self-attention layer of ``unet``.
+
+    Cross-attention layers keep their processors. Returns a :class:`MomentumAttentionHandle`.
+    """
+    original = dict(unet.attn_processors)
+    if not any(_is_self_attention(name) for name in original):
+        raise ValueError("unet has no self-attention (attn1) layers to install momentum attention on")
+    processors = []
+    replaced = {}
+    for name, processor in original.items():
+        if _is_self_attention(name):
+            processor = TemporalMomentumAttnProcessor(momentum, num_frames, backend=backend)
+            processors.append(processor)
+        replaced[name] = processor
+    unet.set_attn_processor(replaced)
+    return MomentumAttentionHandle(unet, original, processors)
+
+
+def is_installed(unet) -> bool:
+    """True when every self-attention layer of ``unet`` runs temporal momentum attention."""
+    self_attention = [p for name, p in unet.attn_processors.items() if _is_self_attention(name)]
+    return bool(self_attention) and all(isinstance(p, TemporalMomentumAttnProcessor) for p in self_attention)

@@ -1,0 +1,306 @@
+"""``sample_video``: ZS² text-to-video sampling with any diffusers text-to-image latent diffusion pipeline.
+
+DDIM (eta = 0) with classifier-free guidance over a batch laid out (guidance half, video, frame);
+initial latents from the dependency noise model; temporal momentum attention installed on the UNet
+for the call and always restored. ``frame_chunk`` bounds memory for long videos while giving the same
+result (the momentum state is carried from chunk to chunk).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._checks import check_int, check_number
+from .attention import install_momentum_attention
+from .backend import resolve_backend
+from .noise import dependency_noise as make_dependency_noise
+from .pipeline import load_pipeline
+from .reference import SEARCH_MODES
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+@dataclass
+class VideoOutput:
+    """Result of :func:`sample_video`.
+
+    frames: "np": float32 array [B, F, H, W, C] in [0, 1]; "pt": tensor [B, F, C, H, W]; "pil": list of
+    lists of PIL images; "latent": the final latents [B, F, c, h, w]. B = prompts x videos per prompt.
+    stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation", lists [B][F-1]),
+    the backend used, the settings, and wall time per stage in seconds ("timings").
+    """
+
+    frames: object
+    stats: dict = field(default_factory=dict)
+
+
+def _check_prompts(prompt, name="prompt"):
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise TypeError(f"{name} must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"{name} must contain non-empty strings, got {p!r}")
+    return list(prompts)
+
+
+def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda, momentum,
+                 search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator):
+    """Validate everything that needs no model; raise naming the argument and the accepted range."""
+    prompts = _check_prompts(prompt)
+    if negative_prompt is not None:
+        negatives = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+        if not isinstance(negatives, (list, tuple)) or not all(isinstance(n, str) for n in negatives):
+            raise TypeError(f"negative_prompt must be None, a string or a list of strings, got {negative_prompt!r}")
+        if len(negatives) not in (1, len(prompts)):
+            raise ValueError(f"negative_prompt must have 1 or {len(prompts)} entries (one per prompt), "
+                             f"got {len(negatives)}")
+    check_int("num_frames", num_frames, 1)
+    check_int("num_inference_steps", num_inference_steps, 1)
+    check_number("guidance_scale", guidance_scale, 0.0)
+    lam = check_number("noise_lambda", noise_lambda, 0.0)
+    if math.isinf(lam):
+        raise ValueError("noise_lambda must be finite")
+    check_number("momentum", momentum, 0.0, 1.0)
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+    if frame_chunk is not None:
+        check_int("frame_chunk", frame_chunk, 1)
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    check_int("decode_chunk_size", decode_chunk_size, 1)
+    check_int("num_videos_per_prompt", num_videos_per_prompt, 1)
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is not None:
+        check_int("seed", seed, 0)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return prompts
+
+
+def _check_resolution(pipe, height, width):
+    factor = pipe.vae_scale_factor
+    default = pipe.unet.config.sample_size * factor
+    height = default if height is None else height
+    width = default if width is None else width
+    for name, value in (("height", height), ("width", width)):
+        check_int(name, value, factor)
+        if value % factor:
+            raise ValueError(f"{name} must be a multiple of the model's downscale factor {factor}, got {value}")
+    return height, width
+
+
+def _is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None or "text_time" == pipe.unet.config.get(
+        "addition_embed_type")
+
+
+def _encode_prompts(pipe, prompts, negative_prompt, device, guidance):
+    """Text conditioning per video: (embeds [V, L, D], negative embeds or None, added-cond kwargs or None)."""
+    if _is_sdxl(pipe):
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
+            negative_prompt=negative_prompt)
+        return embeds, negative, (pooled, negative_pooled)
+    embeds, negative = pipe.encode_prompt(prompts, device, 1, guidance, negative_prompt)
+    return embeds, negative, None
+
+
+def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
+    """SDXL's extra conditioning: pooled text embeds and (original size, crop, target size) time ids."""
+    projection_dim = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(
+        pooled.shape[-1])
+    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=dtype,
+                                      text_encoder_projection_dim=projection_dim).to(device)
+    return {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}
+
+
+def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend):
+    """[V, F, c, h, w] float32 initial latents and the noise statistics."""
+    if use_dependency_noise:
+        return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
+                                     device=device, return_stats=True, backend=backend)
+    if generator is None:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+    return noise, None
+
+
+def _decode(pipe, latents, chunk_size):
+    """VAE-decode [N, c, h, w] latents in chunks to images in [0, 1]; a chunk that overflows fp16 is redone in fp32."""
+    vae = pipe.vae
+    scaling = vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    images = []
+    for start in range(0, latents.shape[0], chunk_size):
+        chunk = latents[start:start + chunk_size] / scaling + shift
+        image = vae.decode(chunk.to(vae.dtype)).sample
+        if not torch.isfinite(image).all() and vae.dtype != torch.float32:
+            original = vae.dtype
+            vae.to(torch.float32)
+            try:
+                image = vae.decode(chunk.float()).sample
+            finally:
+                vae.to(original)
+        if not torch.isfinite(image).all():
+            raise FloatingPointError("VAE decoding produced NaN/inf; try dtype=torch.float32")
+        images.append((image.float() / 2 + 0.5).clamp(0, 1))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=None, num_frames: int = 8,
+                 height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
+                 guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
+                 search: str = "exact", dependency_noise: bool = True, momentum_attention: bool = True,
+                 frame_chunk: int | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+                 device=None, dtype: torch.dtype | None = None, output_type: str = "np", decode_chunk_size: int = 8,
+                 num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
+                 backend: str | None = None) -> VideoOutput:
+    """Sample videos with ZS² from a text-to-image diffusion model.
+
+    Args:
+        model: a diffusers pipeline object, a local pipeline folder, a hub id, or None for the embedded
+            default model.
+        prompt: a string or list of strings (one video per prompt and per ``num_videos_per_prompt``).
+        negative_prompt: optional string or list (one per prompt) for classifier-free guidance.
+        num_frames: frames per video (>= 1). height/width: pixels, multiples of the VAE downscale factor
+            (default: the model's native size).
+        num_inference_steps: DDIM steps (>= 1). guidance_scale: >= 0; <= 1 disables guidance (half the batch).
+        noise_lambda, search: the dependency noise model's KL target and search mode ("exact" or "paper").
+        momentum: mu of temporal momentum attention in [0, 1].
+        dependency_noise / momentum_attention: switch either component off (ablations; both off is
+            independent per-frame sampling).
+        frame_chunk: run the UNet on at most this many frames at a time; the result equals the unchunked one.
+        seed / generator: reproducibility (a CPU generator gives the same video on CPU and GPU).
+        device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype).
+        output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call.
+        progress: show a progress bar over denoising steps.
+        callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned
+            "latents" entry replaces the latents (diffusers convention).
+        backend: backend of the zs2 ops ("triton", "cuda", "torch"; default by device).
+    """
+    prompts = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda,
+                           momentum, search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt,
+                           seed, generator)
+    timings = {}
+    started = time.perf_counter()
+    pipe = model if hasattr(model, "unet") and hasattr(model, "vae") else load_pipeline(model)
+    if device is not None or dtype is not None:
+        pipe.to(device=device, dtype=dtype)
+    height, width = _check_resolution(pipe, height, width)
+    device = pipe._execution_device
+    unet_dtype = pipe.unet.dtype
+    backend = resolve_backend(torch.device(device), backend)
+    timings["load"] = time.perf_counter() - started
+
+    from diffusers import DDIMScheduler
+
+    guidance = guidance_scale > 1.0
+    stage = time.perf_counter()
+    embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance)
+    videos = len(prompts) * num_videos_per_prompt
+    embeds = embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+    added = None
+    if pooled is not None:
+        added = _sdxl_added_conditions(pipe, pooled[0].repeat_interleave(num_videos_per_prompt, 0), height, width,
+                                       embeds.dtype, device)
+    if guidance:
+        negative = negative.repeat_interleave(num_videos_per_prompt, dim=0)
+        embeds = torch.cat([negative, embeds])
+        if added is not None:
+            negative_added = _sdxl_added_conditions(
+                pipe, pooled[1].repeat_interleave(num_videos_per_prompt, 0), height, width, embeds.dtype, device)
+            added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
+    timings["encode_prompt"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    latent_shape = (videos, num_frames, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
+                    width // pipe.vae_scale_factor)
+    latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
+                                            noise_lambda=noise_lambda, search=search, generator=generator, seed=seed,
+                                            device=device, backend=backend)
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = latents * scheduler.init_noise_sigma
+    timings["initial_noise"] = time.perf_counter() - stage
+
+    chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
+    halves = 2 if guidance else 1
+    handle = install_momentum_attention(pipe.unet, momentum, chunk, backend=backend) if momentum_attention else None
+    stage = time.perf_counter()
+    try:
+        from tqdm.auto import tqdm
+
+        for step, t in enumerate(tqdm(scheduler.timesteps, desc="zs2 denoising", disable=not progress)):
+            if handle is not None:
+                handle.check_installed()
+                handle.reset_state()
+            noise_pred = torch.empty_like(latents)
+            for start in range(0, num_frames, chunk):
+                stop = min(start + chunk, num_frames)
+                frames = stop - start
+                if handle is not None:
+                    handle.set_num_frames(frames, carry_state=chunk < num_frames)
+                block = latents[:, start:stop].reshape(videos * frames, *latent_shape[2:])
+                model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(unet_dtype)
+                conditions = embeds.repeat_interleave(frames, dim=0)
+                extra = None if added is None else {k: v.repeat_interleave(frames, dim=0) for k, v in added.items()}
+                prediction = pipe.unet(model_input, t, encoder_hidden_states=conditions,
+                                       added_cond_kwargs=extra).sample.float()
+                if guidance:
+                    uncond, cond = prediction.chunk(2)
+                    prediction = uncond + guidance_scale * (cond - uncond)
+                noise_pred[:, start:stop] = prediction.view(videos, frames, *latent_shape[2:])
+            latents = scheduler.step(noise_pred.flatten(0, 1), t, latents.flatten(0, 1)).prev_sample.view(latent_shape)
+            if not torch.isfinite(latents).all():
+                raise FloatingPointError(f"latents became NaN/inf at denoising step {step} (dtype {unet_dtype}); "
+                                         "try dtype=torch.float32")
+            if callback_on_step_end is not None:
+                returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
+                latents = returned.get("latents", latents)
+    finally:
+        if handle is not None:
+            handle.restore()
+    timings["denoise"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    if output_type == "latent":
+        frames_out = latents
+    else:
+        images = _decode(pipe, latents.flatten(0, 1), decode_chunk_size)
+        images = images.view(videos, num_frames, *images.shape[1:])
+        if output_type == "pt":
+            frames_out = images
+        else:
+            array = images.permute(0, 1, 3, 4, 2).cpu().numpy().astype(np.float32)
+            frames_out = array if output_type == "np" else _to_pil(array)
+    timings["decode"] = time.perf_counter() - stage
+    timings["total"] = time.perf_counter() - started
+
+    stats = {"backend": backend, "timings": timings, "num_frames": num_frames, "height": height, "width": width,
+             "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+             "momentum": momentum if momentum_attention else None, "dependency_noise": dependency_noise,
+             "momentum_attention": momentum_attention, "frame_chunk": frame_chunk, "device": str(device),
+             "dtype": str(unet_dtype).replace("torch.", "")}
+    if noise_stats is not None:
+        stats.update({"noise_lambda": noise_lambda, "search": search,
+                      **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
+    return VideoOutput(frames=frames_out, stats=stats)
+
+
+def _to_pil(array):
+    from PIL import Image
+
+    def image(frame):
+        pixels = (frame * 255).round().astype(np.uint8)
+        return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+    return [[image(frame) for frame in video] for video in array]
