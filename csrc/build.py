@@ -74,12 +74,22 @@ def build_library(output_path, *, nvcc: str = "nvcc", archs=DEFAULT_ARCHS) -> Pa
     return output_path
 
 
+def cuda_home(nvcc: str) -> Path | None:
+    """The toolkit root nvcc uses (its ``TOP``, from ``nvcc --dryrun``): right even when nvcc is a wrapper script."""
+    result = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.startswith("#$ TOP="):
+            return Path(line.removeprefix("#$ TOP=").strip()).resolve()
+    return None
+
+
 def find_cuobjdump(nvcc: str | None = None) -> str | None:
-    """cuobjdump: ``$CUOBJDUMP``, PATH, next to nvcc, or the copy bundled with triton; None if none."""
+    """cuobjdump: ``$CUOBJDUMP``, PATH, nvcc's toolkit, or the copy bundled with triton; None if none."""
     candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
     nvcc = nvcc or find_nvcc()
-    if nvcc:
-        candidates.append(str(Path(nvcc).resolve().parent / "cuobjdump"))
+    home = cuda_home(nvcc) if nvcc else None
+    if home is not None:
+        candidates.append(str(home / "bin" / "cuobjdump"))
     triton = importlib.util.find_spec("triton")  # locates the package without importing it
     if triton is not None and triton.submodule_search_locations:
         for location in triton.submodule_search_locations:
@@ -145,15 +155,17 @@ def _short_name(demangled: str) -> str:
 
 
 def format_usage(usage: dict[str, dict[str, dict[str, int]]]) -> str:
-    """A Markdown table: one row per kernel and arch."""
-    lines = ["| kernel | arch | registers | shared (B) | stack (B) | local/spill (B) |", "|---|---|---|---|---|---|"]
-    for arch in sorted(usage):
-        for kernel in sorted(usage[arch]):
-            fields = usage[arch][kernel]
-            lines.append(
-                f"| `{kernel}` | {arch} | {fields.get('REG', 0)} | {fields.get('SHARED', 0)} | "
-                f"{fields.get('STACK', 0)} | {fields.get('LOCAL', 0)} |"
-            )
+    """A Markdown table, one row per kernel; each cell lists the archs' values as ``sm_80 / sm_90``."""
+    archs = sorted(usage)
+    kernels = sorted({kernel for per_arch in usage.values() for kernel in per_arch})
+    columns = (("registers", "REG"), ("shared (B)", "SHARED"), ("stack (B)", "STACK"), ("local/spill (B)", "LOCAL"))
+    lines = [
+        "| kernel | " + " | ".join(f"{title} {' / '.join(archs)}" for title, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for kernel in kernels:
+        cells = [" / ".join(str(usage[arch].get(kernel, {}).get(key, "-")) for arch in archs) for _, key in columns]
+        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

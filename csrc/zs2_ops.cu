@@ -22,8 +22,8 @@ constexpr unsigned kFullMask = 0xffffffffu;
 // for the recursion, which only has G * N / VEC independent threads).
 constexpr int kFramesInFlight = 4;
 // KL sums: a block reduces kKlChunk elements of D for kKlRows consecutive output rows of one batch item.
-// The chunk size depends on D only, so the reduction order (hence every bit of the result) does not depend
-// on the dtype, the vector width or the GPU.
+// The chunking depends on D only (not on the GPU's SM count), so for given inputs the reduction order,
+// hence every bit of the result, is the same on every run and every GPU.
 constexpr int64_t kKlChunk = 4096;
 constexpr int kKlRows = 4;
 
@@ -317,7 +317,9 @@ __global__ void __launch_bounds__(kThreads)
         load_floats<T, VEC>(prev + b * prev_stride + d, p);
         load_floats<T, VEC>(candidates + (r * B + b) * D + d, n);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) result.v[i] = from_float<T>(__fadd_rn(__fmul_rn(keep, p[i]), __fmul_rn(fresh, n[i])));
+        for (int i = 0; i < VEC; ++i) {
+            result.v[i] = from_float<T>(__fadd_rn(__fmul_rn(keep, p[i]), __fmul_rn(fresh, n[i])));
+        }
     } else {
 #pragma unroll
         for (int i = 0; i < VEC; ++i) result.v[i] = from_float<T>(__int_as_float(0x7fc00000));  // quiet NaN

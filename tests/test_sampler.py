@@ -72,6 +72,17 @@ def test_generator_gives_same_video_as_itself(pipe):
     np.testing.assert_array_equal(a, b)
 
 
+def test_generator_list_makes_each_video_independent_of_its_batch(pipe):
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    pair = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], generator=gens(5, 6), **FAST).frames
+    alone = zs2_kernels.sample_video(pipe, "a dog", generator=gens(6), **FAST).frames
+    np.testing.assert_allclose(pair[1], alone[0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one generator per video"):
+        zs2_kernels.sample_video(pipe, ["a cat", "a dog"], generator=gens(1), **FAST)
+
+
 def test_videos_per_prompt(pipe):
     out = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], num_videos_per_prompt=2, seed=0, **FAST)
     assert out.frames.shape[0] == 4

@@ -43,11 +43,15 @@ def library_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _open(path: str) -> ctypes.CDLL:
-    library = ctypes.CDLL(path)
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        function = getattr(library, name)
-        function.restype = restype
-        function.argtypes = argtypes
+    """Load the library once per path (tests switch paths through the environment variable)."""
+    try:
+        library = ctypes.CDLL(path)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(library, name)
+            function.restype = restype
+            function.argtypes = argtypes
+    except (OSError, AttributeError) as error:
+        raise RuntimeError(f"could not load the CUDA C++ backend library {path}: {error}") from error
     return library
 
 
@@ -65,7 +69,7 @@ def is_available() -> bool:
     """True when the library loads and torch sees a GPU (no kernel is launched)."""
     try:
         _library()
-    except (RuntimeError, OSError, AttributeError):
+    except RuntimeError:
         return False
     return torch.cuda.is_available()
 
@@ -140,13 +144,13 @@ def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor,
     c_sum = torch.empty(B, R, dtype=torch.float32, device=device)
     if D == 0:  # the mean of nothing, as torch computes it
         return a_sum.fill_(float("nan")), c_sum.fill_(float("nan"))
+    # Per-chunk partial sums (large D only), from torch's caching allocator: stream-ordered like the kernels.
     workspace_size = library.zs2_kl_sums_workspace_size(R, B, D)
-    # The per-chunk partial sums live in torch's caching allocator, on the stream the kernels run on.
-    workspace = torch.empty(max(workspace_size, 0), dtype=torch.float32, device=device)
+    workspace = torch.empty(workspace_size, dtype=torch.float32, device=device) if workspace_size > 0 else None
     with torch.cuda.device(device):
         _check(library, library.zs2_kl_sums(
             prev.data_ptr(), prev.stride(0), candidates.data_ptr(), a_sum.data_ptr(), c_sum.data_ptr(),
-            workspace.data_ptr() if workspace_size > 0 else None, R, B, D, code, _stream(device)))  # fmt: skip
+            None if workspace is None else workspace.data_ptr(), R, B, D, code, _stream(device)))  # fmt: skip
     return a_sum, c_sum
 
 

@@ -79,8 +79,13 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
         raise ValueError("pass either seed or generator, not both")
     if seed is not None:
         check_int("seed", seed, 0)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    generators = generator if isinstance(generator, (list, tuple)) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
+    videos = len(prompts) * num_videos_per_prompt
+    if isinstance(generator, (list, tuple)) and len(generator) != videos:
+        raise ValueError(f"generator list must have one generator per video ({videos} = prompts x "
+                         f"num_videos_per_prompt), got {len(generator)}")
     return prompts
 
 
@@ -122,7 +127,19 @@ def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
 
 
 def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend):
-    """[V, F, c, h, w] float32 initial latents and the noise statistics."""
+    """[V, F, c, h, w] float32 initial latents and the noise statistics.
+
+    A list of generators gives each video its own stream (diffusers convention): video v's noise then
+    does not depend on which other videos share the batch.
+    """
+    if isinstance(generator, (list, tuple)):
+        parts = [_initial_latents((1, *shape[1:]), use_dependency_noise=use_dependency_noise,
+                                  noise_lambda=noise_lambda, search=search, generator=g, seed=None, device=device,
+                                  backend=backend) for g in generator]
+        stats = None
+        if use_dependency_noise:
+            stats = {k: torch.cat([p[1][k] for p in parts]) for k in ("alpha", "achieved_kl", "correlation")}
+        return torch.cat([p[0] for p in parts]), stats
     if use_dependency_noise:
         return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
                                      device=device, return_stats=True, backend=backend)
@@ -160,7 +177,7 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
                  search: str = "exact", dependency_noise: bool = True, momentum_attention: bool = True,
-                 frame_chunk: int | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+                 frame_chunk: int | None = None, seed: int | None = None, generator=None,
                  device=None, dtype: torch.dtype | None = None, output_type: str = "np", decode_chunk_size: int = 8,
                  num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
                  backend: str | None = None) -> VideoOutput:
@@ -179,7 +196,8 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
         dependency_noise / momentum_attention: switch either component off (ablations; both off is
             independent per-frame sampling).
         frame_chunk: run the UNet on at most this many frames at a time; the result equals the unchunked one.
-        seed / generator: reproducibility (a CPU generator gives the same video on CPU and GPU).
+        seed / generator: reproducibility (a CPU generator gives the same video on CPU and GPU); a list of
+            generators, one per video, makes each video independent of the batch it is sampled in.
         device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype).
         output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call.
         progress: show a progress bar over denoising steps.
