@@ -63,8 +63,12 @@ setup(
         "imageio-ffmpeg",
         "torchmetrics>=1.4",
         "scikit-learn>=1.3",
+        "scipy",
+        "matplotlib",
+        "torch-fidelity",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main"]},
+    entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
+                                    "zs2-ablate = zs2_kernels.ablate_cli:ablate_main"]},
     cmdclass={"build_py": BuildWithCuda},
 )

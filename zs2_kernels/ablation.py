@@ -1,0 +1,405 @@
+"""The ablation study: component isolation, the KL-threshold (lambda) sweep in both search modes, and a
+momentum sweep, with prompt fidelity, FID, consistency and motion metrics.
+
+Work is split into units (configuration, prompt, seed); units of one configuration are sampled in fixed
+batches with one generator per video, so a unit's result does not depend on which process or which run
+computed it. Each finished unit is written atomically (features .npz first, then the .json that marks it
+done), a rerun skips finished units, and after any interruption a rerun ends with the same tables. Under
+``torchrun`` batches are sharded across ranks (the output folder must be shared); rank 0 writes the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics as zm
+from .video_io import to_uint8
+
+STUDIES = ("components", "lambda", "momentum")
+METRICS = ("clip", "fid", "consistency")
+LAMBDAS = (0.001, 0.01, 0.1, 1.0)
+MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
+SEARCH_MODES = ("paper", "exact")
+GRID_SIDE = 128  # pixels per frame in the GIF grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One sampler configuration of the study."""
+
+    name: str
+    study: str
+    dependency_noise: bool = True
+    momentum_attention: bool = True
+    noise_lambda: float = 0.01
+    search: str = "exact"
+    momentum: float = 0.98
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("/", "-").replace("=", "-")
+
+
+IMAGE_PRIOR = Config("image_prior", "reference", dependency_noise=False, momentum_attention=False)
+
+
+def study_configs(study: str) -> list[Config]:
+    """The configurations of one study, or of all of them for ``study="all"``."""
+    groups = {
+        "components": [Config("zs2", "components"),
+                       Config("no_dependency_noise", "components", dependency_noise=False),
+                       Config("no_momentum_attention", "components", momentum_attention=False),
+                       Config("neither", "components", dependency_noise=False, momentum_attention=False)],
+        "lambda": [Config(f"lambda={lam:g}/{mode}", "lambda", noise_lambda=lam, search=mode)
+                   for mode in SEARCH_MODES for lam in LAMBDAS],
+        "momentum": [Config(f"momentum={mu:g}", "momentum", momentum=mu) for mu in MOMENTA],
+    }
+    if study == "all":
+        return [config for name in STUDIES for config in groups[name]]
+    if study not in groups:
+        raise ValueError(f"--study must be one of {STUDIES + ('all',)}, got {study!r}")
+    return groups[study]
+
+
+@dataclasses.dataclass
+class AblationSettings:
+    """Everything that defines a study run (all configurations share prompts, seeds and sampler settings)."""
+
+    out: str
+    study: str = "all"
+    model: str | None = None
+    prompts: list[str] | None = None
+    seeds: int = 3
+    frames: int = 16
+    steps: int = 25
+    guidance: float = 4.0
+    height: int | None = None
+    width: int | None = None
+    metrics: tuple[str, ...] = METRICS
+    clip_model: str | None = None
+    inception_weights: str | None = None
+    reference_images: str | None = None
+    fid_feature: int = 2048
+    metric_backend: str | None = None  # "digits" or "clip"; default: digits for the embedded model, else clip
+    device: str | None = None
+    dtype: str | None = None
+    batch: int = 4
+
+
+def default_prompts(model) -> list[str]:
+    """Ten digit prompts for the embedded model; the paper's 53 demo prompts for any other model."""
+    if model is None:
+        from .digits import digit_prompt
+
+        return [digit_prompt(digit) for digit in range(10)]
+    from importlib.resources import files
+
+    text = files("zs2_kernels").joinpath("data/zs2-paper-prompts.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_prompts(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompts file {path} does not exist")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts file {path} has no prompts (one per line)")
+    return prompts
+
+
+# --------------------------------------------------------------------------- atomic files
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder and rename: the final name never holds a partial file."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json(path: Path, payload) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, sort_keys=True)))
+
+
+# --------------------------------------------------------------------------- the study
+class Ablation:
+    """Validates settings (before any heavy work), runs this rank's units, and writes the outputs on rank 0."""
+
+    def __init__(self, settings: AblationSettings):
+        self.settings = settings
+        self.configs = study_configs(settings.study)
+        unknown = set(settings.metrics) - set(METRICS)
+        if unknown or not settings.metrics:
+            raise ValueError(f"--metrics must be a comma-separated subset of {METRICS}, got {settings.metrics}")
+        self.prompts = settings.prompts or default_prompts(settings.model)
+        if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise ValueError("--prompts must hold at least one non-empty prompt")
+        for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, 1),
+                                 ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        self.out = Path(settings.out)
+        self._check_out_writable()
+        self.reference_folder = None
+        if settings.reference_images is not None:
+            self.reference_folder = Path(settings.reference_images)
+            if not self.reference_folder.is_dir() or not _image_files(self.reference_folder):
+                raise ValueError(f"--reference-images {self.reference_folder} is not a folder with images "
+                                 "(.png/.jpg/.jpeg)")
+        self.rank, self.world = _distributed_rank_world()
+        self.device = _rank_device(settings.device, self.rank)
+        self.backend = self._metric_backend()
+        if self.uses_image_prior:
+            self.configs = self.configs + [IMAGE_PRIOR]
+
+    @property
+    def uses_image_prior(self) -> bool:
+        return ("fid" in self.settings.metrics and isinstance(self.backend, zm.ClipBackend)
+                and self.reference_folder is None)
+
+    def _check_out_writable(self) -> None:
+        try:
+            (self.out / "units").mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.out, prefix=".probe-")
+            probe.close()
+        except OSError as error:
+            raise PermissionError(f"--out {self.out} is not writable: {error}") from error
+
+    def _metric_backend(self):
+        settings = self.settings
+        choice = settings.metric_backend or ("digits" if settings.model is None else "clip")
+        if choice not in ("digits", "clip"):
+            raise ValueError(f"--metric-backend must be 'digits' or 'clip', got {choice!r}")
+        if choice == "digits":
+            from .digits import parse_digit_prompt
+
+            bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
+            if bad:
+                raise ValueError(f"the digit metrics need prompts naming one digit; these do not: {bad[:3]}")
+            return zm.DigitBackend(self.device)
+        if settings.clip_model is None:
+            raise ValueError("CLIP metrics need a CLIP model: pass --clip-model (a local folder, or a hub id when "
+                             "online); for FID also --inception-weights")
+        try:
+            backend = zm.ClipBackend(settings.clip_model, self.device, inception_weights=settings.inception_weights,
+                                     fid_feature=settings.fid_feature)
+        except OSError as error:
+            raise ValueError(f"--clip-model {settings.clip_model!r} could not be loaded offline: {error}") from error
+        if "fid" in settings.metrics:
+            zm.inception_extractor(settings.fid_feature, settings.inception_weights)  # fail now, not after sampling
+        return backend
+
+    # ---------------------------------------------------------------- units
+    def units(self) -> list[tuple[Config, int, int]]:
+        return [(config, p, s) for config in self.configs for p in range(len(self.prompts))
+                for s in range(self.settings.seeds)]
+
+    def batches(self) -> list[list[tuple[Config, int, int]]]:
+        """Fixed batches (same configuration, consecutive units), independent of what is already done."""
+        out = []
+        for config in self.configs:
+            mine = [u for u in self.units() if u[0] == config]
+            out += [mine[i:i + self.settings.batch] for i in range(0, len(mine), self.settings.batch)]
+        return out
+
+    def unit_path(self, config: Config, prompt_index: int, seed: int) -> Path:
+        return self.out / "units" / config.slug / f"p{prompt_index:03d}-s{seed:03d}.json"
+
+    def run(self, progress: bool = True) -> dict | None:
+        """Run this rank's unfinished units, then (rank 0) aggregate; returns the summary on rank 0."""
+        from tqdm.auto import tqdm
+
+        from .pipeline import load_pipeline
+
+        started = time.perf_counter()
+        mine = [b for i, b in enumerate(self.batches()) if i % self.world == self.rank]
+        todo = [b for b in mine if not all(self.unit_path(*u).is_file() for u in b)]
+        if todo:
+            dtype = getattr(torch, self.settings.dtype) if self.settings.dtype else None
+            pipe = load_pipeline(self.settings.model, device=self.device, dtype=dtype)
+            bar = tqdm(total=sum(len(b) for b in mine), initial=sum(len(b) for b in mine if b not in todo),
+                       desc=f"ablation units (rank {self.rank}/{self.world})", disable=not progress or self.rank != 0)
+            for batch in todo:
+                self._run_batch(pipe, batch)
+                bar.update(len(batch))
+            bar.close()
+        _barrier(self.world)
+        if self.rank != 0:
+            return None
+        return self.aggregate(time.perf_counter() - started)
+
+    def _run_batch(self, pipe, batch) -> None:
+        from .sampler import sample_video
+
+        config = batch[0][0]
+        settings = self.settings
+        generators = [torch.Generator().manual_seed(seed * 100_003 + p) for _, p, seed in batch]
+        result = sample_video(pipe, [self.prompts[p] for _, p, _ in batch], num_frames=settings.frames,
+                              height=settings.height, width=settings.width, num_inference_steps=settings.steps,
+                              guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
+                              momentum=config.momentum, search=config.search,
+                              dependency_noise=config.dependency_noise, momentum_attention=config.momentum_attention,
+                              generator=generators, output_type="np", progress=False)
+        seconds = result.stats["timings"]["total"] / len(batch)
+        for video, (config, prompt_index, seed) in zip(range(len(batch)), batch):
+            self._finish_unit(config, prompt_index, seed, result.frames[video], result.stats, video, seconds)
+
+    def _finish_unit(self, config, prompt_index, seed, frames, stats, video, seconds) -> None:
+        frames_u8 = zm.to_uint8_chw(frames)
+        prompt = self.prompts[prompt_index]
+        values = {}
+        arrays = {}
+        if "clip" in self.settings.metrics:
+            values.update(self.backend.prompt_metrics(frames_u8, prompt))
+        if "consistency" in self.settings.metrics:
+            embeddings = self.backend.embed(frames_u8)
+            values.update(zm.consistency_metrics(embeddings))
+            values.update(zm.motion_metrics(frames_u8, embeddings))
+        if "fid" in self.settings.metrics:
+            arrays["fid_features"] = self.backend.fid_features(frames_u8).numpy()
+        noise = {}
+        if config.dependency_noise:
+            for key in ("achieved_kl", "alpha", "correlation"):
+                pairs = np.asarray(stats[key][video], dtype=np.float64)
+                noise[key] = float(pairs.mean()) if pairs.size else None
+        if prompt_index == 0 and seed == 0:
+            arrays["grid_frames"] = to_uint8(frames, max(1, GRID_SIDE // max(frames.shape[1:3])))
+        path = self.unit_path(config, prompt_index, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        npz = path.with_suffix(".npz")
+        _atomic_write(npz, lambda tmp: _save_npz(tmp, arrays))
+        _write_json(path, {"config": dataclasses.asdict(config), "prompt": prompt, "prompt_index": prompt_index,
+                           "seed": seed, "metrics": values, "noise": noise, "seconds": seconds,
+                           "device": stats["device"], "backend": stats["backend"]})
+
+    # ---------------------------------------------------------------- outputs
+    def aggregate(self, wall_time: float) -> dict:
+        """Read every unit, compute per-configuration means, 95% intervals and FID; write all outputs."""
+        from . import report
+
+        units = []
+        for config, p, s in self.units():
+            record = json.loads(self.unit_path(config, p, s).read_text())
+            record["config_name"] = config.name
+            units.append(record)
+        summary = {config.name: report.summarise([u for u in units if u["config_name"] == config.name])
+                   for config in self.configs}
+        if "fid" in self.settings.metrics:
+            fid = zm.FeatureFID(self._reference_features())
+            for config in self.configs:
+                if config is IMAGE_PRIOR:
+                    continue
+                fake = np.concatenate([np.load(self.unit_path(config, p, s).with_suffix(".npz"))["fid_features"]
+                                       for _, p, s in self.units() if _ == config])
+                summary[config.name]["fid"] = {"mean": fid.distance(torch.from_numpy(fake)), "ci95": None,
+                                               "n": int(fake.shape[0])}
+        results = {
+            "settings": dataclasses.asdict(self.settings) | {"prompts": self.prompts},
+            "configs": [dataclasses.asdict(c) for c in self.configs],
+            "metric_backend": self.backend.name,
+            "fid_backend": self._fid_reference_name() if "fid" in self.settings.metrics else None,
+            "summary": summary,
+            "units": units,
+            "environment": _environment(self.device),
+            "world_size": self.world,
+            "wall_time_s": wall_time,
+        }
+        _write_json(self.out / "results.json", results)
+        report.write_csv(self.out / "results.csv", units, _atomic_write)
+        report.write_markdown(self.out / "results.md", results, self.configs, _atomic_write)
+        report.write_plots(self.out, results, self.configs, _atomic_write)
+        grid = [(c.name, np.load(self.unit_path(c, 0, 0).with_suffix(".npz"))["grid_frames"]) for c in self.configs]
+        report.write_gif_grid(self.out / "samples.gif", grid, _atomic_write)
+        return results
+
+    def _reference_features(self) -> torch.Tensor:
+        if self.reference_folder is not None:
+            return self.backend.fid_features(_load_images(self.reference_folder))
+        if isinstance(self.backend, zm.DigitBackend):
+            return self.backend.fid_features(self.backend.reference_images())
+        return torch.from_numpy(np.concatenate([
+            np.load(self.unit_path(IMAGE_PRIOR, p, s).with_suffix(".npz"))["fid_features"]
+            for _, p, s in self.units() if _ == IMAGE_PRIOR]))
+
+    def _fid_reference_name(self) -> str:
+        if self.reference_folder is not None:
+            source = f"images in {self.reference_folder}"
+        elif isinstance(self.backend, zm.DigitBackend):
+            source = "scikit-learn digits (real data)"
+        else:
+            source = "image prior: per-frame independent samples of the same model and prompts"
+        return f"{self.backend.fid_name} vs {source}"
+
+
+def _save_npz(path, arrays) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def _load_images(folder: Path) -> torch.Tensor:
+    from PIL import Image
+
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in _image_files(folder)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def _distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun (gloo process group, used for one barrier), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _rank_device(device: str | None, rank: int) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return device
+
+
+def _environment(device: torch.device) -> dict:
+    import diffusers
+    import transformers
+
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        revision = "unknown"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": str(device), "device_name": name, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(), "git_revision": revision,
+            "cpu_threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+

@@ -1,0 +1,223 @@
+"""Video metrics for the ablation study: prompt fidelity, FID, frame consistency and motion.
+
+Two interchangeable backends produce the per-frame quantities:
+
+* ``ClipBackend``: torchmetrics ``CLIPScore`` (frame-averaged) and CLIP image embeddings, with the CLIP
+  model loaded from a local folder or hub id;
+* ``DigitBackend``: the offline stand-in for the embedded digits model: the shipped digit classifier
+  gives the prompt score (probability / accuracy of the prompted digit) and the embeddings.
+
+FID is torchmetrics' ``FrechetInceptionDistance``, fed either Inception features (standard FID; local
+weights file or its default download) or the digit classifier's features (the offline analogue). Features
+are extracted once per video and stored, so a resumed run never recomputes them; the distance itself
+is computed by torchmetrics from the stored features (an identity "feature extractor").
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+INCEPTION_FEATURES = (64, 192, 768, 2048)
+
+
+def to_uint8_chw(frames: np.ndarray) -> torch.Tensor:
+    """[F, H, W, C] floats in [0, 1] (or uint8) to uint8 [F, 3, H, W] (grey is repeated to RGB)."""
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return tensor.repeat(1, 3, 1, 1) if tensor.shape[1] == 1 else tensor
+
+
+# --------------------------------------------------------------------------- per-video quantities
+def consistency_metrics(embeddings: torch.Tensor) -> dict:
+    """Cosine similarity x100 of frame embeddings: consecutive frames and all frame pairs (both conventions)."""
+    unit = nn.functional.normalize(embeddings.double(), dim=-1)
+    if unit.shape[0] < 2:
+        return {"consistency_adjacent": 100.0, "consistency_all": 100.0}
+    adjacent = (unit[1:] * unit[:-1]).sum(-1).mean().item()
+    pairs = list(itertools.combinations(range(unit.shape[0]), 2))
+    first, second = zip(*pairs)
+    all_pairs = (unit[list(first)] * unit[list(second)]).sum(-1).mean().item()
+    return {"consistency_adjacent": 100 * adjacent, "consistency_all": 100 * all_pairs}
+
+
+def motion_metrics(frames_u8: torch.Tensor, embeddings: torch.Tensor) -> dict:
+    """How much consecutive frames change: mean |difference| in pixels (0-255) and the mean L2 distance x100
+    of unit-norm embeddings. A still video scores 0 on both (and perfect consistency)."""
+    if frames_u8.shape[0] < 2:
+        return {"motion_pixel": 0.0, "motion_embedding": 0.0}
+    pixels = frames_u8.double()
+    unit = nn.functional.normalize(embeddings.double(), dim=-1)
+    return {"motion_pixel": (pixels[1:] - pixels[:-1]).abs().mean().item(),
+            "motion_embedding": 100 * (unit[1:] - unit[:-1]).norm(dim=-1).mean().item()}
+
+
+# --------------------------------------------------------------------------- backends
+class DigitBackend:
+    """Offline metrics for the embedded digits model, from the shipped digit classifier."""
+
+    fid_name = "digit-classifier features"
+
+    def __init__(self, device="cpu"):
+        from .digits import classifier_weights_path, load_digit_classifier
+
+        self.device = torch.device(device)
+        self.classifier = load_digit_classifier(device=self.device)
+        self.name = f"digit-classifier ({classifier_weights_path().name})"
+
+    def _prepare(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        return frames_u8.to(self.device).float() / 127.5 - 1.0
+
+    @torch.no_grad()
+    def embed(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        """Penultimate classifier features [F, 128]."""
+        return self.classifier.features(self._prepare(frames_u8)).double().cpu()
+
+    fid_features = embed
+
+    @torch.no_grad()
+    def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
+        """% of frames classified as the prompted digit, and its mean probability x100."""
+        from .digits import parse_digit_prompt
+
+        digit = parse_digit_prompt(prompt)
+        if digit is None:
+            raise ValueError(f"prompt {prompt!r} names no single digit; the digit metrics need prompts such as "
+                             "'a handwritten digit 3'")
+        logits = self.classifier(self._prepare(frames_u8)).double().cpu()
+        probabilities = logits.softmax(-1)[:, digit]
+        predicted = logits.argmax(-1)
+        return {"prompt_accuracy": 100 * (predicted == digit).double().mean().item(),
+                "prompt_probability": 100 * probabilities.mean().item()}
+
+    def reference_images(self) -> torch.Tensor:
+        """All of scikit-learn's digits as uint8 [N, 3, 32, 32]: the real data the model imitates."""
+        from .digits import load_digit_split
+
+        split = load_digit_split()
+        images = torch.cat([split.train_images, split.test_images])
+        return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+
+
+class _ClipTensorOutputs(nn.Module):
+    """Wraps a transformers CLIPModel so its feature methods return tensors.
+
+    transformers 5 returns ``BaseModelOutputWithPooling`` from ``get_*_features`` (projected embeddings in
+    ``pooler_output``); torchmetrics <= 1.9 expects tensors and crashes on ``.norm``.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @staticmethod
+    def _tensor(output):
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+    def get_image_features(self, *args, **kwargs):
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs):
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+class ClipBackend:
+    """CLIP score (torchmetrics) and CLIP image embeddings; FID features from Inception (torchmetrics)."""
+
+    fid_name = "inception"
+
+    def __init__(self, model_path: str, device="cpu", *, inception_weights: str | None = None,
+                 fid_feature: int = 2048):
+        from torchmetrics.multimodal.clip_score import CLIPScore
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.device = torch.device(device)
+        self.name = f"CLIP ({model_path})"
+        model = CLIPModel.from_pretrained(model_path, use_safetensors=True).eval()
+        processor = CLIPProcessor.from_pretrained(model_path)
+        self.clip = _ClipTensorOutputs(model).to(self.device)
+        self.processor = processor
+        self.clip_score = CLIPScore(model_name_or_path=lambda: (self.clip, processor),
+                                    sync_on_compute=False).to(self.device)  # per video, per rank
+        self.inception_weights = inception_weights
+        self.fid_feature = fid_feature
+        self._inception = None
+        self.fid_name = f"inception-{fid_feature}"
+
+    @torch.no_grad()
+    def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
+        """torchmetrics CLIPScore averaged over frames (uint8 input, as CLIPScore expects)."""
+        self.clip_score.reset()
+        self.clip_score.update(list(frames_u8.to(self.device)), [prompt] * frames_u8.shape[0])
+        return {"clip_score": self.clip_score.compute().item()}
+
+    @torch.no_grad()
+    def embed(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        inputs = self.processor(images=list(frames_u8), return_tensors="pt")
+        return self.clip.get_image_features(pixel_values=inputs["pixel_values"].to(self.device)).double().cpu()
+
+    @torch.no_grad()
+    def fid_features(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        """Inception pool features of uint8 frames (the standard FID embedding, antialias off)."""
+        if self._inception is None:
+            self._inception = inception_extractor(self.fid_feature, self.inception_weights).to(self.device)
+        return self._inception(frames_u8.to(self.device)).double().cpu()
+
+    reference_images = None
+
+
+def inception_extractor(feature: int, weights_path: str | None):
+    """torchmetrics' Inception feature extractor; raises a clear error if the weights cannot be had."""
+    if feature not in INCEPTION_FEATURES:
+        raise ValueError(f"fid feature must be one of {INCEPTION_FEATURES}, got {feature}")
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    try:
+        metric = FrechetInceptionDistance(feature=feature, feature_extractor_weights_path=weights_path,
+                                          antialias=False)
+    except Exception as error:  # missing torch-fidelity, no network, bad file: all mean "no Inception here"
+        raise RuntimeError(f"Inception weights for FID are not available ({error}); pass a local weights file "
+                           "with --inception-weights (torch-fidelity's pt_inception-2015-12-05 file)") from error
+    return metric.inception
+
+
+# --------------------------------------------------------------------------- FID from stored features
+class _StoredFeatures(nn.Module):
+    """Identity 'feature extractor': lets torchmetrics' FID run on features extracted earlier."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features):
+        return features
+
+
+class FeatureFID:
+    """torchmetrics FrechetInceptionDistance over stored features; real statistics are added once and kept."""
+
+    def __init__(self, real_features: torch.Tensor):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.num_features = real_features.shape[1]
+        # Ranks exchange features through the study's unit files, so no process-group sync here.
+        self.metric = FrechetInceptionDistance(feature=_StoredFeatures(self.num_features), reset_real_features=False,
+                                               sync_on_compute=False)
+        self.metric.set_dtype(torch.float64)
+        self.real_count = real_features.shape[0]
+        self.metric.update(real_features.double(), real=True)
+
+    def distance(self, fake_features: torch.Tensor) -> float:
+        if min(self.real_count, fake_features.shape[0]) < self.num_features:
+            warnings.warn(f"FID with {fake_features.shape[0]} generated and {self.real_count} reference samples for "
+                          f"{self.num_features}-dim features: covariances are rank-deficient and the value is "
+                          "biased; use more samples (for Inception FID, or a smaller layer: --fid-feature 64/192/768)", RuntimeWarning,
+                          stacklevel=2)
+        self.metric.reset()
+        self.metric.update(fake_features.double(), real=False)
+        return float(self.metric.compute())
