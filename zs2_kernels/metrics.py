@@ -114,6 +114,7 @@ class _ClipTensorOutputs(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.config = model.config  # torchmetrics reads the text length limit from it
 
     @staticmethod
     def _tensor(output):
