@@ -29,9 +29,14 @@ def test_every_variant_compiles_for_both_archs(resources):
         assert {row["arch"] for row in resources if row["kernel"] == kernel} == {80, 90}
 
 
-def test_no_register_spills_or_stack(resources):
-    spilled = [row for row in resources if row["local_bytes"] or row["stack_bytes"]]
-    assert not spilled, f"spills/stack use: {spilled}"
+def test_no_register_spills(resources):
+    spilled = [row for row in resources if row["local_bytes"]]
+    assert not spilled, f"register spills: {spilled}"
+    # The only stack use allowed: the 32-byte frame libdevice's sin/cos keep for their slow-path argument
+    # reduction, in the kernels that draw Philox normals (Box-Muller); no other kernel may use the stack.
+    stack = {(row["kernel"], row["variant"], row["stack_bytes"]) for row in resources if row["stack_bytes"]}
+    assert all(bytes_ <= 32 and ("PHILOX=True" in variant or kernel == "_philox_normal_kernel")
+               for kernel, variant, bytes_ in stack), stack
     assert all(0 < row["registers"] <= 128 for row in resources)
     print("\n" + "\n".join(f"{r['kernel']} sm_{r['arch']} regs={r['registers']} smem={r['shared_bytes']} "
                            f"{r['variant']}" for r in resources))

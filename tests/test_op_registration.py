@@ -69,15 +69,11 @@ def test_import_and_cpu_path_without_triton():
     """Importing never needs triton or a GPU; the CPU path runs on the reference."""
     code = textwrap.dedent("""
         import sys
-        class NoTriton:
-            def find_spec(self, name, path=None, target=None):
-                if name == "triton" or name.startswith("triton."):
-                    raise ImportError("triton blocked for this test")
-        sys.meta_path.insert(0, NoTriton())
+        sys.modules["triton"] = None  # what Python reports for a package that cannot be imported
         import torch, zs2_kernels
         noise, stats = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=0, return_stats=True)
         y = zs2_kernels.momentum_update(torch.randn(1, 3, 5), 0.5)
-        assert stats["backend"] == "torch" and "triton" not in sys.modules
+        assert stats["backend"] == "torch" and sys.modules["triton"] is None
         try:
             zs2_kernels.momentum_update(torch.randn(1, 3, 5), 0.5, backend="triton")
         except RuntimeError as err:

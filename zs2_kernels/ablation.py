@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import metrics as zm
+from ._atomic import atomic_write
 from .video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
@@ -118,21 +119,8 @@ def read_prompts(path) -> list[str]:
     return prompts
 
 
-# --------------------------------------------------------------------------- atomic files
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder and rename: the final name never holds a partial file."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json(path: Path, payload) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, sort_keys=True)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, sort_keys=True)))
 
 
 # --------------------------------------------------------------------------- the study
@@ -281,7 +269,7 @@ class Ablation:
         path = self.unit_path(config, prompt_index, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         npz = path.with_suffix(".npz")
-        _atomic_write(npz, lambda tmp: _save_npz(tmp, arrays))
+        atomic_write(npz, lambda tmp: _save_npz(tmp, arrays))
         _write_json(path, {"config": dataclasses.asdict(config), "prompt": prompt, "prompt_index": prompt_index,
                            "seed": seed, "metrics": values, "noise": noise, "seconds": seconds,
                            "device": stats["device"], "backend": stats["backend"]})
@@ -319,11 +307,11 @@ class Ablation:
             "wall_time_s": wall_time,
         }
         _write_json(self.out / "results.json", results)
-        report.write_csv(self.out / "results.csv", units, _atomic_write)
-        report.write_markdown(self.out / "results.md", results, self.configs, _atomic_write)
-        report.write_plots(self.out, results, self.configs, _atomic_write)
+        report.write_csv(self.out / "results.csv", units)
+        report.write_markdown(self.out / "results.md", results, self.configs)
+        report.write_plots(self.out, results, self.configs)
         grid = [(c.name, np.load(self.unit_path(c, 0, 0).with_suffix(".npz"))["grid_frames"]) for c in self.configs]
-        report.write_gif_grid(self.out / "samples.gif", grid, _atomic_write)
+        report.write_gif_grid(self.out / "samples.gif", grid)
         return results
 
     def _reference_features(self) -> torch.Tensor:

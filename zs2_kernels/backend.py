@@ -19,7 +19,7 @@ ENV_VAR = "ZS2_BACKEND"
 
 def triton_available() -> bool:
     """True when the triton package is importable (it is optional: the CPU path does not need it)."""
-    if "triton" in sys.modules:
+    if sys.modules.get("triton") is not None:
         return True
     try:
         return importlib.util.find_spec("triton") is not None

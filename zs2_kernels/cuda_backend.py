@@ -128,15 +128,21 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
     return y
 
 
-def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A [B], C [B, R]) in float32 for prev [B, D] and candidates [R, B, D] (see ``reference.kl_sums``)."""
-    library = _library()
-    device = _require_cuda(prev, candidates)
+def _check_frame_and_candidates(prev: torch.Tensor, candidates: torch.Tensor) -> int:
+    """Check prev [B, D] and candidates [R, B, D] share a supported dtype; return its code."""
     code = _dtype_code("prev", prev)
     _dtype_code("candidates", candidates, prev.dtype)
     if prev.dim() != 2 or candidates.dim() != 3 or tuple(candidates.shape[1:]) != tuple(prev.shape):
         raise ValueError(f"need prev [B, D] and candidates [R, B, D], got {tuple(prev.shape)}, "
                          f"{tuple(candidates.shape)}")  # fmt: skip
+    return code
+
+
+def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [B], C [B, R]) in float32 for prev [B, D] and candidates [R, B, D] (see ``reference.kl_sums``)."""
+    library = _library()
+    device = _require_cuda(prev, candidates)
+    code = _check_frame_and_candidates(prev, candidates)
     R, B, D = candidates.shape
     prev = _rows(prev)
     candidates = candidates.contiguous()
@@ -162,11 +168,7 @@ def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, a
     """
     library = _library()
     device = _require_cuda(prev, candidates, index, alpha)
-    code = _dtype_code("prev", prev)
-    _dtype_code("candidates", candidates, prev.dtype)
-    if prev.dim() != 2 or candidates.dim() != 3 or tuple(candidates.shape[1:]) != tuple(prev.shape):
-        raise ValueError(f"need prev [B, D] and candidates [R, B, D], got {tuple(prev.shape)}, "
-                         f"{tuple(candidates.shape)}")  # fmt: skip
+    code = _check_frame_and_candidates(prev, candidates)
     R, B, D = candidates.shape
     if tuple(index.shape) != (B,) or tuple(alpha.shape) != (B,):
         raise ValueError(f"index and alpha must have shape {(B,)}, got {tuple(index.shape)}, {tuple(alpha.shape)}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
+
 #: Columns of the markdown tables: (key in the summary, header).
 COLUMNS = (
     ("achieved_kl", "achieved KL"),
@@ -50,7 +52,7 @@ def summarise(units: list[dict]) -> dict:
     return summary
 
 
-def write_csv(path: Path, units: list[dict], atomic_write) -> None:
+def write_csv(path: Path, units: list[dict]) -> None:
     keys = sorted({k for u in units for k in {**u["metrics"], **u["noise"]}})
     config_keys = ("dependency_noise", "momentum_attention", "noise_lambda", "search", "momentum")
 
@@ -73,7 +75,7 @@ def _cell(entry) -> str:
     return f"{mean:.4g}" if ci is None else f"{mean:.4g} ± {ci:.2g}"
 
 
-def write_markdown(path: Path, results: dict, configs, atomic_write) -> None:
+def write_markdown(path: Path, results: dict, configs) -> None:
     summary = results["summary"]
     studies = [s for s in ("components", "lambda", "momentum", "reference") if any(c.study == s for c in configs)]
     present = [(k, h) for k, h in COLUMNS if any(k in summary[c.name] for c in configs)]
@@ -105,7 +107,7 @@ def _prompt_metric(summary) -> str | None:
     return next((k for k in ("clip_score", "prompt_probability") if k in summary), None)
 
 
-def write_plots(out: Path, results: dict, configs, atomic_write) -> None:
+def write_plots(out: Path, results: dict, configs) -> None:
     """lambda.png (metrics vs lambda, one line per search mode), components.png and momentum.png (bars/lines)."""
     import matplotlib
 
@@ -156,7 +158,7 @@ def write_plots(out: Path, results: dict, configs, atomic_write) -> None:
         save(figure, f"{study}.png")
 
 
-def write_gif_grid(path: Path, rows: list[tuple[str, np.ndarray]], atomic_write, fps: int = 6) -> None:
+def write_gif_grid(path: Path, rows: list[tuple[str, np.ndarray]], fps: int = 6) -> None:
     """One labelled row per configuration (its first prompt/seed video), animated over frames."""
     import imageio.v3 as iio
     from PIL import Image, ImageDraw

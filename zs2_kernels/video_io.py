@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
+
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
@@ -44,10 +46,10 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
     pixels = to_uint8(frames, upscale)
     suffix = path.suffix.lower()
     if suffix == ".gif":
-        _atomic_file(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".gif", duration=1000 / fps, loop=0))
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".gif", duration=1000 / fps, loop=0))
     elif suffix == ".mp4":
         # imageio-ffmpeg pads frames to multiples of 16 unless told otherwise; libx264 needs even sizes.
-        _atomic_file(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".mp4", plugin="FFMPEG", fps=fps,
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".mp4", plugin="FFMPEG", fps=fps,
                                                    macro_block_size=2))
     else:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -60,17 +62,6 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def _atomic_file(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_video(path) -> np.ndarray:
