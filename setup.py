@@ -65,9 +65,9 @@ setup(
         "scikit-learn>=1.3",
         "scipy",
         "matplotlib",
-        "torch-fidelity",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # torch-fidelity (Inception FID) depends on torchvision, which would pull a second, CUDA build of torch.
+    extras_require={"test": ["pytest>=8"], "inception": ["torch-fidelity"]},
     entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
                                     "zs2-ablate = zs2_kernels.ablate_cli:ablate_main"]},
     cmdclass={"build_py": BuildWithCuda},

@@ -182,8 +182,9 @@ def inception_extractor(feature: int, weights_path: str | None):
         metric = FrechetInceptionDistance(feature=feature, feature_extractor_weights_path=weights_path,
                                           antialias=False)
     except Exception as error:  # missing torch-fidelity, no network, bad file: all mean "no Inception here"
-        raise RuntimeError(f"Inception weights for FID are not available ({error}); pass a local weights file "
-                           "with --inception-weights (torch-fidelity's pt_inception-2015-12-05 file)") from error
+        raise RuntimeError(f"Inception FID is not available ({error}): it needs torch-fidelity "
+                           "(pip install 'zs2_kernels[inception]') and its weights, downloaded when online or "
+                           "given as a local file with --inception-weights (pt_inception-2015-12-05)") from error
     return metric.inception
 
 

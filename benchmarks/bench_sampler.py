@@ -1,0 +1,230 @@
+"""Frames per second of whole video sampling: plain DDIM, ZS² (ours and the reference backend), Text2Video-Zero.
+
+All four run in one process on the same pipeline components, at the same model, resolution, frame
+count, DDIM steps and guidance, each producing decoded frames (``output_type="np"``):
+
+  * ``plain_ddim``: ``sample_video`` with both ZS² components off (independent per-frame sampling);
+  * ``zs2``: ``sample_video`` with our default backend for the device ("triton" on CUDA, "torch" on CPU);
+  * ``zs2_reference``: ``sample_video(backend="torch")``, the PyTorch reference ops (on CPU this is the
+    same code as ``zs2``; the record says so);
+  * ``text2video_zero``: diffusers' ``TextToVideoZeroPipeline`` (``TextToVideoZeroSDXLPipeline`` for SDXL)
+    built from the same components with a DDIM scheduler, its t0/t1 scaled from its defaults (44, 47 of 50
+    steps) to the step count and its motion field scaled to the latent size (module constants below).
+
+Implementations alternate within each round (A B C D A B C D ...) after one untimed warm-up round, so
+slow drift (thermal, other jobs) hits all of them alike; the median over rounds is reported, with
+``time_ratio_plain_ddim`` (the cost of ZS² over plain DDIM) and ``time_ratio_text2video_zero``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import default_output, make_record, run_environment, save_results, summarize_seconds
+
+import zs2_kernels
+from zs2_kernels.backend import triton_available
+
+IMPLS = ("plain_ddim", "zs2", "zs2_reference", "text2video_zero")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SEARCH = "exact"
+#: Text2Video-Zero's defaults: t0 = 44, t1 = 47 of 50 steps; a motion of 12 units of its 512-wide flow
+#: grid per frame, which is 1.5 latent pixels per frame at SD's 64-wide latents.
+T2VZ_DEFAULT_STEPS, T2VZ_T0, T2VZ_T1 = 50, 44, 47
+T2VZ_LATENT_PIXELS_PER_FRAME = 12 * 64 / 512
+
+
+def text2video_zero_settings(steps: int, latent_height: int, latent_width: int) -> dict:
+    """t0 < t1 < steps at the same fractions of the schedule as the defaults; motion in latent pixels as at 64²."""
+    if steps < 2:
+        raise ValueError(f"Text2Video-Zero needs at least 2 steps (t0 < t1 < steps), got {steps}")
+    t1 = min(round(T2VZ_T1 * steps / T2VZ_DEFAULT_STEPS), steps - 1)
+    t0 = max(min(round(T2VZ_T0 * steps / T2VZ_DEFAULT_STEPS), t1 - 1), 0)
+    # The flow is given on a 512-wide grid and resampled to the latent size (diffusers' create_motion_field).
+    return {"t0": t0, "t1": t1,
+            "motion_field_strength_x": T2VZ_LATENT_PIXELS_PER_FRAME * 512 / latent_width,
+            "motion_field_strength_y": T2VZ_LATENT_PIXELS_PER_FRAME * 512 / latent_height}
+
+
+def text2video_zero_pipeline(pipe):
+    """diffusers' Text2Video-Zero (its SDXL variant for SDXL models) on ``pipe``'s modules, with a DDIM scheduler."""
+    from diffusers import DDIMScheduler, TextToVideoZeroPipeline, TextToVideoZeroSDXLPipeline
+
+    shared = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                  scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        t2vz = TextToVideoZeroSDXLPipeline(**shared, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
+    else:
+        t2vz = TextToVideoZeroPipeline(**shared, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    t2vz.set_progress_bar_config(disable=True)
+    return t2vz
+
+
+def build_runners(pipe, args, device: torch.device) -> dict:
+    """impl name -> (backend label, note, zero-argument call returning sample_video's stats or None)."""
+    ours = "triton" if device.type == "cuda" and triton_available() else "torch"
+    common = dict(num_frames=args.frames, height=args.height, width=args.width, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance_scale, noise_lambda=args.noise_lambda, momentum=args.momentum,
+                  search=SEARCH, seed=args.seed, output_type="np", progress=False)
+
+    def zs2_call(**overrides):
+        return lambda: zs2_kernels.sample_video(pipe, args.prompt, **{**common, **overrides}).stats
+
+    t2vz = text2video_zero_pipeline(pipe)
+
+    def t2vz_call():
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        t2vz(args.prompt, video_length=args.frames, height=args.height, width=args.width,
+             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, generator=generator,
+             output_type="np", **args.t2vz)
+
+    same = " (on CPU the default backend is this reference: same code as zs2)" if ours == "torch" else ""
+    return {
+        "plain_ddim": ("none", "sample_video(dependency_noise=False, momentum_attention=False)",
+                       zs2_call(dependency_noise=False, momentum_attention=False)),
+        "zs2": (ours, "sample_video, default backend for the device", zs2_call(backend=ours)),
+        "zs2_reference": ("torch", "sample_video(backend='torch')" + same, zs2_call(backend="torch")),
+        "text2video_zero": ("diffusers", f"{type(t2vz).__name__}, same components, DDIM, "
+                            + ", ".join(f"{k}={v:g}" for k, v in args.t2vz.items()), t2vz_call),
+    }
+
+
+def run(args) -> list[dict]:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # per-call warnings (prompt truncation, deprecations) would drown the log
+    device = torch.device(args.device)
+    environment = run_environment("sampler", device)
+    pipe = zs2_kernels.load_pipeline(args.model, device=device, dtype=DTYPES[args.dtype])
+    pipe.set_progress_bar_config(disable=True)
+    factor = pipe.vae_scale_factor
+    args.height = args.height or pipe.unet.config.sample_size * factor
+    args.width = args.width or pipe.unet.config.sample_size * factor
+    samples = {name: [] for name in IMPLS}
+    stages = {name: [] for name in IMPLS}
+    errors = {}
+    try:
+        args.t2vz = text2video_zero_settings(args.steps, args.height // factor, args.width // factor)
+    except ValueError as error:
+        args.t2vz, errors["text2video_zero"] = {}, str(error)
+    runners = build_runners(pipe, args, device)
+
+    def timed(name):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        stats = runners[name][2]()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start, stats
+
+    for round_index in range(args.repeats + 1):  # round 0 is the warm-up
+        for name in IMPLS:
+            if name in errors:
+                continue
+            try:
+                seconds, stats = timed(name)
+            except Exception as error:  # a failing impl is a result (an "error" record), not the end of the run
+                errors[name] = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+                print(f"{name:16s} ERROR {errors[name]}", flush=True)
+                continue
+            if round_index:
+                samples[name].append(seconds)
+                if stats is not None:
+                    stages[name].append(stats["timings"])
+                print(f"round {round_index} {name:16s} {seconds:.3f} s", flush=True)
+
+    settings = {"model": args.model or "embedded (zs2_kernels/embedded/digits-sd)",
+                "model_class": type(pipe).__name__, "prompt": args.prompt, "frames": args.frames,
+                "height": args.height, "width": args.width, "steps": args.steps,
+                "guidance_scale": args.guidance_scale, "dtype": args.dtype, "noise_lambda": args.noise_lambda,
+                "momentum": args.momentum, "search": SEARCH, "seed": args.seed, "repeats": args.repeats,
+                "videos": 1, "text2video_zero": args.t2vz}
+    label = (f"{settings['model_class']} from {settings['model']}: {args.frames} frames of {args.height}x{args.width}, "
+             f"{args.steps} DDIM steps, guidance {args.guidance_scale:g}, {args.dtype}, "
+             f"median of {args.repeats} alternating rounds after 1 warm-up")
+    records = []
+    for name in IMPLS:
+        backend, note, _ = runners[name]
+        record = make_record(environment, impl=name, backend=backend, note=note, settings_label=label, **settings)
+        if name in errors:
+            record["error"] = errors[name]
+        else:
+            record.update(summarize_seconds(samples[name]))
+            record["frames_per_s"] = args.frames / record["median_s"]
+            if stages[name]:
+                record["stage_median_s"] = {stage: summarize_seconds([t[stage] for t in stages[name]])["median_s"]
+                                            for stage in stages[name][0]}
+        records.append(record)
+    for baseline, field in (("plain_ddim", "time_ratio_plain_ddim"), ("text2video_zero", "time_ratio_text2video_zero")):
+        base = next(r for r in records if r["impl"] == baseline)
+        for record in records:
+            if "median_s" in record and "median_s" in base:
+                record[field] = record["median_s"] / base["median_s"]
+    return records
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help="pipeline folder or hub id (default: the embedded digits model)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--frames", type=int, default=None, help="frames per video (default 16 on CUDA, 8 on CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50 on CUDA, 10 on CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5 on CUDA, 3 on CPU)")
+    parser.add_argument("--height", type=int, default=None, help="pixels (default: the model's native size)")
+    parser.add_argument("--width", type=int, default=None, help="pixels (default: the model's native size)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--noise-lambda", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.98)
+    parser.add_argument("--prompt", default="a handwritten digit 3")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="2 frames, 3 steps, 1 round: checks the script runs")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON list to append to (default benchmarks/results/sampler-<device>-<date>.json); "
+                             "the .md summary is written next to it")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no GPU")
+    on_cuda = device.type == "cuda"
+    defaults = {"frames": 2, "steps": 3, "repeats": 1} if args.smoke else (
+        {"frames": 16, "steps": 50, "repeats": 5} if on_cuda else {"frames": 8, "steps": 10, "repeats": 3})
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("frames", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    args.dtype = args.dtype or ("fp16" if on_cuda else "fp32")
+    args.out = args.out or default_output("sampler", device)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        records = run(args)
+    except FileNotFoundError as error:  # the embedded model not built yet, or a wrong --model
+        print(f"bench_sampler.py: {error}", file=sys.stderr)
+        return 2
+    json_path, markdown_path = save_results(args.out, records)
+    for record in records:
+        result = record.get("error") or (f"{record['frames_per_s']:.3g} frames/s, {record['median_s']:.3f} s, "
+                                         f"x{record.get('time_ratio_plain_ddim', float('nan')):.3g} of plain DDIM")
+        print(f"{record['impl']:16s} {result}")
+    print(f"wrote {len(records)} records to {json_path} and {markdown_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

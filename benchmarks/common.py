@@ -1,0 +1,157 @@
+"""What both benchmark scripts share: the run environment, the results record, timing statistics, results files.
+
+Every record is one flat JSON object: the run's environment (device, versions, git revision, timestamp,
+``run_id``) plus the benchmark's own fields. Records are appended to one JSON list per results file, and a
+markdown summary of the whole file is rewritten next to it (``.md``), one table per run and benchmark, so
+``bench_ops.py`` and ``bench_sampler.py`` can share a file (``run_gpu.sh`` does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Markdown columns per benchmark: (header, record field, format). Missing fields print as "".
+TABLE_COLUMNS = {
+    "ops": [
+        ("op", "op", "{}"), ("shape", "shape_label", "{}"), ("dtype", "dtype", "{}"), ("impl", "impl", "{}"),
+        ("backend", "backend", "{}"), ("median ms", "median_ms", "{:.4g}"), ("p20 ms", "p20_ms", "{:.4g}"),
+        ("p80 ms", "p80_ms", "{:.4g}"), ("MB moved", "megabytes_moved", "{:.4g}"), ("GB/s", "gbps", "{:.4g}"),
+        ("% copy BW", "pct_of_copy_bw", "{:.3g}"), ("speedup vs ref", "speedup_vs_reference", "{:.3g}x"),
+        ("note / error", "error_or_note", "{}"),
+    ],
+    "sampler": [
+        ("impl", "impl", "{}"), ("backend", "backend", "{}"), ("frames/s", "frames_per_s", "{:.4g}"),
+        ("median s", "median_s", "{:.4g}"), ("p20 s", "p20_s", "{:.4g}"), ("p80 s", "p80_s", "{:.4g}"),
+        ("time / plain DDIM", "time_ratio_plain_ddim", "{:.3g}"),
+        ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"), ("note / error", "error_or_note", "{}"),
+    ],
+}
+
+
+def git_revision() -> str:
+    """``git rev-parse HEAD`` of the repository, or "unknown" outside a checkout (e.g. an sdist)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device: the GPU's name, or the CPU model (``/proc/cpuinfo``) on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name fragment: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def default_output(prefix: str, device: torch.device) -> Path:
+    """``benchmarks/results/<prefix>-<device name>-<UTC date>.json``."""
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    return RESULTS_DIR / f"{prefix}-{slug(device_name(device))}-{date}.json"
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def run_environment(benchmark: str, device: torch.device) -> dict:
+    """The fields every record of one run carries: what ran where, with which code, when."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return {
+        "benchmark": benchmark,
+        "run_id": f"{benchmark}-{now.strftime('%Y%m%dT%H%M%S.%fZ')}",
+        "device": device.type,
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "diffusers": _version("diffusers"),
+        "git_revision": git_revision(),
+        "timestamp": now.isoformat(timespec="seconds"),
+    }
+
+
+def make_record(environment: dict, **fields) -> dict:
+    """One results record: the run environment plus this measurement's fields (the only record constructor)."""
+    return {**environment, **fields}
+
+
+def summarize_seconds(samples: list[float]) -> dict:
+    """Median, 20th and 80th percentile (linear interpolation) of wall-clock samples, in seconds."""
+    p20, median, p80 = np.percentile(np.asarray(samples, dtype=np.float64), [20, 50, 80])
+    return {"median_s": float(median), "p20_s": float(p20), "p80_s": float(p80)}
+
+
+def _cell(record: dict, field: str, fmt: str) -> str:
+    if field == "error_or_note":
+        value = f"ERROR: {record['error']}" if record.get("error") else record.get("note")
+    else:
+        value = record.get(field)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return fmt.format(value).replace("|", "/").replace("\n", " ")
+
+
+def render_markdown(records: list[dict]) -> str:
+    """A summary of every record in a results file: one section per run, one row per record."""
+    runs: dict[str, list[dict]] = {}
+    for record in records:
+        runs.setdefault(record.get("run_id", "unknown"), []).append(record)
+    lines = ["# Benchmark results", "",
+             "Generated from the JSON file of the same name (benchmarks/README.md explains every column).", ""]
+    for run_id, rows in runs.items():
+        first = rows[0]
+        columns = TABLE_COLUMNS[first["benchmark"]]
+        lines += [f"## {first['benchmark']}: {first['device_name']} ({first['device']}), {first['timestamp']}", "",
+                  f"torch {first['torch']}, triton {first['triton']}, diffusers {first['diffusers']}, "
+                  f"git {first['git_revision']}, run `{run_id}`", ""]
+        if first.get("settings_label"):
+            lines += [first["settings_label"], ""]
+        lines.append("| " + " | ".join(header for header, _, _ in columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        lines += ["| " + " | ".join(_cell(row, field, fmt) for _, field, fmt in columns) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_results(path: Path, records: list[dict]) -> tuple[Path, Path]:
+    """Append ``records`` to the JSON list at ``path`` (created if missing) and rewrite its ``.md`` summary."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else []
+    if not isinstance(existing, list):
+        raise ValueError(f"{path} does not hold a JSON list of records; pass another --out")
+    existing.extend(records)
+    path.write_text(json.dumps(existing, indent=1, allow_nan=False) + "\n")
+    markdown = path.with_suffix(".md")
+    markdown.write_text(render_markdown(existing))
+    return path, markdown
