@@ -196,21 +196,3 @@ def load_digit_classifier(path: str | Path | None = None, device: str | torch.de
     model = DigitClassifier(widths=tuple(config["widths"]), feature_dim=config["feature_dim"])
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (FID formula, float64)."""
-    from scipy import linalg
-
-    a = features_a.detach().double().cpu().numpy()
-    b = features_b.detach().double().cpu().numpy()
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
