@@ -210,9 +210,14 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
                            seed, generator)
     timings = {}
     started = time.perf_counter()
-    pipe = model if hasattr(model, "unet") and hasattr(model, "vae") else load_pipeline(model)
-    if device is not None or dtype is not None:
-        pipe.to(device=device, dtype=dtype)
+    if hasattr(model, "unet") and hasattr(model, "vae"):
+        pipe = model
+        if device is not None and torch.device(device) != pipe.device:
+            pipe.to(device)
+        if dtype is not None and dtype != pipe.unet.dtype:
+            pipe.to(dtype=dtype)
+    else:
+        pipe = load_pipeline(model, device=device, dtype=dtype)
     height, width = _check_resolution(pipe, height, width)
     device = pipe._execution_device
     unet_dtype = pipe.unet.dtype
