@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 SEARCH_MODES = ("paper", "exact")
-#: Bisection halvings of the exact solve, in float64: the bracket on s = sqrt(alpha) ends below 1e-15.
+#: Bisection halvings of the literal exact search, in float64: the bracket on s = sqrt(alpha) ends below 1e-15.
 EXACT_ITERATIONS = 60
 
 
@@ -33,7 +33,8 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
     state = None if init is None else init.to(compute)
     for f in range(x.shape[1]):
         frame = x[:, f].to(compute)
-        state = frame if state is None else momentum * state + (1.0 - momentum) * frame
+        # lerp(frame, state, mu) = mu*state + (1-mu)*frame in one pass, exact at mu = 0 and mu = 1.
+        state = frame if state is None else torch.lerp(frame, state, momentum)
         y[:, f] = state.to(x.dtype)
     return y
 
@@ -108,21 +109,22 @@ def _paper_line_stage(a_sum, c_best, noise_lambda, line_steps):
 
 
 def _exact_alpha(a_sum, c_best, noise_lambda):
-    """alpha with KL(compose(alpha)) = lambda, by bisection on s = sqrt(alpha) in [0, 1].
+    """alpha with KL(compose(alpha)) = lambda, in closed form.
 
-    g(s) = (1-s)A - sqrt(1-s²)C - lambda has g(1) = -lambda < 0, so when g(0) > 0 a root is bracketed.
-    g(0) <= 0 means lambda is out of reach (alpha = 0, independent frames); lambda = 0 gives alpha = 1.
+    With s = sqrt(alpha), g(s) = (1-s)A - sqrt(1-s²)C - lambda. Squaring (1-s)A - lambda = sqrt(1-s²)C gives
+    (A² + C²)s² - 2A(A-lambda)s + (A-lambda)² - C² = 0, so the roots of g are among
+        s = (A(A-lambda) ± |C|·sqrt(A² + C² - (A-lambda)²)) / (A² + C²).
+    When g(0) > 0, g(1) = -lambda < 0 brackets exactly one root in (0, 1) (g has at most two), the one of
+    the two candidates where |g| is smallest. g(0) <= 0 means lambda is out of reach (alpha = 0,
+    independent frames); lambda = 0 gives alpha = 1 (identical frames; the root near 1 is not wanted).
     """
-    low = torch.zeros_like(a_sum)
-    high = torch.ones_like(a_sum)
-    for _ in range(EXACT_ITERATIONS):
-        mid = 0.5 * (low + high)
-        above = kl_of_composition(a_sum, c_best, mid) - noise_lambda > 0
-        low = torch.where(above, mid, low)
-        high = torch.where(above, high, mid)
-    s = 0.5 * (low + high)
-    reachable = a_sum - c_best - noise_lambda > 0
-    s = torch.where(reachable, s, torch.zeros_like(s))
+    shifted = a_sum - noise_lambda
+    spread = (a_sum * a_sum + c_best * c_best - shifted * shifted).clamp(min=0).sqrt() * c_best.abs()
+    norm = a_sum * a_sum + c_best * c_best
+    candidates = torch.stack([(a_sum * shifted + spread) / norm, (a_sum * shifted - spread) / norm]).clamp(0, 1)
+    residual = ((1 - candidates) * a_sum - (1 - candidates * candidates).sqrt() * c_best - noise_lambda).abs()
+    s = candidates.gather(0, residual.argmin(dim=0, keepdim=True))[0]
+    s = torch.where(a_sum - c_best - noise_lambda > 0, s, torch.zeros_like(s))
     if noise_lambda == 0:
         s = torch.ones_like(s)
     return s * s

@@ -10,7 +10,8 @@ so a frame of the chain costs three launches and no host synchronisation:
 1. ``_kl_partial_sums_kernel``: one pass over p and the R candidates, per-block partial sums of
    A·D and C_r·D (deterministic: no atomics; reduced in a fixed order by the next kernel);
 2. ``_search_kernel``: one program per batch item reduces the partials, runs the random stage and
-   the line stage ("paper" or "exact") in float64 scalars, writes index, alpha and the achieved KL;
+   the line stage ("paper"; or "exact", solved in closed form) in float64 scalars, writes index, alpha and
+   the achieved KL;
 3. ``_compose_kernel``: eps = sqrt(alpha)·p + sqrt(1 - alpha)·n_index.
 
 Candidates are either a materialised tensor [R, B, D] or Philox normals regenerated in kernels 1
@@ -25,7 +26,6 @@ import triton.language as tl
 
 BLOCK = 1024
 NUM_WARPS = 4
-EXACT_ITERATIONS = 60  # same as reference.EXACT_ITERATIONS
 
 
 @triton.jit
@@ -57,8 +57,7 @@ def _kl_partial_sums_kernel(prev_ptr, cand_ptr, partial_ptr, num_candidates, bat
 
 @triton.jit(do_not_specialize=["num_candidates", "num_blocks", "line_steps"])
 def _search_kernel(partial_ptr, lambda_ptr, index_ptr, alpha_ptr, kl_ptr, num_candidates, num_blocks, dim,
-                   line_steps, EXACT: tl.constexpr, EXACT_ITERATIONS: tl.constexpr,
-                   R_BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+                   line_steps, EXACT: tl.constexpr, R_BLOCK: tl.constexpr, CHUNK: tl.constexpr):
     b = tl.program_id(0)
     cols = tl.arange(0, R_BLOCK)
     rows = tl.arange(0, CHUNK)
@@ -79,14 +78,16 @@ def _search_kernel(partial_ptr, lambda_ptr, index_ptr, alpha_ptr, kl_ptr, num_ca
     c_best = tl.sum(tl.where(cols == best_col, totals, 0.0), axis=0)
     zero = a_sum * 0.0
     if EXACT:
-        low = zero
-        high = zero + 1.0
-        for _ in range(EXACT_ITERATIONS):
-            mid = 0.5 * (low + high)
-            above = (1.0 - mid) * a_sum - tl.sqrt(1.0 - mid * mid) * c_best - lam > 0.0
-            low = tl.where(above, mid, low)
-            high = tl.where(above, high, mid)
-        keep = tl.where(a_sum - c_best - lam > 0.0, 0.5 * (low + high), zero)
+        # Closed form (see reference._exact_alpha): the root of g is one of two quadratic roots.
+        shifted = a_sum - lam
+        spread = tl.sqrt(tl.maximum(a_sum * a_sum + c_best * c_best - shifted * shifted, 0.0)) * tl.abs(c_best)
+        norm = a_sum * a_sum + c_best * c_best
+        plus = tl.minimum(tl.maximum((a_sum * shifted + spread) / norm, 0.0), 1.0)
+        minus = tl.minimum(tl.maximum((a_sum * shifted - spread) / norm, 0.0), 1.0)
+        g_plus = tl.abs((1.0 - plus) * a_sum - tl.sqrt(1.0 - plus * plus) * c_best - lam)
+        g_minus = tl.abs((1.0 - minus) * a_sum - tl.sqrt(1.0 - minus * minus) * c_best - lam)
+        keep = tl.where(g_minus < g_plus, minus, plus)
+        keep = tl.where(a_sum - c_best - lam > 0.0, keep, zero)
         keep = tl.where(lam == 0.0, zero + 1.0, keep)
         alpha = keep * keep
     else:
@@ -166,8 +167,7 @@ def search(prev, candidates, num_candidates, noise_lambda, search_mode, line_ste
     lam = torch.full((1,), float(noise_lambda), device=prev.device, dtype=torch.float64)
     _search_kernel[(batch,)](
         partial, lam, index, alpha, kl, num_candidates, num_blocks, prev.shape[1], line_steps,
-        EXACT=search_mode == "exact", EXACT_ITERATIONS=EXACT_ITERATIONS,
-        R_BLOCK=triton.next_power_of_2(width), CHUNK=32, num_warps=1)
+        EXACT=search_mode == "exact", R_BLOCK=triton.next_power_of_2(width), CHUNK=32, num_warps=1)
     return index, alpha, kl
 
 
@@ -209,7 +209,6 @@ def aot_specs():
     for exact in (False, True):
         sig = {"partial_ptr": "*fp32", "lambda_ptr": "*fp64", "index_ptr": "*i64", "alpha_ptr": "*fp64",
                "kl_ptr": "*fp64", "num_candidates": "i32", "num_blocks": "i32", "dim": "i32", "line_steps": "i32",
-               "EXACT": "constexpr", "EXACT_ITERATIONS": "constexpr", "R_BLOCK": "constexpr", "CHUNK": "constexpr"}
-        specs.append((_search_kernel, sig, {"EXACT": exact, "EXACT_ITERATIONS": EXACT_ITERATIONS,
-                                            "R_BLOCK": 16, "CHUNK": 32}, 1))
+               "EXACT": "constexpr", "R_BLOCK": "constexpr", "CHUNK": "constexpr"}
+        specs.append((_search_kernel, sig, {"EXACT": exact, "R_BLOCK": 16, "CHUNK": 32}, 1))
     return specs
