@@ -99,10 +99,11 @@ def _is_self_attention(name: str) -> bool:
 class MomentumAttentionHandle:
     """Our processors installed on a UNet; ``restore()`` (or leaving the ``with`` block) puts the originals back."""
 
-    def __init__(self, unet, original: dict, processors: list[TemporalMomentumAttnProcessor]):
+    def __init__(self, unet, original: dict, layers: list):
         self.unet = unet
         self.original = original
-        self.processors = processors
+        self.layers = layers  # (attention module, our processor) per self-attention layer
+        self.processors = [processor for _, processor in layers]
         self._warned = False
 
     def set_num_frames(self, num_frames: int, *, carry_state: bool) -> None:
@@ -118,17 +119,13 @@ class MomentumAttentionHandle:
 
     def check_installed(self) -> bool:
         """Warn once (and return False) if something replaced our processors since installation."""
-        current = self.unet.attn_processors
-        intact = all(current[name] is proc for name, proc in zip(self._names(), self.processors))
+        intact = all(module.processor is processor for module, processor in self.layers)
         if not intact and not self._warned:
             warnings.warn("temporal momentum attention was replaced on the UNet after installation (e.g. by "
                           "enable_attention_slicing, xformers or a LoRA load); frames are no longer coupled. "
                           "Install it after such calls.", RuntimeWarning, stacklevel=3)
             self._warned = True
         return intact
-
-    def _names(self):
-        return [name for name in self.original if _is_self_attention(name)]
 
     def restore(self) -> None:
         self.unet.set_attn_processor(dict(self.original))
@@ -149,15 +146,15 @@ def install_momentum_attention(unet, momentum: float, num_frames: int, *, backen
     original = dict(unet.attn_processors)
     if not any(_is_self_attention(name) for name in original):
         raise ValueError("unet has no self-attention (attn1) layers to install momentum attention on")
-    processors = []
-    replaced = {}
-    for name, processor in original.items():
-        if _is_self_attention(name):
+    replaced = dict(original)
+    layers = []
+    for name, module in unet.named_modules():
+        if _is_self_attention(f"{name}.processor") and f"{name}.processor" in original:
             processor = TemporalMomentumAttnProcessor(momentum, num_frames, backend=backend)
-            processors.append(processor)
-        replaced[name] = processor
+            replaced[f"{name}.processor"] = processor
+            layers.append((module, processor))
     unet.set_attn_processor(replaced)
-    return MomentumAttentionHandle(unet, original, processors)
+    return MomentumAttentionHandle(unet, original, layers)
 
 
 def is_installed(unet) -> bool:

@@ -33,8 +33,14 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
     state = None if init is None else init.to(compute)
     for f in range(x.shape[1]):
         frame = x[:, f].to(compute)
-        # lerp(frame, state, mu) = mu*state + (1-mu)*frame in one pass, exact at mu = 0 and mu = 1.
-        state = frame if state is None else torch.lerp(frame, state, momentum)
+        if state is None:
+            state = frame
+        elif compute == x.dtype:  # accumulate straight into the output: one pass per frame, no copy
+            state = torch.lerp(frame, state, momentum, out=y[:, f])
+            continue
+        else:
+            # lerp(frame, state, mu) = mu*state + (1-mu)*frame in one pass, exact at mu = 0 and mu = 1.
+            state = torch.lerp(frame, state, momentum)
         y[:, f] = state.to(x.dtype)
     return y
 
