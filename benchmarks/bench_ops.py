@@ -46,12 +46,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from common import default_output, make_record, run_environment, save_results, summarize_seconds
+from common import (add_output_argument, checked_device, default_output, make_record, run_environment, save_results,
+                    summarize_seconds)
 
 import zs2_kernels
 from zs2_kernels import cuda_backend, ops, reference
@@ -383,13 +383,9 @@ def parse_args(argv=None):
                         help="CPU timed calls for the slow eager/compiled references (default 3; smoke 1)")
     parser.add_argument("--compile-timeout", type=float, default=None,
                         help="cap in seconds on a compiling call (default 600 on CUDA, 90 on CPU, 10 with --smoke)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON list to append to (default benchmarks/results/ops-<device>-<date>.json); "
-                             "the .md summary is written next to it")
+    add_output_argument(parser, "ops")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no GPU")
+    device = checked_device(parser, args.device)
     on_cuda = device.type == "cuda"
     if args.smoke:
         args.shapes = "smoke"

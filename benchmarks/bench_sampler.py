@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from common import default_output, make_record, run_environment, save_results, summarize_seconds
+from common import (add_output_argument, checked_device, default_output, make_record, run_environment, save_results,
+                    summarize_seconds)
 
 import zs2_kernels
 from zs2_kernels.backend import triton_available
@@ -189,13 +189,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompt", default="a handwritten digit 3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="2 frames, 3 steps, 1 round: checks the script runs")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON list to append to (default benchmarks/results/sampler-<device>-<date>.json); "
-                             "the .md summary is written next to it")
+    add_output_argument(parser, "sampler")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no GPU")
+    device = checked_device(parser, args.device)
     on_cuda = device.type == "cuda"
     defaults = {"frames": 2, "steps": 3, "repeats": 1} if args.smoke else (
         {"frames": 16, "steps": 50, "repeats": 5} if on_cuda else {"frames": 8, "steps": 10, "repeats": 3})

@@ -100,6 +100,21 @@ def run_environment(benchmark: str, device: torch.device) -> dict:
     }
 
 
+def add_output_argument(parser, prefix: str) -> None:
+    """``--out``: the JSON list both scripts append to (the .md summary is written next to it)."""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON list to append to (default benchmarks/results/{prefix}-<device>-<date>.json); "
+                             "the .md summary is written next to it")
+
+
+def checked_device(parser, name: str) -> torch.device:
+    """The ``--device`` as a torch.device; a parser error when CUDA is asked for and torch sees no GPU."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no GPU")
+    return device
+
+
 def make_record(environment: dict, **fields) -> dict:
     """One results record: the run environment plus this measurement's fields (the only record constructor)."""
     return {**environment, **fields}
