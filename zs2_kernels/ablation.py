@@ -243,7 +243,7 @@ class Ablation:
                               dependency_noise=config.dependency_noise, momentum_attention=config.momentum_attention,
                               generator=generators, output_type="np", progress=False)
         seconds = result.stats["timings"]["total"] / len(batch)
-        for video, (config, prompt_index, seed) in zip(range(len(batch)), batch):
+        for video, (config, prompt_index, seed) in enumerate(batch):
             self._finish_unit(config, prompt_index, seed, result.frames[video], result.stats, video, seconds)
 
     def _finish_unit(self, config, prompt_index, seed, frames, stats, video, seconds) -> None:
@@ -291,8 +291,7 @@ class Ablation:
             for config in self.configs:
                 if config is IMAGE_PRIOR:
                     continue
-                fake = np.concatenate([np.load(self.unit_path(config, p, s).with_suffix(".npz"))["fid_features"]
-                                       for _, p, s in self.units() if _ == config])
+                fake = np.concatenate([self._fid_features(unit) for unit in self.units() if unit[0] == config])
                 summary[config.name]["fid"] = {"mean": fid.distance(torch.from_numpy(fake)), "ci95": None,
                                                "n": int(fake.shape[0])}
         results = {
@@ -319,9 +318,11 @@ class Ablation:
             return self.backend.fid_features(_load_images(self.reference_folder))
         if isinstance(self.backend, zm.DigitBackend):
             return self.backend.fid_features(self.backend.reference_images())
-        return torch.from_numpy(np.concatenate([
-            np.load(self.unit_path(IMAGE_PRIOR, p, s).with_suffix(".npz"))["fid_features"]
-            for _, p, s in self.units() if _ == IMAGE_PRIOR]))
+        return torch.from_numpy(np.concatenate([self._fid_features(unit) for unit in self.units()
+                                                if unit[0] == IMAGE_PRIOR]))
+
+    def _fid_features(self, unit) -> np.ndarray:
+        return np.load(self.unit_path(*unit).with_suffix(".npz"))["fid_features"]
 
     def _fid_reference_name(self) -> str:
         if self.reference_folder is not None:
