@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_int, check_number
-from .momentum import momentum_update
+from .backend import resolve_backend
+from .momentum import ema_frames
 
 
 class TemporalMomentumAttnProcessor:
@@ -43,8 +44,8 @@ class TemporalMomentumAttnProcessor:
             raise ValueError(f"the UNet batch ({batch}) is not a multiple of num_frames ({self.num_frames}); "
                              "the batch must be laid out (guidance half, video, frame)")
         frames = hidden_states.view(batch // self.num_frames, self.num_frames, tokens, channels)
-        smoothed = momentum_update(frames, self.momentum, init=self.state if self.carry_state else None,
-                                   backend=self.backend)
+        smoothed = ema_frames(frames, self.momentum, self.state if self.carry_state else None,
+                              resolve_backend(frames.device, self.backend))
         if self.carry_state:
             self.state = smoothed[:, -1]
         return smoothed.view(batch, tokens, channels)

@@ -36,8 +36,12 @@ def momentum_update(x: torch.Tensor, momentum: float, *, init: torch.Tensor | No
         if init.shape != state_shape:
             raise ValueError(f"init must have shape {tuple(state_shape)} (x's shape without dim 1), "
                              f"got {tuple(init.shape)}")
-        init = init.reshape(x.shape[0], -1).contiguous()
+    return ema_frames(x, momentum, init, resolve_backend(x.device, backend))
+
+
+def ema_frames(x: torch.Tensor, momentum: float, init: torch.Tensor | None, backend: str) -> torch.Tensor:
+    """The EMA of :func:`momentum_update` on already-validated inputs (the attention processor's hot path)."""
     groups, frames = x.shape[:2]
     flat = x.reshape(groups, frames, -1).contiguous()
-    y = ops.momentum_update(flat, momentum, init, resolve_backend(x.device, backend))
-    return y.view(x.shape)
+    flat_init = None if init is None else init.reshape(groups, -1).contiguous()
+    return ops.call("momentum_update", flat, momentum, flat_init, backend).view(x.shape)

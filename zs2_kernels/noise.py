@@ -108,9 +108,10 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     indices, alphas, kls = [], [], []
     for frame in range(1, num_frames):
         candidates = None if philox else draw(num_candidates, batch, dim)
-        index, alpha, kl = ops.search_frame(frames[-1], candidates, num_candidates, seed or 0, frame,
-                                            noise_lambda, search, line_steps, backend)
-        frames.append(ops.compose(frames[-1], candidates, index, alpha, num_candidates, seed or 0, frame, backend))
+        index, alpha, kl = ops.call("search_frame", frames[-1], candidates, num_candidates, seed or 0, frame,
+                                    noise_lambda, search, line_steps, backend)
+        frames.append(ops.call("compose", frames[-1], candidates, index, alpha, num_candidates, seed or 0, frame,
+                               backend))
         indices.append(index)
         alphas.append(alpha)
         kls.append(kl)
