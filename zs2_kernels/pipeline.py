@@ -36,6 +36,15 @@ def resolve_model_location(model) -> str:
     return str(model)
 
 
+def _dtype_keyword() -> str:
+    """Recent diffusers take ``dtype`` (and warn on ``torch_dtype``); older ones only know ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present where dtype is)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None):
     """Load a diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x or SDXL) for video sampling.
 
@@ -51,7 +60,7 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None):
     location = resolve_model_location(model)
     kwargs = {"use_safetensors": True}
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs[_dtype_keyword()] = dtype
     try:
         pipe = DiffusionPipeline.from_pretrained(location, **kwargs)
     except OSError as error:
