@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -44,7 +44,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["zs2_kernels", "zs2_kernels.*"]),
+    # Namespace discovery also lists the data folders (weights, prompts, the built library) as packages.
+    packages=find_namespace_packages(include=["zs2_kernels", "zs2_kernels.*"]),
     include_package_data=True,
     package_data={"zs2_kernels": ["data/*.txt", "embedded/*.json", "embedded/*.safetensors",
                                   "embedded/digits-sd/*.json", "embedded/digits-sd/*/*.json",
