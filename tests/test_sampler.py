@@ -145,6 +145,15 @@ def test_callback_can_replace_latents(pipe):
     assert seen == [0, 1] and out.frames.abs().max() == 0
 
 
+def test_nan_latents_raise_instead_of_returning_black_frames(pipe):
+    def poison(pipeline, step, timestep, tensors):
+        return {"latents": torch.full_like(tensors["latents"], float("nan"))}
+
+    with pytest.raises(FloatingPointError, match="NaN"):
+        zs2_kernels.sample_video(pipe, "a cat", callback_on_step_end=poison, seed=0, **FAST)
+    assert not zs2_kernels.is_installed(pipe.unet)
+
+
 def test_dependency_noise_raises_adjacent_similarity_and_lambda_lowers_it():
     def adjacent_similarity(latents):
         flat = latents.flatten(2)
