@@ -12,16 +12,15 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zs2_kernels.environment import device_name, git_revision
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Markdown columns per benchmark: (header, record field, format). Missing fields print as "".
 TABLE_COLUMNS = {
@@ -39,29 +38,6 @@ TABLE_COLUMNS = {
         ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"), ("note / error", "error_or_note", "{}"),
     ],
 }
-
-
-def git_revision() -> str:
-    """``git rev-parse HEAD`` of the repository, or "unknown" outside a checkout (e.g. an sdist)."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    """Human name of the device: the GPU's name, or the CPU model (``/proc/cpuinfo``) on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def slug(text: str) -> str:

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from . import metrics as zm
 from ._atomic import atomic_write
+from .environment import device_name, git_revision
 from .video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
@@ -382,13 +382,7 @@ def _environment(device: torch.device) -> dict:
     import diffusers
     import transformers
 
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except OSError:
-        revision = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": str(device), "device_name": name, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(), "git_revision": revision,
+    return {"device": str(device), "device_name": device_name(device), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(), "git_revision": git_revision(),
             "cpu_threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
