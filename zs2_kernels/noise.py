@@ -28,6 +28,26 @@ def _check_shape(shape) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def check_noise_settings(noise_lambda, search: str) -> float:
+    """Validate the KL target (finite, >= 0) and the search mode; returns lambda as a float."""
+    noise_lambda = check_number("noise_lambda", noise_lambda, 0.0, math.inf)
+    if math.isinf(noise_lambda):
+        raise ValueError("noise_lambda must be finite (use a large value such as 10 for independent frames)")
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+    return noise_lambda
+
+
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, or from OS entropy when it is None."""
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 def _adjacent_correlation(noise: torch.Tensor) -> torch.Tensor:
     """Correlation of frames f and f+1 per batch item, [B, F-1] float64.
 
@@ -65,11 +85,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.backend`).
     """
     shape = _check_shape(shape)
-    noise_lambda = check_number("noise_lambda", noise_lambda, 0.0, math.inf)
-    if math.isinf(noise_lambda):
-        raise ValueError("noise_lambda must be finite (use a large value such as 10 for independent frames)")
-    if search not in SEARCH_MODES:
-        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+    noise_lambda = check_noise_settings(noise_lambda, search)
     num_candidates = check_int("random_candidates", random_candidates, 1)
     line_steps = check_int("line_steps", line_steps, 0)
     if dtype not in FLOAT_DTYPES:
@@ -90,11 +106,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     if philox and seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     if not philox and generator is None:
-        generator = torch.Generator(device="cpu")
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        generator = seeded_generator(seed)
 
     def draw(*size):
         return torch.randn(size, generator=generator, device=generator.device, dtype=torch.float32).to(device)

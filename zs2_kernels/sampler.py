@@ -8,7 +8,6 @@ result (the momentum state is carried from chunk to chunk).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +17,9 @@ import torch
 from ._checks import check_int, check_number
 from .attention import install_momentum_attention
 from .backend import resolve_backend
+from .noise import check_noise_settings, seeded_generator
 from .noise import dependency_noise as make_dependency_noise
 from .pipeline import load_pipeline
-from .reference import SEARCH_MODES
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -39,13 +38,13 @@ class VideoOutput:
     stats: dict = field(default_factory=dict)
 
 
-def _check_prompts(prompt, name="prompt"):
+def _check_prompts(prompt):
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise TypeError(f"{name} must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+        raise TypeError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"{name} must contain non-empty strings, got {p!r}")
+            raise ValueError(f"prompt must contain non-empty strings, got {p!r}")
     return list(prompts)
 
 
@@ -63,12 +62,8 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
     check_int("num_frames", num_frames, 1)
     check_int("num_inference_steps", num_inference_steps, 1)
     check_number("guidance_scale", guidance_scale, 0.0)
-    lam = check_number("noise_lambda", noise_lambda, 0.0)
-    if math.isinf(lam):
-        raise ValueError("noise_lambda must be finite")
+    check_noise_settings(noise_lambda, search)
     check_number("momentum", momentum, 0.0, 1.0)
-    if search not in SEARCH_MODES:
-        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
     if frame_chunk is not None:
         check_int("frame_chunk", frame_chunk, 1)
     if output_type not in OUTPUT_TYPES:
@@ -144,8 +139,7 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
         return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
                                      device=device, return_stats=True, backend=backend)
     if generator is None:
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(seed) if seed is not None else generator.seed()
+        generator = seeded_generator(seed)
     noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
     return noise, None
 
@@ -257,6 +251,11 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
 
     chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
     halves = 2 if guidance else 1
+    # Text conditioning repeated per frame, built once per chunk length (at most two: chunk and remainder).
+    conditioning = {}
+    for frames in {min(chunk, num_frames - start) for start in range(0, num_frames, chunk)}:
+        extra = None if added is None else {k: v.repeat_interleave(frames, dim=0) for k, v in added.items()}
+        conditioning[frames] = (embeds.repeat_interleave(frames, dim=0), extra)
     handle = install_momentum_attention(pipe.unet, momentum, chunk, backend=backend) if momentum_attention else None
     stage = time.perf_counter()
     try:
@@ -274,8 +273,7 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
                     handle.set_num_frames(frames, carry_state=chunk < num_frames)
                 block = latents[:, start:stop].reshape(videos * frames, *latent_shape[2:])
                 model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(unet_dtype)
-                conditions = embeds.repeat_interleave(frames, dim=0)
-                extra = None if added is None else {k: v.repeat_interleave(frames, dim=0) for k, v in added.items()}
+                conditions, extra = conditioning[frames]
                 prediction = pipe.unet(model_input, t, encoder_hidden_states=conditions,
                                        added_cond_kwargs=extra).sample.float()
                 if guidance:
