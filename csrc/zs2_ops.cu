@@ -37,6 +37,13 @@ __attribute__((format(printf, 2, 3))) int fail(int code, const char* format, ...
     return code;
 }
 
+// ZS2_OK, or an invalid-argument error naming the three sizes when one of them is negative.
+int check_sizes(const char* op, const char* names, int64_t a, int64_t b, int64_t c) {
+    if (a >= 0 && b >= 0 && c >= 0) return ZS2_OK;
+    return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: negative size (%s = %lld, %lld, %lld)", op, names,
+                static_cast<long long>(a), static_cast<long long>(b), static_cast<long long>(c));
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -348,10 +355,7 @@ const char* zs2_last_error(void) { return g_last_error; }
 int zs2_momentum_update(const void* x, const void* init, void* y, int64_t G, int64_t F, int64_t N, double momentum,
                         int dtype, void* stream) {
     const char* op = "zs2_momentum_update";
-    if (G < 0 || F < 0 || N < 0) {
-        return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: negative size (G=%lld, F=%lld, N=%lld)", op,
-                    static_cast<long long>(G), static_cast<long long>(F), static_cast<long long>(N));
-    }
+    if (int status = check_sizes(op, "G, F, N", G, F, N)) return status;
     return dispatch_dtype(op, dtype, [&](auto tag) {
         using T = decltype(tag);
         constexpr int kVec = 16 / sizeof(T);
@@ -403,10 +407,7 @@ int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, f
 int zs2_compose(const void* prev, int64_t prev_stride, const void* candidates, const int64_t* index,
                 const double* alpha, void* out, int64_t R, int64_t B, int64_t D, int dtype, void* stream) {
     const char* op = "zs2_compose";
-    if (R < 0 || B < 0 || D < 0) {
-        return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: negative size (R=%lld, B=%lld, D=%lld)", op,
-                    static_cast<long long>(R), static_cast<long long>(B), static_cast<long long>(D));
-    }
+    if (int status = check_sizes(op, "R, B, D", R, B, D)) return status;
     return dispatch_dtype(op, dtype, [&](auto tag) {
         using T = decltype(tag);
         constexpr int kVec = 16 / sizeof(T);
