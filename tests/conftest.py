@@ -25,6 +25,29 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test")
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A randomly initialised CLIP (32-px images, tiny tokenizer) saved as a local folder, as users give one."""
+    from tiny_pipelines import tiny_tokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                         vocab_size=len(tiny_tokenizer()), max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tiny_tokenizer())
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def nan_poisoned_outputs(monkeypatch):
     """Make torch.empty/empty_like return NaN-filled (float) or -1-filled (int) tensors.

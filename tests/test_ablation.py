@@ -13,7 +13,7 @@ import pytest
 from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels import ablate_cli
-from zs2_kernels.ablation import IMAGE_PRIOR, study_configs
+from zs2_kernels.ablation import IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, study_configs, unit_seed
 from zs2_kernels.metrics import FeatureFID, consistency_metrics, motion_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,7 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
     [
         (["--metrics", "clip,speed"], "--metrics"),
         (["--seeds", "0"], "--seeds"),
+        (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
         (["--metric-backend", "clip"], "--clip-model"),
         (["--metric-backend", "clip", "--clip-model", "/nonexistent/clip"], "--clip-model"),
@@ -142,6 +143,23 @@ def test_study_definitions():
         (x, m) for x in (0.001, 0.01, 0.1, 1.0) for m in ("paper", "exact"))
     assert [c.momentum for c in everything if c.study == "momentum"] == [0.0, 0.5, 0.9, 0.98, 1.0]
     assert len({c.name for c in everything}) == len(everything) and IMAGE_PRIOR not in everything
+
+
+def test_unit_seeds_pair_configurations_and_keep_the_reference_apart():
+    import torch
+
+    zs2, neither = study_configs("components")[0], study_configs("components")[-1]
+    corners = [(p, s) for p in (0, 1, MAX_PROMPTS - 1) for s in (0, 1, MAX_SEEDS - 1)]
+    studied = {unit_seed(zs2, p, s) for p, s in corners}
+    assert studied == {unit_seed(neither, p, s) for p, s in corners} and len(studied) == len(corners)
+    reference = {unit_seed(IMAGE_PRIOR, p, s) for p, s in corners}
+    # torch's CPU generator keeps the low 32 bits of a seed: all must be distinct there, and below 2**32.
+    assert max(studied | reference) < 2**32 and len(studied | reference) == 2 * len(corners)
+
+    def draw(seed):
+        return torch.randn(4, generator=torch.Generator().manual_seed(seed))
+
+    assert not torch.equal(draw(unit_seed(IMAGE_PRIOR, 0, 0)), draw(unit_seed(neither, 0, 0)))
 
 
 def test_metric_helpers_on_known_inputs():

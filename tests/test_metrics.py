@@ -1,46 +1,24 @@
 """Metric backends: CLIP score through torchmetrics with a tiny local CLIP (transformers 5 outputs wrapped),
-the digit backend on real digits, and clear errors for missing Inception weights."""
+and the digit backend on real digits (Inception FID: test_inception.py)."""
 
 import numpy as np
 import pytest
 import torch
-from tiny_pipelines import tiny_tokenizer
 
 from zs2_kernels import metrics
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                         vocab_size=len(tiny_tokenizer()), max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=tiny_tokenizer())
-    processor.save_pretrained(folder)
-    return str(folder)
 
 
 def frames(count=3, seed=0):
     return metrics.to_uint8_chw(np.random.default_rng(seed).random((count, 32, 32, 3)).astype(np.float32))
 
 
-def test_clip_score_matches_direct_cosine(clip_dir):
+def test_clip_score_matches_direct_cosine(tiny_clip_dir):
     from transformers import CLIPModel, CLIPProcessor
 
-    backend = metrics.ClipBackend(clip_dir)
+    backend = metrics.ClipBackend(tiny_clip_dir)
     video = frames()
     score = backend.prompt_metrics(video, "a cat")["clip_score"]
-    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    model, processor = CLIPModel.from_pretrained(tiny_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_clip_dir)
     with torch.no_grad():
         inputs = processor(text=["a cat"] * 3, images=list(video), return_tensors="pt", padding=True)
         image = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
@@ -48,11 +26,11 @@ def test_clip_score_matches_direct_cosine(clip_dir):
                                        attention_mask=inputs["attention_mask"]).pooler_output
     cosine = torch.nn.functional.cosine_similarity(image, text).clamp(min=0)
     assert score == pytest.approx(100 * cosine.mean().item(), rel=1e-4, abs=1e-4)
-    assert backend.name == f"CLIP ({clip_dir})"
+    assert backend.name == f"CLIP ({tiny_clip_dir})"
 
 
-def test_clip_embeddings_give_consistency(clip_dir):
-    backend = metrics.ClipBackend(clip_dir)
+def test_clip_embeddings_give_consistency(tiny_clip_dir):
+    backend = metrics.ClipBackend(tiny_clip_dir)
     video = frames()
     same = metrics.consistency_metrics(backend.embed(torch.cat([video[:1]] * 3)))
     different = metrics.consistency_metrics(backend.embed(video))
@@ -72,14 +50,7 @@ def test_digit_backend_recognises_real_digits():
     assert backend.prompt_metrics(threes, "the number 8")["prompt_accuracy"] <= 5
 
 
-def test_missing_inception_weights_error_names_the_flag(tmp_path):
-    with pytest.raises(RuntimeError, match="--inception-weights"):
-        metrics.inception_extractor(2048, str(tmp_path / "missing.pth"))
-    with pytest.raises(ValueError, match="fid feature"):
-        metrics.inception_extractor(100, None)
-
-
-def test_ablation_with_clip_backend(clip_dir, tmp_path):
+def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
     from tiny_pipelines import tiny_pipeline
 
     from zs2_kernels.ablation import Ablation, AblationSettings
@@ -87,7 +58,7 @@ def test_ablation_with_clip_backend(clip_dir, tmp_path):
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)
     settings = AblationSettings(out=str(tmp_path / "out"), study="components", model=str(model), prompts=["a cat"],
-                                seeds=1, frames=2, steps=1, metrics=("clip", "consistency"), clip_model=clip_dir)
+                                seeds=1, frames=2, steps=1, metrics=("clip", "consistency"), clip_model=tiny_clip_dir)
     results = Ablation(settings).run(progress=False)
     assert results["metric_backend"].startswith("CLIP") and results["fid_backend"] is None
     assert 0 <= results["summary"]["zs2"]["clip_score"]["mean"] <= 100

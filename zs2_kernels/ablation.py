@@ -54,6 +54,20 @@ class Config:
 IMAGE_PRIOR = Config("image_prior", "reference", dependency_noise=False, momentum_attention=False)
 
 
+MAX_SEEDS, MAX_PROMPTS = 20_000, 100_000
+
+
+def unit_seed(config: Config, prompt_index: int, seed: int) -> int:
+    """Generator seed of a unit: shared by every studied configuration (paired comparisons); the FID
+    reference set (image prior) draws from a disjoint stream, so no configuration is scored against its
+    own samples (per-frame independent sampling would otherwise get FID 0 by construction).
+
+    torch's CPU generator keeps only the low 32 bits of a seed, so every seed stays below 2**32:
+    studied units below 2**31 (MAX_SEEDS x 100_003), the reference in [2**31, 2**32)."""
+    base = seed * 100_003 + prompt_index
+    return base + 2**31 if config is IMAGE_PRIOR else base
+
+
 def study_configs(study: str) -> list[Config]:
     """The configurations of one study, or of all of them for ``study="all"``."""
     groups = {
@@ -136,6 +150,10 @@ class Ablation:
         self.prompts = settings.prompts or default_prompts(settings.model)
         if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise ValueError("--prompts must hold at least one non-empty prompt")
+        if len(self.prompts) > MAX_PROMPTS:
+            raise ValueError(f"--prompts holds {len(self.prompts)} prompts; at most {MAX_PROMPTS} are supported")
+        if settings.seeds > MAX_SEEDS:
+            raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {settings.seeds}")
         for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, 1),
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
@@ -182,14 +200,8 @@ class Ablation:
         if settings.clip_model is None:
             raise ValueError("CLIP metrics need a CLIP model: pass --clip-model (a local folder, or a hub id when "
                              "online); for FID also --inception-weights")
-        try:
-            backend = zm.ClipBackend(settings.clip_model, self.device, inception_weights=settings.inception_weights,
-                                     fid_feature=settings.fid_feature)
-        except OSError as error:
-            raise ValueError(f"--clip-model {settings.clip_model!r} could not be loaded offline: {error}") from error
-        if "fid" in settings.metrics:
-            zm.inception_extractor(settings.fid_feature, settings.inception_weights)  # fail now, not after sampling
-        return backend
+        return zm.ClipBackend(settings.clip_model, self.device, with_fid="fid" in settings.metrics,
+                              inception_weights=settings.inception_weights, fid_feature=settings.fid_feature)
 
     # ---------------------------------------------------------------- units
     def units(self) -> list[tuple[Config, int, int]]:
@@ -235,7 +247,7 @@ class Ablation:
 
         config = batch[0][0]
         settings = self.settings
-        generators = [torch.Generator().manual_seed(seed * 100_003 + p) for _, p, seed in batch]
+        generators = [torch.Generator().manual_seed(unit_seed(config, p, seed)) for _, p, seed in batch]
         result = sample_video(pipe, [self.prompts[p] for _, p, _ in batch], num_frames=settings.frames,
                               height=settings.height, width=settings.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,

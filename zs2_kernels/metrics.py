@@ -7,8 +7,8 @@ Two interchangeable backends produce the per-frame quantities:
 * ``DigitBackend``: the offline stand-in for the embedded digits model: the shipped digit classifier
   gives the prompt score (probability / accuracy of the prompted digit) and the embeddings.
 
-FID is torchmetrics' ``FrechetInceptionDistance``, fed either Inception features (standard FID; local
-weights file or its default download) or the digit classifier's features (the offline analogue). Features
+FID is torchmetrics' ``FrechetInceptionDistance``, fed either Inception features (standard FID; see
+``inception.py`` for the weights) or the digit classifier's features (the offline analogue). Features
 are extracted once per video and stored, so a resumed run never recomputes them; the distance itself
 is computed by torchmetrics from the stored features (an identity "feature extractor").
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-INCEPTION_FEATURES = (64, 192, 768, 2048)
+from .inception import load_inception
 
 
 def to_uint8_chw(frames: np.ndarray) -> torch.Tensor:
@@ -128,26 +128,26 @@ class _ClipTensorOutputs(nn.Module):
 
 
 class ClipBackend:
-    """CLIP score (torchmetrics) and CLIP image embeddings; FID features from Inception (torchmetrics)."""
+    """CLIP score (torchmetrics) and CLIP image embeddings; with ``with_fid``, Inception FID features."""
 
-    fid_name = "inception"
-
-    def __init__(self, model_path: str, device="cpu", *, inception_weights: str | None = None,
-                 fid_feature: int = 2048):
+    def __init__(self, model_path: str, device="cpu", *, with_fid: bool = False,
+                 inception_weights: str | None = None, fid_feature: int = 2048):
         from torchmetrics.multimodal.clip_score import CLIPScore
         from transformers import CLIPModel, CLIPProcessor
 
         self.device = torch.device(device)
         self.name = f"CLIP ({model_path})"
-        model = CLIPModel.from_pretrained(model_path, use_safetensors=True).eval()
-        processor = CLIPProcessor.from_pretrained(model_path)
+        try:
+            model = CLIPModel.from_pretrained(model_path, use_safetensors=True).eval()
+            processor = CLIPProcessor.from_pretrained(model_path)
+        except OSError as error:
+            raise ValueError(f"--clip-model {model_path!r} could not be loaded offline: {error}") from error
         self.clip = _ClipTensorOutputs(model).to(self.device)
         self.processor = processor
         self.clip_score = CLIPScore(model_name_or_path=lambda: (self.clip, processor),
                                     sync_on_compute=False).to(self.device)  # per video, per rank
-        self.inception_weights = inception_weights
-        self.fid_feature = fid_feature
-        self._inception = None
+        # Loaded now, so missing weights stop a study before any sampling.
+        self._inception = load_inception(fid_feature, inception_weights).to(self.device) if with_fid else None
         self.fid_name = f"inception-{fid_feature}"
 
     @torch.no_grad()
@@ -164,28 +164,12 @@ class ClipBackend:
 
     @torch.no_grad()
     def fid_features(self, frames_u8: torch.Tensor) -> torch.Tensor:
-        """Inception pool features of uint8 frames (the standard FID embedding, antialias off)."""
+        """Inception features of uint8 frames (the standard FID embedding, antialias off)."""
         if self._inception is None:
-            self._inception = inception_extractor(self.fid_feature, self.inception_weights).to(self.device)
+            raise RuntimeError("this ClipBackend was built without FID (with_fid=False)")
         return self._inception(frames_u8.to(self.device)).double().cpu()
 
     reference_images = None
-
-
-def inception_extractor(feature: int, weights_path: str | None):
-    """torchmetrics' Inception feature extractor; raises a clear error if the weights cannot be had."""
-    if feature not in INCEPTION_FEATURES:
-        raise ValueError(f"fid feature must be one of {INCEPTION_FEATURES}, got {feature}")
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    try:
-        metric = FrechetInceptionDistance(feature=feature, feature_extractor_weights_path=weights_path,
-                                          antialias=False)
-    except Exception as error:  # missing torch-fidelity, no network, bad file: all mean "no Inception here"
-        raise RuntimeError(f"Inception FID is not available ({error}): it needs torch-fidelity "
-                           "(pip install 'zs2_kernels[inception]') and its weights, downloaded when online or "
-                           "given as a local file with --inception-weights (pt_inception-2015-12-05)") from error
-    return metric.inception
 
 
 # --------------------------------------------------------------------------- FID from stored features
