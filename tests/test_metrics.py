@@ -1,6 +1,8 @@
 """Metric backends: CLIP score through torchmetrics with a tiny local CLIP (transformers 5 outputs wrapped),
 and the digit backend on real digits (Inception FID: test_inception.py)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,14 @@ def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
     results = Ablation(settings).run(progress=False)
     assert results["metric_backend"].startswith("CLIP") and results["fid_backend"] is None
     assert 0 <= results["summary"]["zs2"]["clip_score"]["mean"] <= 100
+
+
+def test_feature_fid_warns_when_covariances_are_rank_deficient():
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.normal(size=(200, 8)))
+    fid = metrics.FeatureFID(real)
+    with pytest.warns(RuntimeWarning, match="FID with 5 generated and 200 reference samples for 8-dim features"):
+        fid.distance(torch.from_numpy(rng.normal(size=(5, 8))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fid.distance(real) == pytest.approx(0.0, abs=1e-6)  # enough samples: no warning
