@@ -5,9 +5,9 @@ the one behind torchmetrics' ``FrechetInceptionDistance``), with ``antialias=Fal
 comparable with torch-fidelity and pytorch-fid. torch-fidelity reads a weights file with
 ``torch.load(weights_only=False)``: a full unpickle, which runs whatever code the file holds. So a
 weights file is accepted only as ``.safetensors``; convert the published
-``pt_inception-2015-12-05-6726825d.pth`` once with torch's tensors-only unpickler::
+``weights-inception-2015-12-05-6726825d.pth`` once with torch's tensors-only unpickler::
 
-    python -m zs2_kernels.inception pt_inception-2015-12-05-6726825d.pth inception-fid.safetensors
+    python -m zs2_kernels.inception weights-inception-2015-12-05-6726825d.pth inception-fid.safetensors
 
 torch-fidelity (and the torchvision it imports) is the optional extra ``zs2_kernels[inception]``.
 """
@@ -26,7 +26,7 @@ from torch import nn
 from ._atomic import atomic_write
 
 FEATURE_LAYERS = (64, 192, 768, 2048)
-PUBLISHED_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+PUBLISHED_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release v0.2.0 on GitHub
 _HOW_TO_GET = (f"give a local file with --inception-weights (a .safetensors converted from torch-fidelity's "
                f"{PUBLISHED_WEIGHTS} by `python -m zs2_kernels.inception SRC.pth DST.safetensors`), or run online "
                "without it to let torch-fidelity download the published file")
