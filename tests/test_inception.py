@@ -214,10 +214,11 @@ def test_ablation_with_clip_and_inception(random_inception, tiny_clip_dir, tmp_p
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\na dog\n")
     out = tmp_path / "out"
-    code = ablate_main(["--study", "components", "--model", str(model), "--prompts", str(prompts), "--seeds", "2",
-                        "--frames", "3", "--steps", "2", "--metric-backend", "clip", "--clip-model", tiny_clip_dir,
-                        "--inception-weights", str(random_inception[1]), "--fid-feature", "64",
-                        "--out", str(out), "--no-progress"])
+    with pytest.warns(RuntimeWarning, match="rank-deficient"):  # 12 frames per config, 64-dim features
+        code = ablate_main(["--study", "components", "--model", str(model), "--prompts", str(prompts), "--seeds", "2",
+                            "--frames", "3", "--steps", "2", "--metric-backend", "clip", "--clip-model", tiny_clip_dir,
+                            "--inception-weights", str(random_inception[1]), "--fid-feature", "64",
+                            "--out", str(out), "--no-progress"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["fid_backend"].startswith("inception-64 vs ")
