@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .ablation import METRICS, STUDIES, Ablation, AblationSettings, read_prompts
+from .inception import FEATURE_LAYERS
 
 
 def ablate_parser() -> argparse.ArgumentParser:
@@ -23,9 +24,10 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated subset of {METRICS}")
     parser.add_argument("--clip-model", default=None, help="CLIP folder or hub id (needed for non-embedded models)")
-    parser.add_argument("--inception-weights", default=None, help="Inception weights for FID as .safetensors (convert the published .pth with "
-                        "`python -m zs2_kernels.inception SRC.pth DST.safetensors`); omit to download when online")
-    parser.add_argument("--fid-feature", type=int, default=2048, choices=(64, 192, 768, 2048),
+    parser.add_argument("--inception-weights", default=None,
+                        help="Inception weights for FID as .safetensors (convert the published .pth with "
+                             "`python -m zs2_kernels.inception SRC.pth DST.safetensors`); omit to download when online")
+    parser.add_argument("--fid-feature", type=int, default=2048, choices=FEATURE_LAYERS,
                         help="Inception feature layer (smaller for small runs)")
     parser.add_argument("--metric-backend", default=None, choices=("digits", "clip"),
                         help="digits: offline digit classifier (default for the embedded model); clip: CLIP + Inception")

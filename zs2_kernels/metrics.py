@@ -202,8 +202,8 @@ class FeatureFID:
         if min(self.real_count, fake_features.shape[0]) < self.num_features:
             warnings.warn(f"FID with {fake_features.shape[0]} generated and {self.real_count} reference samples for "
                           f"{self.num_features}-dim features: covariances are rank-deficient and the value is "
-                          "biased; use more samples (for Inception FID, or a smaller layer: --fid-feature 64/192/768)", RuntimeWarning,
-                          stacklevel=2)
+                          "biased; use more samples (for Inception FID, or a smaller layer: --fid-feature 64/192/768)",
+                          RuntimeWarning, stacklevel=2)
         self.metric.reset()
         self.metric.update(fake_features.double(), real=False)
         return float(self.metric.compute())
