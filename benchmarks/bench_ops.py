@@ -315,6 +315,8 @@ class CompileFailed(RuntimeError):
 
 
 def run(args) -> list[dict]:
+    """Measure every case; each case's records are appended to ``args.out`` as soon as they exist (a run
+    cut short keeps what it measured)."""
     device = torch.device(args.device)
     ours = "triton" if device.type == "cuda" and triton_available() else "torch"
     environment = run_environment("ops", device)
@@ -350,6 +352,7 @@ def run(args) -> list[dict]:
             status = record.get("error") or f"{record['median_ms']:.4g} ms, {record['gbps']:.3g} GB/s"
             print(f"{case.op:24s} {case.label:36s} {case.dtype:5s} {impl.name:18s} {status}", flush=True)
         add_speedups(case_records, REFERENCE_IMPL[case.op])
+        save_results(args.out, case_records)
         records += case_records
         del inputs
     return records
@@ -410,8 +413,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="zs2-bench-inductor-") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         records = run(args)
-    json_path, markdown_path = save_results(args.out, records)
-    print(f"wrote {len(records)} records to {json_path} and {markdown_path}")
+    print(f"wrote {len(records)} records to {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -28,6 +28,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
                     summarize_seconds)
 
 import zs2_kernels
+from random_models import STYLES, random_pipeline
 from zs2_kernels.backend import triton_available
 
 IMPLS = ("plain_ddim", "zs2", "zs2_reference", "text2video_zero")
@@ -95,13 +96,23 @@ def build_runners(pipe, args, device: torch.device) -> dict:
     }
 
 
+def model_label(args) -> str:
+    """What the records call the model: the --model given, the random architecture, or the embedded default."""
+    if args.random_model:
+        return f"random-weight {args.random_model} (benchmarks/random_models.py)"
+    return args.model or "embedded (zs2_kernels/embedded/digits-sd)"
+
+
 def run(args) -> list[dict]:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # per-call warnings (prompt truncation, deprecations) would drown the log
     device = torch.device(args.device)
     environment = run_environment("sampler", device)
-    pipe = zs2_kernels.load_pipeline(args.model, device=device, dtype=DTYPES[args.dtype])
+    if args.random_model:
+        pipe = random_pipeline(args.random_model, device, DTYPES[args.dtype])
+    else:
+        pipe = zs2_kernels.load_pipeline(args.model, device=device, dtype=DTYPES[args.dtype])
     pipe.set_progress_bar_config(disable=True)
     factor = pipe.vae_scale_factor
     args.height = args.height or pipe.unet.config.sample_size * factor
@@ -140,7 +151,7 @@ def run(args) -> list[dict]:
                     stages[name].append(stats["timings"])
                 print(f"round {round_index} {name:16s} {seconds:.3f} s", flush=True)
 
-    settings = {"model": args.model or "embedded (zs2_kernels/embedded/digits-sd)",
+    settings = {"model": model_label(args),
                 "model_class": type(pipe).__name__, "prompt": args.prompt, "frames": args.frames,
                 "height": args.height, "width": args.width, "steps": args.steps,
                 "guidance_scale": args.guidance_scale, "dtype": args.dtype, "noise_lambda": args.noise_lambda,
@@ -173,8 +184,11 @@ def run(args) -> list[dict]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None,
-                        help="pipeline folder or hub id (default: the embedded digits model)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
+    model.add_argument("--random-model", choices=STYLES, default=None,
+                       help="a random-weight pipeline of this architecture at its real size (benchmarks/"
+                            "random_models.py): speed at real sizes without weights; its frames are noise")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp16 on CUDA, fp32 on CPU")

@@ -9,6 +9,9 @@
 # earlier one failed; the exit status is non-zero when any step failed (the summary names them).
 #
 # Usage: benchmarks/run_gpu.sh            (PYTHON=/path/to/python to choose the interpreter)
+# Time boxes (a lent machine allows ~10 minutes a command): TIMEOUT_<step>=SECONDS caps that step, e.g.
+#   TIMEOUT_gpu_tests=150 TIMEOUT_bench_ops=180 benchmarks/run_gpu.sh
+# Results are written as they are measured, so a step cut short keeps what it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +31,17 @@ logs="$base-logs"
 mkdir -p "$logs"
 failed=()
 
-# step NAME COMMAND...: run COMMAND, tee its output to $logs/NAME.log, remember NAME if it fails.
+# step NAME COMMAND...: run COMMAND (capped at $TIMEOUT_NAME seconds when set), tee its output to
+# $logs/NAME.log, remember NAME if it fails.
 step() {
     local name=$1
     shift
-    echo "=== $name: $*" | tee "$logs/$name.log"
+    local limit_var="TIMEOUT_$name"
+    local limit=${!limit_var:-0}
+    echo "=== $name: $* (time limit: ${limit}s, 0 = none)" | tee "$logs/$name.log"
+    if [ "$limit" != 0 ]; then
+        set -- timeout --signal=INT --kill-after=20 "$limit" "$@"
+    fi
     "$@" 2>&1 | tee -a "$logs/$name.log"
     local status=${PIPESTATUS[0]}
     echo "=== $name: exit status $status" | tee -a "$logs/$name.log"
@@ -94,6 +103,9 @@ cuda_library() {
 step install install
 step cuda_library cuda_library
 step gpu_tests "$PYTHON" -m pytest tests -m gpu -v -rs
+# Stable Diffusion 1.5's architecture at 512² with random weights (no weights on the machine): real step cost.
+step bench_sampler_sd15 "$PYTHON" benchmarks/bench_sampler.py --device cuda --random-model sd15 --frames 8 \
+    --steps 10 --repeats 3 --out "$base.json"
 step bench_ops "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --out "$base.json"
 step bench_sampler "$PYTHON" benchmarks/bench_sampler.py --device cuda --out "$base.json"
 

@@ -97,3 +97,24 @@ def test_results_file_appends(tmp_path):
                                                      frames_per_s=frames_per_s)])
     assert [r["frames_per_s"] for r in json.loads(out.read_text())] == [1.0, 2.0]
     assert out.with_suffix(".md").read_text().count("| zs2 | torch |") == 2
+
+
+def test_random_sd15_has_stable_diffusion_15_sizes():
+    # Built on the meta device (no memory, no time): the parameter counts of SD1.5's published checkpoint.
+    spec = importlib.util.spec_from_file_location("zs2_benchmarks_random_models", BENCHMARKS / "random_models.py")
+    random_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(random_models)
+
+    pipe = random_models.random_pipeline("sd15", "meta", torch.float16)
+    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
+              for name in ("unet", "vae", "text_encoder")}
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+    assert pipe.unet.dtype == torch.float16 and pipe.tokenizer.model_max_length == 77
+    with pytest.raises(ValueError, match="sd15"):
+        random_models.random_pipeline("sd14", "meta", torch.float16)
+
+
+def test_bench_sampler_refuses_model_and_random_model_together():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "bench_sampler.py"), "--device", "cpu", "--model", "x",
+                             "--random-model", "sd15"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
