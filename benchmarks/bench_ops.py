@@ -140,9 +140,9 @@ def chain_from_candidates(first, candidates, backend):
     frames = [first]
     for frame, frame_candidates in enumerate(candidates, start=1):
         count = frame_candidates.shape[0]
-        index, alpha, _ = ops.search_frame(frames[-1], frame_candidates, count, 0, frame, NOISE_LAMBDA, SEARCH,
+        index, alpha, _ = ops.search_frame(frames[-1], frame_candidates, count, None, frame, NOISE_LAMBDA, SEARCH,
                                            LINE_STEPS, backend)
-        frames.append(ops.compose(frames[-1], frame_candidates, index, alpha, count, 0, frame, backend))
+        frames.append(ops.compose(frames[-1], frame_candidates, index, alpha, count, None, frame, backend))
     return torch.stack(frames, dim=1)
 
 
@@ -329,7 +329,7 @@ def run(args) -> list[dict]:
     impls = {"momentum_update": momentum_impls(device, ours, compile_fn),
              "dependency_noise_chain": chain_impls(device, ours, compile_fn)}
     records, copy_cache, gave_up = [], {}, {}
-    for case in build_cases(args.shapes, args.dtypes):
+    for case in [c for c in build_cases(args.shapes, args.dtypes) if c.op in args.ops]:
         inputs = make_inputs(case, device)
         total_bytes = bytes_moved(case)
         case_records = []
@@ -381,6 +381,8 @@ def parse_args(argv=None):
     parser.add_argument("--dtypes", default=None,
                         help="comma-separated subset of fp32,fp16,bf16 for momentum_update "
                              "(default: all on CUDA, fp32 on CPU)")
+    parser.add_argument("--ops", default=",".join(REFERENCE_IMPL),
+                        help=f"comma-separated subset of {','.join(REFERENCE_IMPL)} (default: both)")
     parser.add_argument("--repeats", type=int, default=None, help="CPU timed calls per record (default 5; smoke 2)")
     parser.add_argument("--reference-repeats", type=int, default=None,
                         help="CPU timed calls for the slow eager/compiled references (default 3; smoke 1)")
@@ -398,6 +400,10 @@ def parse_args(argv=None):
     unknown = [d for d in args.dtypes if d not in DTYPES]
     if unknown:
         parser.error(f"--dtypes must be a comma-separated subset of {list(DTYPES)}, got {unknown}")
+    args.ops = args.ops.split(",")
+    unknown = [op for op in args.ops if op not in REFERENCE_IMPL]
+    if unknown:
+        parser.error(f"--ops must be a comma-separated subset of {list(REFERENCE_IMPL)}, got {unknown}")
     args.repeats = args.repeats or (2 if args.smoke else 5)
     args.reference_repeats = args.reference_repeats or (1 if args.smoke else 3)
     if args.compile_timeout is None:

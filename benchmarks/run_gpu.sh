@@ -10,7 +10,7 @@
 #
 # Usage: benchmarks/run_gpu.sh            (PYTHON=/path/to/python to choose the interpreter)
 # Time boxes (a lent machine allows ~10 minutes a command): TIMEOUT_<step>=SECONDS caps that step, e.g.
-#   TIMEOUT_gpu_tests=150 TIMEOUT_bench_ops=180 benchmarks/run_gpu.sh
+#   TIMEOUT_gpu_tests=150 TIMEOUT_bench_ops_ema=180 benchmarks/run_gpu.sh
 # Results are written as they are measured, so a step cut short keeps what it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -106,7 +106,9 @@ step gpu_tests "$PYTHON" -m pytest tests -m gpu -v -rs
 # Stable Diffusion 1.5's architecture at 512² with random weights (no weights on the machine): real step cost.
 step bench_sampler_sd15 "$PYTHON" benchmarks/bench_sampler.py --device cuda --random-model sd15 --frames 8 \
     --steps 10 --repeats 3 --out "$base.json"
-step bench_ops "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --out "$base.json"
+step bench_ops_chain "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --ops dependency_noise_chain \
+    --out "$base.json"
+step bench_ops_ema "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --ops momentum_update --out "$base.json"
 step bench_sampler "$PYTHON" benchmarks/bench_sampler.py --device cuda --out "$base.json"
 
 echo

@@ -122,6 +122,32 @@ __device__ __forceinline__ void store_pack(T* __restrict__ target, const Pack<T,
     *reinterpret_cast<Pack<T, VEC>*>(target) = pack;
 }
 
+// VEC float32 values moved in 16-byte accesses (VEC a multiple of 4; the launchers then guarantee 16-byte
+// alignment) or one by one (VEC = 1): the momentum state is float32 whatever the element type T.
+template <int VEC>
+constexpr int kFloatPart = VEC % 4 == 0 ? 4 : 1;
+
+template <int VEC>
+__device__ __forceinline__ void load_state(const float* __restrict__ source, float (&values)[VEC]) {
+#pragma unroll
+    for (int i = 0; i < VEC; i += kFloatPart<VEC>) {
+        const Pack<float, kFloatPart<VEC>> part = load_pack<float, kFloatPart<VEC>>(source + i);
+#pragma unroll
+        for (int j = 0; j < kFloatPart<VEC>; ++j) values[i + j] = part.v[j];
+    }
+}
+
+template <int VEC>
+__device__ __forceinline__ void store_state(float* __restrict__ target, const float (&values)[VEC]) {
+#pragma unroll
+    for (int i = 0; i < VEC; i += kFloatPart<VEC>) {
+        Pack<float, kFloatPart<VEC>> part;
+#pragma unroll
+        for (int j = 0; j < kFloatPart<VEC>; ++j) part.v[j] = values[i + j];
+        store_pack<float, kFloatPart<VEC>>(target + i, part);
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float value) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(kFullMask, value, offset);
@@ -148,17 +174,18 @@ __device__ __forceinline__ void block_sum(float (&values)[K]) {
 }
 
 // ------------------------------------------------------------------------------------------- momentum (EMA)
-// x, y: [G, F, N]; init: [G, N] or null. For every (g, n):
-//   y[g, 0, n] = x[g, 0, n]                                   (no init)
-//   y[g, 0, n] = mu * init[g, n] + (1 - mu) * x[g, 0, n]      (init)
-//   y[g, f, n] = mu * y[g, f-1, n] + (1 - mu) * x[g, f, n]
+// x, y: [G, F, N]; init, state_out: float32 [G, N] or null. With s the float32 running value, for every (g, n):
+//   s_0 = x[g, 0, n]                                    (no init)
+//   s_0 = mu * init[g, n] + (1 - mu) * x[g, 0, n]       (init)
+//   s_f = mu * s_{f-1} + (1 - mu) * x[g, f, n],   y[g, f, n] = s_f rounded to T,   state_out[g, n] = s_{F-1}
 // The recursion runs in float32 registers; a thread owns VEC consecutive n of one group, so each element
 // is read and written once. keep = (float)mu and take = (float)(1 - mu); products and sum are rounded
-// separately (__fmul_rn/__fadd_rn, no FMA contraction) exactly as the PyTorch reference rounds them.
+// separately (__fmul_rn/__fadd_rn, no FMA contraction), by one expression for every frame, so a video run
+// in chunks (state_out of one passed as init of the next) gives the same bits as run whole.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
-    momentum_kernel(const T* __restrict__ x, const T* __restrict__ init, T* __restrict__ y, int64_t G, int64_t F,
-                    int64_t N, float keep, float take) {
+    momentum_kernel(const T* __restrict__ x, const float* __restrict__ init, T* __restrict__ y,
+                    float* __restrict__ state_out, int64_t G, int64_t F, int64_t N, float keep, float take) {
     const int64_t threads_per_group = N / VEC;
     const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
     if (thread >= G * threads_per_group) return;
@@ -168,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
     T* __restrict__ y_row = y + g * F * N + n;
 
     float state[VEC] = {};
-    if (init != nullptr) load_floats<T, VEC>(init + g * N + n, state);
+    if (init != nullptr) load_state<VEC>(init + g * N + n, state);
     for (int64_t f0 = 0; f0 < F; f0 += kFramesInFlight) {
         Pack<T, VEC> frames[kFramesInFlight];
 #pragma unroll
@@ -190,14 +217,16 @@ __global__ void __launch_bounds__(kThreads)
             }
         }
     }
+    if (state_out != nullptr) store_state<VEC>(state_out + g * N + n, state);
 }
 
 template <typename T, int VEC>
-int launch_momentum(const T* x, const T* init, T* y, int64_t G, int64_t F, int64_t N, double momentum,
-                    cudaStream_t stream) {
+int launch_momentum(const T* x, const float* init, T* y, float* state_out, int64_t G, int64_t F, int64_t N,
+                    double momentum, cudaStream_t stream) {
     unsigned grid = 0;
     if (const int status = grid_size("zs2_momentum_update", ceil_div(G * (N / VEC), kThreads), &grid)) return status;
-    momentum_kernel<T, VEC><<<grid, kThreads, 0, stream>>>(x, init, y, G, F, N, static_cast<float>(momentum),
+    momentum_kernel<T, VEC><<<grid, kThreads, 0, stream>>>(x, init, y, state_out, G, F, N,
+                                                          static_cast<float>(momentum),
                                                           static_cast<float>(1.0 - momentum));
     return check_launch("zs2_momentum_update");
 }
@@ -352,22 +381,26 @@ extern "C" {
 
 const char* zs2_last_error(void) { return g_last_error; }
 
-int zs2_momentum_update(const void* x, const void* init, void* y, int64_t G, int64_t F, int64_t N, double momentum,
-                        int dtype, void* stream) {
+int zs2_cuda_runtime_version(void) { return CUDART_VERSION; }
+
+int zs2_momentum_update(const void* x, const float* init, void* y, float* state, int64_t G, int64_t F, int64_t N,
+                        double momentum, int dtype, void* stream) {
     const char* op = "zs2_momentum_update";
     if (int status = check_sizes(op, "G, F, N", G, F, N)) return status;
+    if (state != nullptr && F == 0 && G > 0 && N > 0) {
+        return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: a state needs at least one frame (F = 0)", op);
+    }
     return dispatch_dtype(op, dtype, [&](auto tag) {
         using T = decltype(tag);
         constexpr int kVec = 16 / sizeof(T);
         if (G == 0 || F == 0 || N == 0) return static_cast<int>(ZS2_OK);
         if (x == nullptr || y == nullptr) return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: null x or y", op);
         const T* x_typed = static_cast<const T*>(x);
-        const T* init_typed = static_cast<const T*>(init);
         T* y_typed = static_cast<T*>(y);
         const auto s = static_cast<cudaStream_t>(stream);
-        const bool vector = N % kVec == 0 && aligned16(x) && aligned16(y) && aligned16(init);
-        return vector ? launch_momentum<T, kVec>(x_typed, init_typed, y_typed, G, F, N, momentum, s)
-                      : launch_momentum<T, 1>(x_typed, init_typed, y_typed, G, F, N, momentum, s);
+        const bool vector = N % kVec == 0 && aligned16(x) && aligned16(y) && aligned16(init) && aligned16(state);
+        return vector ? launch_momentum<T, kVec>(x_typed, init, y_typed, state, G, F, N, momentum, s)
+                      : launch_momentum<T, 1>(x_typed, init, y_typed, state, G, F, N, momentum, s);
     });
 }
 

@@ -27,13 +27,19 @@ enum { ZS2_OK = 0, ZS2_ERROR_INVALID_ARGUMENT = 1, ZS2_ERROR_CUDA = 2 };
 /* Message describing the last error returned on this thread ("" if none yet). */
 ZS2_API const char* zs2_last_error(void);
 
-/* EMA over frames of x [G, F, N] (contiguous) into y (same shape and dtype):
- *   y_0 = x_0                                  (init == NULL)
- *   y_0 = mu * init + (1 - mu) * x_0           (init [G, N] contiguous, x's dtype)
- *   y_f = mu * y_{f-1} + (1 - mu) * x_f
- * in float32. `momentum` is a double so that 1 - mu is formed in double, as the Python reference does. */
-ZS2_API int zs2_momentum_update(const void* x, const void* init, void* y, int64_t G, int64_t F, int64_t N,
-                                double momentum, int dtype, void* stream);
+/* The CUDA runtime version the library was built with (CUDART_VERSION, e.g. 13000 for 13.0; the runtime is
+ * linked statically). The driver must support it: cuDriverGetVersion() >= 1000 * (this / 1000). */
+ZS2_API int zs2_cuda_runtime_version(void);
+
+/* EMA over frames of x [G, F, N] (contiguous) into y (same shape and dtype), with s the float32 running value:
+ *   s_0 = x_0                                  (init == NULL)
+ *   s_0 = mu * init + (1 - mu) * x_0           (init: float32 [G, N] contiguous)
+ *   s_f = mu * s_{f-1} + (1 - mu) * x_f,       y_f = s_f rounded to x's dtype
+ * and, when `state` is not NULL, state = s_{F-1} (float32 [G, N] contiguous; needs F >= 1). Passing one
+ * call's state as the next call's init continues the recursion bit for bit (a video in frame chunks equals
+ * the whole). `momentum` is a double so that 1 - mu is formed in double, as the Python reference does. */
+ZS2_API int zs2_momentum_update(const void* x, const float* init, void* y, float* state, int64_t G, int64_t F,
+                                int64_t N, double momentum, int dtype, void* stream);
 
 /* Number of float32 elements of workspace zs2_kl_sums needs for these sizes (0: pass NULL). */
 ZS2_API int64_t zs2_kl_sums_workspace_size(int64_t R, int64_t B, int64_t D);

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels import ablate_cli
@@ -181,3 +182,16 @@ def test_metric_helpers_on_known_inputs():
     fid = FeatureFID(real)
     assert fid.distance(torch.randn(2000, 4, generator=gen, dtype=torch.float64)) < 0.05
     assert abs(fid.distance(torch.randn(2000, 4, generator=gen, dtype=torch.float64) + 2.0) - 16.0) < 0.5
+
+
+def test_torchrun_rank_makes_its_gpu_current(monkeypatch):
+    from zs2_kernels import ablation
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ablation._rank_device("cuda", 1) == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]  # Triton launches on the current device
+    current.clear()
+    assert ablation._rank_device("cpu", 1) == torch.device("cpu") and not current

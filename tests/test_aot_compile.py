@@ -40,3 +40,24 @@ def test_no_register_spills(resources):
     assert all(0 < row["registers"] <= 128 for row in resources)
     print("\n" + "\n".join(f"{r['kernel']} sm_{r['arch']} regs={r['registers']} smem={r['shared_bytes']} "
                            f"{r['variant']}" for r in resources))
+
+
+def test_addresses_and_philox_counters_are_computed_in_64_bits(resources):
+    """No i32 multiply/add feeds a pointer offset or a Philox counter (it wraps once one (guidance half, video)
+    group holds 2**31 elements: SDXL 1024² at 821 frames), and every Philox counter is 64-bit."""
+    narrow = {(row["kernel"], row["variant"]): row["narrow_arithmetic"] for row in resources
+              if row["narrow_arithmetic"]}
+    assert not narrow, f"32-bit arithmetic reaching an address or counter: {narrow}"
+    philox = [row for row in resources if "PHILOX=True" in row["variant"] or row["kernel"] == "_philox_normal_kernel"]
+    assert philox and all(row["wide_counter"] for row in philox)
+
+
+def test_search_kernel_compiles_once_for_any_candidate_count():
+    """R is a runtime argument (columns are reduced in fixed-width chunks): one binary per mode, and the resource
+    test above (no spills) covers every R. On a GPU, tests/test_gpu_kernels.py counts the compiled variants."""
+    from zs2_kernels.kernels import noise_search
+
+    variants = [spec for spec in noise_search.aot_specs() if spec[0] is noise_search._search_kernel]
+    assert len(variants) == 2  # exact and paper
+    for _, signature, constexprs, _ in variants:
+        assert signature["num_candidates"] == "i32" and set(constexprs) == {"EXACT", "ROWS", "COLS"}

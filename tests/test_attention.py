@@ -3,6 +3,7 @@ cross-frame attention to frame 0) on tiny SD1.5/SD2.1/SDXL UNets, installation a
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
     CrossFrameAttnProcessor2_0)
@@ -84,6 +85,48 @@ def test_install_restore_and_is_installed(unet):
         assert len(handle.processors) == sum(name.endswith("attn1.processor") for name in current)
     assert not zs2_kernels.is_installed(unet)
     assert all(unet.attn_processors[name] is proc for name, proc in before.items())
+
+
+def test_compiled_unet_gets_it_on_the_module_it_wraps(unet):
+    compiled = torch.compile(unet, backend="eager")
+    before = dict(unet.attn_processors)
+    with zs2_kernels.install_momentum_attention(compiled, 0.9, FRAMES) as handle:
+        assert zs2_kernels.is_installed(compiled) and zs2_kernels.is_installed(unet)
+        assert handle.processors and handle.check_installed()
+        assert len(handle.processors) == sum(name.endswith("attn1.processor") for name in before)
+    assert not zs2_kernels.is_installed(compiled)
+    assert all(unet.attn_processors[name] is proc for name, proc in before.items())
+
+
+def test_model_without_self_attention_raises():
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D",) * 2,
+                                up_block_types=("UpBlock2D",) * 2, mid_block_type="UNetMidBlock2D", norm_num_groups=8,
+                                cross_attention_dim=8)
+    with pytest.raises(ValueError, match="no self-attention"):
+        zs2_kernels.install_momentum_attention(torch.compile(unet, backend="eager"), 0.9, FRAMES)
+
+
+def test_raises_when_nothing_got_installed(unet, monkeypatch):
+    monkeypatch.setattr(unet, "set_attn_processor", lambda processors: None)  # a model that ignores the call
+    with pytest.raises(RuntimeError, match="did not install"):
+        zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+
+
+def test_carried_state_is_float32_and_holds_no_chunk(unet):
+    """Chunked sampling keeps per layer only the EMA state, not a view of the layer's whole smoothed chunk."""
+    handle = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    try:
+        handle.set_num_frames(FRAMES, carry_state=True)
+        sample, text, added = unet_inputs(unet, 2)
+        with torch.no_grad():
+            unet(sample, 500, encoder_hidden_states=text, added_cond_kwargs=added)
+    finally:
+        handle.restore()
+    for processor in handle.processors:
+        state = processor.state
+        assert state.dtype == torch.float32 and state.dim() == 3 and state.shape[0] == 2 * VIDEOS
+        assert state.untyped_storage().nbytes() == state.numel() * state.element_size()
 
 
 def test_warns_when_replaced_after_installation(unet):

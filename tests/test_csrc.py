@@ -127,13 +127,15 @@ def test_launcher_errors_carry_a_message(use_built_library):
     """Argument errors are caught before any CUDA call, so they are testable without a GPU."""
     library = cuda_backend._library()
     with pytest.raises(RuntimeError, match="unknown dtype code 7"):
-        cuda_backend._check(library, library.zs2_momentum_update(None, None, None, 1, 1, 1, 0.5, 7, None))
+        cuda_backend._check(library, library.zs2_momentum_update(None, None, None, None, 1, 1, 1, 0.5, 7, None))
+    with pytest.raises(RuntimeError, match="a state needs at least one frame"):
+        cuda_backend._check(library, library.zs2_momentum_update(16, None, 16, 16, 2, 0, 4, 0.5, 0, None))
     with pytest.raises(RuntimeError, match="negative size"):
         cuda_backend._check(library, library.zs2_compose(None, 0, None, None, None, None, 1, -1, 1, 0, None))
     with pytest.raises(RuntimeError, match="needs a workspace"):
         cuda_backend._check(library, library.zs2_kl_sums(16, 5000, 16, 16, 16, None, 2, 1, 5000, 0, None))
     # Empty problems are no-ops that never touch CUDA.
-    assert library.zs2_momentum_update(None, None, None, 0, 4, 4, 0.5, 0, None) == 0
+    assert library.zs2_momentum_update(None, None, None, None, 0, 4, 4, 0.5, 0, None) == 0
 
 
 def test_import_touches_neither_library_nor_cuda():
@@ -207,14 +209,25 @@ def momentum_truth(x, mu, init):
 
 def check_momentum(ops, device, dtype, size, frames, mu, with_init, offset=0):
     """Run ops.momentum_update on x [3, F, N] starting `offset` elements into its buffer (offset 1 defeats the
-    16-byte vector path) and compare with the reference."""
+    16-byte vector path) and compare with the reference; the float32 state it returns must be the unrounded
+    last value, and carried from a first chunk of frames to the rest it must reproduce y bit for bit."""
     generator = torch.Generator(device).manual_seed(size * 100 + frames)
     buffer = torch.randn(3 * frames * size + offset, device=device, generator=generator).to(dtype)
     x = buffer[offset:].view(3, frames, size)
-    init = torch.randn(3, size, device=device, generator=generator).to(dtype) if with_init else None
-    y = ops.momentum_update(x, mu, init)
-    assert y.dtype == dtype and y.shape == x.shape
-    assert_as_accurate_as_torch(y, reference.momentum_update(x, mu, init), momentum_truth(x, mu, init), ATOL[dtype])
+    init = torch.randn(3, size, device=device, generator=generator) if with_init else None  # a float32 state
+    y, state = ops.momentum_update(x, mu, init, return_state=True)
+    assert y.dtype == dtype and y.shape == x.shape and state.dtype == torch.float32 and state.shape == (3, size)
+    truth = momentum_truth(x, mu, init)
+    assert_as_accurate_as_torch(y, reference.momentum_update(x, mu, init), truth, ATOL[dtype])
+    assert_as_accurate_as_torch(state, reference.momentum_update(x, mu, init, return_state=True)[1], truth[:, -1],
+                                ATOL[torch.float32])
+    assert torch.equal(state.to(dtype), y[:, -1])
+    assert torch.equal(ops.momentum_update(x, mu, init), y)  # the variant that writes no state
+    split = frames // 2
+    if split:
+        first, carried = ops.momentum_update(x[:, :split].contiguous(), mu, init, return_state=True)
+        rest, last = ops.momentum_update(x[:, split:].contiguous(), mu, carried, return_state=True)
+        assert torch.equal(torch.cat([first, rest], dim=1), y) and torch.equal(last, state)
 
 
 def kl_truth(prev, candidates):
@@ -406,12 +419,14 @@ class HostOps:
     def __init__(self, library):
         self.library = library
 
-    def momentum_update(self, x, momentum, init=None):
+    def momentum_update(self, x, momentum, init=None, *, return_state=False):
         y = torch.empty_like(x)
+        state = torch.empty(x.shape[0], x.shape[2]) if return_state else None
         cuda_backend._check(self.library, self.library.zs2_momentum_update(
-            x.data_ptr(), None if init is None else init.data_ptr(), y.data_ptr(), *x.shape, momentum,
-            cuda_backend._DTYPE_CODES[x.dtype], None))  # fmt: skip
-        return y
+            x.data_ptr(), None if init is None else init.data_ptr(), y.data_ptr(),
+            None if state is None else state.data_ptr(), *x.shape, momentum, cuda_backend._DTYPE_CODES[x.dtype],
+            None))  # fmt: skip
+        return (y, state) if return_state else y
 
     def kl_sums(self, prev, candidates):
         R, B, D = candidates.shape
@@ -476,7 +491,7 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
             buffer = torch.randn(2 * 3 * size + offset, device="cuda", generator=generator).to(dtype)
             x = buffer[offset:].view(2, 3, size)
             cb.momentum_update(x, 0.9)
-            cb.momentum_update(x, 0.9, x[:, 1])
+            cb.momentum_update(x, 0.9, x[:, 1].float(), return_state=True)
             prev = x[:, 1]
             candidates = torch.randn(5, 2, size, device="cuda", generator=generator).to(dtype)
             cb.kl_sums(prev, candidates)
@@ -502,3 +517,23 @@ def test_compute_sanitizer_memcheck(backend, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "sanitizer script done" in result.stdout
+
+
+def test_old_driver_makes_the_backend_unavailable_with_a_message(use_built_library, monkeypatch):
+    """A CUDA 13 build on a CUDA 12 driver loads fine and then fails every launch: say so up front instead."""
+    library = cuda_backend._library()
+    built = library.zs2_cuda_runtime_version()
+    assert built >= 11000 and built % 10 == 0  # CUDART_VERSION of the nvcc that built it, e.g. 13000
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_backend, "driver_version", lambda: built - 1000)
+    problem = cuda_backend.driver_problem(library)
+    assert f"CUDA {built // 1000}.{built % 1000 // 10}" in problem and "driver" in problem
+    assert not cuda_backend.is_available()
+    cuda_backend._require_driver.cache_clear()
+    with pytest.raises(RuntimeError, match="needs a driver"):
+        cuda_backend._require_driver(library._name)
+    cuda_backend._require_driver.cache_clear()
+    monkeypatch.setattr(cuda_backend, "driver_version", lambda: built)
+    assert cuda_backend.driver_problem(library) is None and cuda_backend.is_available()
+    monkeypatch.setattr(cuda_backend, "driver_version", lambda: None)
+    assert "no NVIDIA driver" in cuda_backend.driver_problem(library)

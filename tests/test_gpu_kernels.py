@@ -6,7 +6,7 @@ import torch
 from conftest import gpu_only, interpreting
 
 import zs2_kernels
-from zs2_kernels import reference
+from zs2_kernels import cuda_backend, reference
 
 pytestmark = [pytest.mark.gpu, gpu_only,
               pytest.mark.skipif(interpreting(), reason="GPU tests need compiled kernels: run with TRITON_INTERPRET=0")]
@@ -20,6 +20,23 @@ def test_momentum_large_shapes_all_dtypes(dtype):
     expected = reference.momentum_update(x.float(), 0.98)
     ulp = {torch.float32: 1e-6, torch.float16: 2**-11, torch.bfloat16: 2**-8}[dtype]  # <= 0.5 ulp + fp32 noise
     torch.testing.assert_close(out.float(), expected, rtol=ulp * 1.01, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [4096 * 320, 4096 * 3 + 5], ids=["vector", "odd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_momentum_chunks_carrying_the_state_equal_the_whole_bitwise(backend, dtype, size):
+    if backend == "cuda" and not cuda_backend.is_available():
+        pytest.skip("the CUDA C++ library is not built")
+    x = torch.randn(2, 9, size, device="cuda", dtype=dtype)
+    whole, whole_state = zs2_kernels.momentum_update(x, 0.98, backend=backend, return_state=True)
+    parts, state = [], None
+    for start, stop in ((0, 1), (1, 5), (5, 9)):
+        part, state = zs2_kernels.momentum_update(x[:, start:stop], 0.98, init=state, backend=backend,
+                                                  return_state=True)
+        parts.append(part)
+    assert torch.equal(torch.cat(parts, dim=1), whole) and torch.equal(state, whole_state)
+    assert state.dtype == torch.float32 and torch.equal(state.to(dtype), whole[:, -1])
 
 
 @pytest.mark.parametrize("search", ["paper", "exact"])
@@ -52,3 +69,41 @@ def test_no_recompile_for_new_frame_counts():
         for groups in (1, 2, 8):
             zs2_kernels.momentum_update(torch.randn(groups, frames, 4096 * 3, device="cuda"), 0.9)
     assert compiled_variants() == before
+
+
+def test_search_kernel_compiles_once_for_every_candidate_count():
+    from zs2_kernels import ops
+    from zs2_kernels.kernels.noise_search import _search_kernel
+
+    def compiled_variants():
+        return sum(len(cache[0]) for cache in _search_kernel.device_caches.values())
+
+    prev = torch.randn(2, 4 * 64 * 64, device="cuda")
+    ops.search_frame(prev, torch.randn(3, 2, prev.shape[1], device="cuda"), 3, None, 1, 0.01, "exact", 15, "triton")
+    before = compiled_variants()
+    for count in (1, 10, 17, 64, 1000):
+        candidates = torch.randn(count, 2, prev.shape[1], device="cuda")
+        index, alpha, _ = ops.search_frame(prev, candidates, count, None, 1, 0.01, "exact", 15, "triton")
+        ref_index, ref_alpha, _ = reference.search_from_sums(*reference.kl_sums(prev, candidates), 0.01, "exact", 15)
+        assert index.tolist() == ref_index.tolist()
+        torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
+    assert compiled_variants() == before
+
+
+@pytest.mark.parametrize("search", ["paper", "exact"])
+def test_philox_seeded_video_does_not_depend_on_the_batch(search):
+    batch = zs2_kernels.dependency_noise((3, 6, 4, 64, 64), 0.01, search=search, seed=5, device="cuda")
+    alone = zs2_kernels.dependency_noise((1, 6, 4, 64, 64), 0.01, search=search, seed=5, device="cuda")
+    assert torch.equal(batch[:1], alone)
+
+
+def test_momentum_past_two_to_the_31_elements_per_group():
+    """One (guidance half, video) group of more than 2**31 elements (SDXL 1024² reaches it at 821 frames): a
+    32-bit frame offset would wrap and write the last frame over the first."""
+    frames, size = 3, 2**30 + 1031  # 3.2e9 elements, 6.4 GB in fp16
+    x = torch.empty(1, frames, size, device="cuda", dtype=torch.float16).normal_()
+    y = zs2_kernels.momentum_update(x, 0.5)
+    picks = torch.randint(0, size, (4096,), device="cuda")
+    picks[-1] = size - 1
+    expected = reference.momentum_update(x[:, :, picks].float(), 0.5)
+    torch.testing.assert_close(y[:, :, picks].float(), expected, rtol=2**-10, atol=1e-3)

@@ -5,7 +5,7 @@ import torch
 from conftest import DTYPE_IDS, DTYPES, assert_within_lowp_error, interpreting
 
 import zs2_kernels
-from zs2_kernels import reference
+from zs2_kernels import ops, reference
 
 
 def lowp_recursion(x, mu, init=None):
@@ -65,9 +65,67 @@ def test_limits_mu_zero_and_one(backend):
 def test_chunked_with_init_equals_whole(backend):
     x = torch.randn(3, 11, 2, 33)
     whole = zs2_kernels.momentum_update(x, 0.9, backend=backend)
-    first = zs2_kernels.momentum_update(x[:, :4], 0.9, backend=backend)
-    second = zs2_kernels.momentum_update(x[:, 4:], 0.9, init=first[:, -1], backend=backend)
+    first, state = zs2_kernels.momentum_update(x[:, :4], 0.9, backend=backend, return_state=True)
+    second = zs2_kernels.momentum_update(x[:, 4:], 0.9, init=state, backend=backend)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-6, atol=1e-6)
+
+
+def last_value_truth(x, mu, init=None):
+    """The EMA's running value after the last frame, in float64 straight from its definition."""
+    state = None if init is None else init.double()
+    for frame in x.double().unbind(1):
+        state = frame if state is None else mu * state + (1 - mu) * frame
+    return state
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("mu", [0.0, 0.5, 0.98, 1.0])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_chunks_carrying_the_state_equal_the_whole_bitwise(backend, dtype, mu, chunk):
+    """The float32 state handed from chunk to chunk continues the recursion exactly, in every dtype."""
+    gen = torch.Generator().manual_seed(chunk)
+    x = torch.randn(3, 7, 5, 13, generator=gen).to(dtype)
+    whole, whole_state = zs2_kernels.momentum_update(x, mu, backend=backend, return_state=True)
+    parts, state = [], None
+    for start in range(0, x.shape[1], chunk):
+        part, state = zs2_kernels.momentum_update(x[:, start:start + chunk], mu, init=state, backend=backend,
+                                                  return_state=True)
+        parts.append(part)
+    assert torch.equal(torch.cat(parts, dim=1), whole)
+    assert torch.equal(state, whole_state)
+
+
+def rounded_as_the_kernel_rounds(state, dtype, backend):
+    """float32 ``state`` rounded to ``dtype``: to nearest even, but the interpreter truncates to bfloat16."""
+    if backend == "triton" and dtype == torch.bfloat16 and interpreting():
+        return (state.view(torch.int32) & -65536).view(torch.float32).to(dtype)
+    return state.to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("frames", [1, 4])
+@pytest.mark.parametrize("with_init", [False, True], ids=["no_init", "init"])
+def test_state_is_the_unrounded_last_value_in_its_own_storage(backend, dtype, frames, with_init):
+    gen = torch.Generator().manual_seed(frames)
+    x = torch.randn(2, frames, 3, 37, generator=gen).to(dtype)
+    init = torch.randn(2, 3, 37, generator=gen) if with_init else None  # a float32 state, whatever x's dtype
+    y, state = zs2_kernels.momentum_update(x, 0.9, init=init, backend=backend, return_state=True)
+    assert state.dtype == torch.float32 and state.shape == (2, 3, 37)
+    assert state.untyped_storage().nbytes() == state.numel() * state.element_size()  # keeps neither x nor y alive
+    assert torch.equal(rounded_as_the_kernel_rounds(state, dtype, backend), y[:, -1])
+    torch.testing.assert_close(state.double(), last_value_truth(x, 0.9, init), rtol=1e-5, atol=1e-5)
+    assert torch.equal(y, zs2_kernels.momentum_update(x, 0.9, init=init, backend=backend))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_init_in_x_dtype_is_still_accepted(backend, dtype):
+    x = torch.randn(2, 3, 9).to(dtype)
+    init = torch.randn(2, 9).to(dtype)
+    y = zs2_kernels.momentum_update(x, 0.6, init=init, backend=backend)
+    assert torch.equal(y, zs2_kernels.momentum_update(x, 0.6, init=init.float(), backend=backend))
 
 
 def test_non_contiguous_input_and_extra_dims():
@@ -106,3 +164,48 @@ def test_bad_input(kwargs, error, name):
     momentum = kwargs.pop("momentum")
     with pytest.raises(error, match=name):
         zs2_kernels.momentum_update(x, momentum, **kwargs)
+
+
+X = torch.randn(2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((X, 5.0, None, "torch"), ValueError, r"momentum must be in \[0.0, 1.0\]"),
+        ((X, -0.5, None, "torch"), ValueError, r"momentum must be in \[0.0, 1.0\]"),
+        ((X, float("nan"), None, "torch"), ValueError, "momentum"),
+        ((X, 0.5, None, "bogus"), ValueError, "backend must be one of"),
+        ((X[0], 0.5, None, "torch"), ValueError, r"x must be a non-empty \[G, F, N\]"),
+        ((X[None], 0.5, None, "torch"), ValueError, r"x must be a non-empty \[G, F, N\]"),
+        ((X[:, :0], 0.5, None, "torch"), ValueError, r"x must be a non-empty \[G, F, N\]"),
+        ((X.double(), 0.5, None, "torch"), TypeError, "x must have dtype"),
+        ((X.long(), 0.5, None, "triton"), TypeError, "x must have dtype"),
+        ((X, 0.5, torch.randn(2, 3), "torch"), ValueError, r"init must have shape \(2, 4\)"),
+        ((X, 0.5, torch.randn(2, 4).half(), "torch"), TypeError, "init must be float32"),
+        ((X.half(), 0.5, torch.randn(2, 4).bfloat16(), "triton"), TypeError, "init must be float32"),
+        ((X, 0.5, torch.randn(2, 4, dtype=torch.float64), "torch"), TypeError, "init must have dtype"),
+    ],
+)
+@pytest.mark.parametrize("call", ["registered_op", "eager_call"])
+def test_op_validates_its_own_arguments(call, args, error, message):
+    """Whoever calls zs2::momentum_update (raw torch.ops, or the library's eager path) gets a clear error."""
+    run = torch.ops.zs2.momentum_update if call == "registered_op" else lambda *a: ops.call("momentum_update", *a)
+    with pytest.raises(error, match=message):
+        run(*args)
+
+
+def test_op_rejects_init_on_another_device():
+    # Through the eager path only: the dispatcher sends a raw call with a meta tensor to the fake kernel.
+    with pytest.raises(ValueError, match="init is on meta but x is on cpu"):
+        ops.call("momentum_update", X, 0.5, torch.randn(2, 4, device="meta"), "torch", False)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_op_accepts_strided_inputs(backend):
+    x = torch.randn(5, 2, 4).transpose(0, 1)  # [2, 5, 4] with frames not contiguous
+    init = torch.randn(4, 2).t()
+    y, state = torch.ops.zs2.momentum_update(x, 0.7, init, backend, True)
+    expected, expected_state = reference.momentum_update(x.contiguous(), 0.7, init.contiguous(), return_state=True)
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(state, expected_state, rtol=1e-6, atol=1e-6)

@@ -43,8 +43,8 @@ def test_kl_sums_identity_equals_literal_kl():
 @pytest.mark.parametrize("dim", [7, 4 * 64 * 64 + 3])
 def test_search_and_compose_triton_match_literal(nan_poisoned_outputs, search, noise_lambda, dim):
     prev, cand = make(3, dim, 10, seed=dim)
-    index, alpha, kl = ops.search_frame(prev, cand, 10, 0, 1, noise_lambda, search, 15, "triton")
-    frame = ops.compose(prev, cand, index, alpha, 10, 0, 1, "triton")
+    index, alpha, kl = ops.search_frame(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
+    frame = ops.compose(prev, cand, index, alpha, 10, None, 1, "triton")
     lit_index, lit_alpha, lit_frame, lit_kl = reference.search_frame_literal(prev, cand, noise_lambda, search, 15)
     assert index.tolist() == lit_index.tolist()
     torch.testing.assert_close(alpha, lit_alpha, rtol=0, atol=1e-6)
@@ -67,12 +67,14 @@ def test_search_from_sums_reproduces_literal_trajectory(search, noise_lambda):
         torch.testing.assert_close(kl, lit_kl, rtol=0, atol=1e-9)
 
 
-def test_paper_search_facts_from_design():
-    """DESIGN.md §1.1: the paper's own lambda = 0.01 ends at alpha = 1 (a still video); 1.0 stays below it."""
+def test_paper_search_never_returns_alpha_one_above_zero_lambda():
+    """The float32 trajectory rejects 1.0000001 (tests/test_paper_search.py compares with the published code):
+    lambda = 0.01 ends at the last accepted trial 0.98, lambda = 1.0 stays low and near its target."""
     prev, cand = make(2, 16384, 10, seed=1)
     sums = reference.kl_sums(prev.double(), cand.double())
     _, alpha_small, kl_small = reference.search_from_sums(*sums, 0.01, "paper", 15)
-    assert alpha_small.tolist() == [1.0, 1.0] and kl_small.abs().max() == 0
+    torch.testing.assert_close(alpha_small, torch.full_like(alpha_small, 0.98), rtol=0, atol=1e-6)
+    assert (kl_small > 0.01).all()  # its steps cannot reach the target: the statistic stays above it
     _, alpha_big, kl_big = reference.search_from_sums(*sums, 1.0, "paper", 15)
     assert (alpha_big < 0.5).all() and (kl_big - 1.0).abs().max() < 0.1
 
@@ -82,7 +84,7 @@ def test_compose_triton_matches_reference(nan_poisoned_outputs, dtype):
     prev, cand = make(3, 1003, 5, dtype)
     index = torch.tensor([4, 0, 2])
     alpha = torch.tensor([0.0, 0.37, 1.0], dtype=torch.float64)
-    out = ops.compose(prev, cand, index, alpha, 5, 0, 1, "triton")
+    out = ops.compose(prev, cand, index, alpha, 5, None, 1, "triton")
     expected = reference.compose(prev.float(), cand.float(), index, alpha)
     assert out.dtype == dtype
     tol = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
@@ -95,22 +97,107 @@ def test_compose_triton_matches_reference(nan_poisoned_outputs, dtype):
 def test_philox_fused_equals_materialised(nan_poisoned_outputs, search):
     """In-kernel Philox candidates are exactly the ones philox_normal materialises."""
     prev, _ = make(3, 2051, 1)
-    seed, frame, count = 1234, 5, 10
-    cand = noise_search.philox_normal(seed, frame, count, 3, 2051, device="cpu")
-    index, alpha, kl = ops.search_frame(prev, None, count, seed, frame, 0.1, search, 15, "triton")
+    seeds, frame, count = torch.tensor([1234, 7, 2**62 + 5]), 5, 10
+    cand = noise_search.philox_normal(seeds, frame, count, 2051)
+    index, alpha, kl = ops.search_frame(prev, None, count, seeds, frame, 0.1, search, 15, "triton")
     ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.1, search, 15)
     assert index.tolist() == ref_index.tolist()
     torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
-    out = ops.compose(prev, None, index, alpha, count, seed, frame, "triton")
+    out = ops.compose(prev, None, index, alpha, count, seeds, frame, "triton")
     torch.testing.assert_close(out, reference.compose(prev, cand, index, alpha), rtol=1e-6, atol=1e-6)
 
 
 def test_philox_streams_are_standard_normal_and_distinct():
-    a = noise_search.philox_normal(7, 1, 4, 2, 5000, device="cpu")
-    b = noise_search.philox_normal(7, 2, 4, 2, 5000, device="cpu")
-    c = noise_search.philox_normal(8, 1, 4, 2, 5000, device="cpu")
+    a = noise_search.philox_normal(torch.tensor([7, 9]), 1, 4, 5000)
+    b = noise_search.philox_normal(torch.tensor([7, 9]), 2, 4, 5000)
+    c = noise_search.philox_normal(torch.tensor([8, 9]), 1, 4, 5000)
     for x in (a, b, c):
         assert abs(x.mean().item()) < 0.01 and abs(x.std().item() - 1) < 0.01
-    assert not torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a, b) and not torch.equal(a[:, 0], c[:, 0])
+    assert torch.equal(a[:, 1], c[:, 1])  # video 1's key is the same in both: its stream is too
     # Each (frame, candidate, batch) row is its own stream: rows are uncorrelated.
     assert abs(torch.corrcoef(a.reshape(8, -1)).fill_diagonal_(0).abs().max().item()) < 0.06
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf·0 in the interpreter
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("poison", ["inf", "nan", "all-nan"])
+def test_non_finite_previous_frame_never_picks_outside_the_candidates(nan_poisoned_outputs, backend, poison):
+    prev, cand = make(3, 1000, 10)
+    if poison == "all-nan":
+        prev[1] = float("nan")
+    else:
+        prev[1, 5], prev[1, 700] = float("inf"), float(poison)
+    index, alpha, _ = ops.search_frame(prev, cand, 10, None, 1, 0.1, "exact", 15, backend)
+    assert ((index >= 0) & (index < 10)).all(), index
+    clean = ops.search_frame(prev[[0, 2]], cand[:, [0, 2]], 10, None, 1, 0.1, "exact", 15, backend)
+    assert index[[0, 2]].tolist() == clean[0].tolist()  # the other videos are untouched
+    ops.compose(prev, cand, index, alpha, 10, None, 1, backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_compose_clamps_index_and_alpha_from_raw_calls(nan_poisoned_outputs, backend):
+    prev, cand = make(2, 1003, 4)
+    out = ops.compose(prev, cand, torch.tensor([99, -5]), torch.tensor([1.5, -0.5], dtype=torch.float64), 4, None,
+                      1, backend)
+    torch.testing.assert_close(out[0], prev[0])  # alpha 1 (clamped): the previous frame
+    torch.testing.assert_close(out[1], cand[0, 1])  # alpha 0, index 0 (clamped): the first candidate
+
+
+@pytest.mark.parametrize("count", [1, 10, 17, 64, 1000])
+def test_search_kernel_any_candidate_count(nan_poisoned_outputs, count):
+    """The search kernel loops over candidate columns in fixed-width chunks: any R, including the chunk edges."""
+    prev, cand = make(2, 333, count, seed=count)
+    for search in ("exact", "paper"):
+        index, alpha, kl = ops.search_frame(prev, cand, count, None, 1, 0.05, search, 15, "triton")
+        ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.05, search, 15)
+        assert index.tolist() == ref_index.tolist()
+        torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
+        torch.testing.assert_close(kl, ref_kl, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_strided_inputs_give_the_contiguous_result(backend):
+    prev, cand = make(3, 2000, 6)
+    strided_prev = torch.randn(3, 4000)[:, ::2]
+    strided_prev.copy_(prev)
+    strided_cand = cand.transpose(0, 1).contiguous().transpose(0, 1)  # [R, B, D] with B outermost in memory
+    assert not strided_prev.is_contiguous() and not strided_cand.is_contiguous()
+    for got, want in zip(ops.search_frame(strided_prev, strided_cand, 6, None, 1, 0.1, "exact", 15, backend),
+                         ops.search_frame(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)):
+        assert torch.equal(got, want)
+    index, alpha, _ = ops.search_frame(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)
+    assert torch.equal(ops.compose(strided_prev, strided_cand, index, alpha, 6, None, 1, backend),
+                       ops.compose(prev, cand, index, alpha, 6, None, 1, backend))
+    assert torch.equal(ops.kl_sums(strided_prev, strided_cand, backend)[1], ops.kl_sums(prev, cand, backend)[1])
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda p, c, i, a: torch.ops.zs2.kl_sums(p, c, "bogus"), ValueError, "backend"),
+        (lambda p, c, i, a: torch.ops.zs2.kl_sums(p[0], c, "torch"), ValueError, "prev"),
+        (lambda p, c, i, a: torch.ops.zs2.kl_sums(p, c[:, :1], "torch"), ValueError, "candidates"),
+        (lambda p, c, i, a: torch.ops.zs2.kl_sums(p, c.half(), "torch"), TypeError, "candidates"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, c, 6, None, 1, 0.1, "exact", 15, "triton"), ValueError,
+         "num_candidates"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, c, 4, None, 1, -0.1, "exact", 15, "torch"), ValueError,
+         "noise_lambda"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, c, 4, None, 1, 0.1, "fast", 15, "torch"), ValueError,
+         "search"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, c, 4, None, 1, 0.1, "paper", -1, "torch"), ValueError,
+         "line_steps"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, None, 4, None, 1, 0.1, "exact", 15, "triton"), ValueError,
+         "seeds"),
+        (lambda p, c, i, a: torch.ops.zs2.search_frame(p, None, 4, torch.tensor([1, 2]), 1, 0.1, "exact", 15,
+                                                       "torch"), ValueError, "triton"),
+        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i[:1], a, 4, None, 1, "torch"), ValueError, "index"),
+        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a.float(), 4, None, 1, "triton"), ValueError, "alpha"),
+        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a, 4, None, -1, "torch"), ValueError, "frame"),
+    ],
+)
+def test_raw_ops_validate_their_arguments(call, error, match):
+    """Whoever calls them (torch.ops.zs2.*), the ops refuse what would read out of bounds or compute nonsense."""
+    prev, cand = make(2, 50, 4)
+    with pytest.raises(error, match=match):
+        call(prev, cand, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64))

@@ -22,10 +22,12 @@ def op_samples(backend):
     return [
         (ops.momentum_update, (x, 0.9, None, backend)),
         (ops.momentum_update, (x, 0.5, torch.randn(2, 33, generator=gen), backend)),
+        (ops.momentum_update, (x, 0.5, None, backend, True)),
+        (ops.momentum_update, (x.half(), 0.5, torch.randn(2, 33, generator=gen), backend, True)),
         (ops.kl_sums, (prev, cand, backend)),
-        (ops.search_frame, (prev, cand, 5, 0, 1, 0.1, "exact", 15, backend)),
-        (ops.search_frame, (prev, cand, 5, 0, 1, 0.1, "paper", 15, backend)),
-        (ops.compose, (prev, cand, index, alpha, 5, 0, 1, backend)),
+        (ops.search_frame, (prev, cand, 5, None, 1, 0.1, "exact", 15, backend)),
+        (ops.search_frame, (prev, cand, 5, None, 1, 0.1, "paper", 15, backend)),
+        (ops.compose, (prev, cand, index, alpha, 5, None, 1, backend)),
     ]
 
 
@@ -39,16 +41,17 @@ def test_opcheck_philox_ops():
     prev = torch.randn(2, 40)
     index = torch.tensor([1, 3])
     alpha = torch.tensor([0.3, 0.6], dtype=torch.float64)
-    torch.library.opcheck(ops.search_frame, (prev, None, 4, 17, 2, 0.1, "exact", 15, "triton"))
-    torch.library.opcheck(ops.compose, (prev, None, index, alpha, 4, 17, 2, "triton"))
+    seeds = torch.tensor([17, 18])
+    torch.library.opcheck(ops.search_frame, (prev, None, 4, seeds, 2, 0.1, "exact", 15, "triton"))
+    torch.library.opcheck(ops.compose, (prev, None, index, alpha, 4, seeds, 2, "triton"))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_torch_compile_fullgraph_matches_eager(backend):
     def step(x, prev, cand):
-        y = ops.momentum_update(x, 0.9, None, backend)
-        index, alpha, _ = ops.search_frame(prev, cand, 5, 0, 1, 0.1, "exact", 15, backend)
-        return y * 2, ops.compose(prev, cand, index, alpha, 5, 0, 1, backend)
+        y, state = ops.momentum_update(x, 0.9, None, backend, True)
+        index, alpha, _ = ops.search_frame(prev, cand, 5, None, 1, 0.1, "exact", 15, backend)
+        return y * 2, state, ops.compose(prev, cand, index, alpha, 5, None, 1, backend)
 
     x, prev, cand = torch.randn(2, 4, 33), torch.randn(3, 65), torch.randn(5, 3, 65)
     torch._dynamo.reset()
@@ -63,6 +66,17 @@ def test_public_momentum_update_compiles_fullgraph():
                        backend="aot_eager")
     x = torch.randn(2, 3, 8)
     torch.testing.assert_close(fn(x), zs2_kernels.momentum_update(x, 0.5, backend="torch") + 1)
+
+
+def test_chunked_momentum_update_compiles_fullgraph_and_equals_whole():
+    def chunked(x):
+        first, state = zs2_kernels.momentum_update(x[:, :2], 0.5, backend="torch", return_state=True)
+        return torch.cat([first, zs2_kernels.momentum_update(x[:, 2:], 0.5, init=state, backend="torch")], dim=1)
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 5, 8).bfloat16()
+    assert torch.equal(torch.compile(chunked, fullgraph=True, backend="aot_eager")(x),
+                       zs2_kernels.momentum_update(x, 0.5, backend="torch"))
 
 
 def test_import_and_cpu_path_without_triton():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import DTYPE_IDS, DTYPES
 from tiny_pipelines import tiny_pipeline
 
 import zs2_kernels
@@ -83,19 +84,48 @@ def test_generator_list_makes_each_video_independent_of_its_batch(pipe):
         zs2_kernels.sample_video(pipe, ["a cat", "a dog"], generator=gens(1), **FAST)
 
 
+@pytest.mark.parametrize("dependency_noise", [True, False])
+def test_seeded_video_is_the_same_alone_and_in_a_batch(pipe, dependency_noise):
+    """With seed, video v depends only on (seed, v): a user who samples one video, then a batch that starts
+    with it, gets it back."""
+    alone = zs2_kernels.sample_video(pipe, "a cat", seed=8, dependency_noise=dependency_noise, **FAST)
+    batch = zs2_kernels.sample_video(pipe, ["a cat", "a dog", "a cow"], seed=8, dependency_noise=dependency_noise,
+                                     **FAST)
+    np.testing.assert_allclose(batch.frames[0], alone.frames[0], rtol=0, atol=1e-5)
+    if dependency_noise:
+        assert batch.stats["alpha"][0] == alone.stats["alpha"][0]
+
+
 def test_videos_per_prompt(pipe):
     out = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], num_videos_per_prompt=2, seed=0, **FAST)
     assert out.frames.shape[0] == 4
     assert not np.allclose(out.frames[0], out.frames[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_chunked_equals_unchunked(pipe, backend):
+def test_chunked_equals_unchunked(pipe, backend, dtype):
+    """Bit for bit in every dtype: the momentum state carried between chunks is the unrounded float32 one."""
+    model = pipe if dtype == torch.float32 else tiny_pipeline("sd15").to(dtype=dtype)
     kwargs = dict(num_frames=5, num_inference_steps=2, seed=0, progress=False, momentum=0.7, backend=backend,
                   output_type="latent")
-    whole = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs).frames
-    chunked = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], frame_chunk=2, **kwargs).frames
-    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    whole = zs2_kernels.sample_video(model, ["a cat", "a dog"], **kwargs).frames
+    for frame_chunk in (1, 2):
+        chunked = zs2_kernels.sample_video(model, ["a cat", "a dog"], frame_chunk=frame_chunk, **kwargs).frames
+        assert torch.equal(chunked, whole), (frame_chunk, (chunked - whole).abs().max().item())
+
+
+def test_compiled_unet_samples_the_eager_zs2_video():
+    """A torch.compile'd UNet (the usual diffusers speed-up) still gets temporal momentum attention, chunked too."""
+    eager, compiled = tiny_pipeline("sd15"), tiny_pipeline("sd15")
+    compiled.unet = torch.compile(compiled.unet, backend="eager", dynamic=False)  # static shapes: traces faster
+    for frame_chunk in (None, 2):
+        kwargs = dict(seed=0, output_type="latent", frame_chunk=frame_chunk, **FAST)
+        want = zs2_kernels.sample_video(eager, "a cat", **kwargs).frames
+        got = zs2_kernels.sample_video(compiled, "a cat", **kwargs).frames
+        plain = zs2_kernels.sample_video(eager, "a cat", momentum_attention=False, **kwargs).frames
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(got, plain, rtol=1e-4, atol=1e-4)
 
 
 def test_momentum_changes_the_video_and_components_switch_off(pipe):

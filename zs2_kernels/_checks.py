@@ -39,9 +39,27 @@ def check_int(name: str, value, low: int) -> int:
     return value
 
 
-def check_same_device_dtype(name: str, value: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    """Raise ValueError/TypeError if ``value`` and ``ref`` differ in device or dtype."""
+def check_search(noise_lambda, search, line_steps: int = 0) -> float:
+    """Validate the KL target (finite, >= 0), the search mode and the line steps; returns lambda as a float."""
+    from .reference import SEARCH_MODES
+
+    noise_lambda = check_number("noise_lambda", noise_lambda, 0.0)
+    if math.isinf(noise_lambda):
+        raise ValueError("noise_lambda must be finite (use a large value such as 10 for independent frames)")
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
+    check_int("line_steps", line_steps, 0)
+    return noise_lambda
+
+
+def check_same_device(name: str, value: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """Raise ValueError if ``value`` and ``ref`` live on different devices."""
     if value.device != ref.device:
         raise ValueError(f"{name} is on {value.device} but {ref_name} is on {ref.device}; they must match")
+
+
+def check_same_device_dtype(name: str, value: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """Raise ValueError/TypeError if ``value`` and ``ref`` differ in device or dtype."""
+    check_same_device(name, value, ref_name, ref)
     if value.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {value.dtype} but {ref_name} has {ref.dtype}; they must match")

@@ -382,11 +382,15 @@ def _barrier(world: int) -> None:
 
 
 def _rank_device(device: str | None, rank: int) -> torch.device:
+    """This rank's device: under torchrun, cuda:LOCAL_RANK, made current so that every launch (Triton's go to
+    the current device) and every default CUDA allocation of the rank lands on its own GPU."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     return device
 
 

@@ -31,6 +31,8 @@ class KernelResources:
     local_bytes: int  # > 0 means register spills to local memory
     stack_bytes: int
     shared_bytes: int
+    narrow_arithmetic: list  # i32 arithmetic feeding an address or Philox counter (wraps past 2**31)
+    wide_counter: bool  # a 64-bit Philox counter (its high half is shifted out); a 32-bit counter wraps
 
 
 def _cuobjdump() -> str:
@@ -53,13 +55,12 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kernel, signature, constexprs, num_warps in _kernel_specs():
+        for kernel, signature, constexprs, options in _kernel_specs():
             variant = ",".join(f"{k}={v}" for k, v in signature.items() if v != "constexpr" and k.endswith("ptr"))
             variant += "".join(f",{k}={v}" for k, v in constexprs.items())
             for arch in archs:
                 source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-                compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                                          options={"num_warps": num_warps})
+                compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
                 cubin = Path(tmp) / f"{kernel.__name__}_{arch}.cubin"
                 cubin.write_bytes(compiled.asm["cubin"])
                 report = subprocess.run([_cuobjdump(), "-res-usage", str(cubin)], check=True,
@@ -67,8 +68,65 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
                 usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
                 rows.append(KernelResources(kernel.__name__, variant, arch, int(usage["REG"]),
                                             int(usage["LOCAL"]), int(usage["STACK"]),
-                                            int(compiled.metadata.shared)))
+                                            int(compiled.metadata.shared), narrow_address_arithmetic(compiled.asm["ttir"]),
+                                            wide_counter(compiled.asm["ttir"])))
     return rows
+
+
+#: One SSA definition of a TTIR listing: "%name = dialect.op operands : types".
+_DEFINITION = re.compile(r"^\s*(%[\w#.]+)(?::\d+)? = ([\w.]+)(.*)$")
+_OPERAND = re.compile(r"%[\w#.]+")
+#: Integer arithmetic that can wrap: in 32 bits it must not feed an address or a Philox counter.
+_WRAPPING = ("arith.muli", "arith.addi", "arith.subi", "arith.shli")
+
+
+def _definitions(ttir: str) -> dict[str, tuple[str, str]]:
+    """SSA name -> (op, rest of the line without its location) for every definition in the listing."""
+    found = {}
+    for line in ttir.splitlines():
+        match = _DEFINITION.match(line)
+        if match:
+            found[match.group(1)] = (match.group(2), match.group(3).split(" loc(")[0])
+    return found
+
+
+def _narrow_arithmetic_feeding(roots: list[str], definitions: dict) -> list[str]:
+    """The 32-bit wrapping ops (``arith.muli ... : i32``) among everything the SSA values ``roots`` depend on."""
+    seen, stack, narrow = set(), list(roots), []
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in definitions:
+            continue  # function arguments, loop variables and block arguments end the walk
+        seen.add(name)
+        op, rest = definitions[name]
+        operands, _, types = rest.partition(" : ")
+        if op in _WRAPPING and re.search(r"(^|x)i32>?$", types.strip()):
+            narrow.append(f"{name} = {op}{rest}".strip())
+        stack.extend(_OPERAND.findall(operands))
+    return sorted(narrow)
+
+
+def narrow_address_arithmetic(ttir: str) -> list[str]:
+    """32-bit wrapping arithmetic that reaches a pointer offset (``tt.addptr``) or a 64-bit Philox counter.
+
+    An i32 product such as ``frame * frame_size`` wraps past 2**31 even when it is widened to i64 afterwards,
+    so the rule is on everything an address or counter is computed from, not only on the final operand.
+    """
+    definitions = _definitions(ttir)
+    roots = []
+    for op, rest in definitions.values():
+        operands = _OPERAND.findall(rest.partition(" : ")[0])
+        if op == "tt.addptr":
+            roots.append(operands[1])
+        elif op == "arith.shrui" and re.search(r": tensor<[0-9x]*xi64>$", rest):
+            roots.append(operands[0])  # the counter whose high word tl.randn shifts out
+    return _narrow_arithmetic_feeding(roots, definitions)
+
+
+def wide_counter(ttir: str) -> bool:
+    """True when the listing shifts a 64-bit tensor right: how ``tl.randn`` splits a 64-bit counter into its two
+    32-bit Philox words (with a 32-bit counter the high word is the constant 0 and no shift is emitted)."""
+    return re.search(r"arith\.shrui .*: tensor<[0-9x]*xi64>", ttir) is not None
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ class TemporalMomentumAttnProcessor:
         num_frames: frames per video in the batch the UNet sees (the innermost batch axis).
         backend: backend of the momentum update (default: see :mod:`zs2_kernels.backend`).
 
-    ``carry_state`` (set by :class:`MomentumAttentionHandle` for chunked videos) keeps the EMA value
-    of the last frame so the next chunk of frames continues the same recursion.
+    ``carry_state`` (set by :class:`MomentumAttentionHandle` for chunked videos) keeps ``state``, the
+    float32 EMA value after the last frame (unrounded and in its own storage, not a view of the layer's
+    output), so the next chunk of frames continues the same recursion bit for bit.
     """
 
     def __init__(self, momentum: float, num_frames: int, *, backend: str | None = None):
@@ -44,10 +45,10 @@ class TemporalMomentumAttnProcessor:
             raise ValueError(f"the UNet batch ({batch}) is not a multiple of num_frames ({self.num_frames}); "
                              "the batch must be laid out (guidance half, video, frame)")
         frames = hidden_states.view(batch // self.num_frames, self.num_frames, tokens, channels)
-        smoothed = ema_frames(frames, self.momentum, self.state if self.carry_state else None,
-                              resolve_backend(frames.device, self.backend))
+        smoothed, state = ema_frames(frames, self.momentum, self.state if self.carry_state else None,
+                                     resolve_backend(frames.device, self.backend), self.carry_state)
         if self.carry_state:
-            self.state = smoothed[:, -1]
+            self.state = state
         return smoothed.view(batch, tokens, channels)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
@@ -97,6 +98,13 @@ def _is_self_attention(name: str) -> bool:
     return name.endswith("attn1.processor")
 
 
+def _uncompiled(unet):
+    """The model a ``torch.compile``d module wraps (``_orig_mod``), where its attention processors live."""
+    while isinstance(getattr(unet, "_orig_mod", None), torch.nn.Module):
+        unet = unet._orig_mod
+    return unet
+
+
 class MomentumAttentionHandle:
     """Our processors installed on a UNet; ``restore()`` (or leaving the ``with`` block) puts the originals back."""
 
@@ -142,23 +150,31 @@ class MomentumAttentionHandle:
 def install_momentum_attention(unet, momentum: float, num_frames: int, *, backend: str | None = None):
     """Install :class:`TemporalMomentumAttnProcessor` on every self-attention layer of ``unet``.
 
-    Cross-attention layers keep their processors. Returns a :class:`MomentumAttentionHandle`.
+    Cross-attention layers keep their processors. A ``torch.compile``d UNet gets them on the module it
+    wraps (the compiled forward picks them up by recompiling). Raises ValueError when the model has no
+    self-attention layer and RuntimeError when the processors did not end up installed: sampling would
+    otherwise silently run plain per-frame attention. Returns a :class:`MomentumAttentionHandle`.
     """
-    original = dict(unet.attn_processors)
-    if not any(_is_self_attention(name) for name in original):
-        raise ValueError("unet has no self-attention (attn1) layers to install momentum attention on")
+    model = _uncompiled(unet)
+    original = dict(model.attn_processors)
     replaced = dict(original)
     layers = []
-    for name, module in unet.named_modules():
+    for name, module in model.named_modules():
         if _is_self_attention(f"{name}.processor") and f"{name}.processor" in original:
             processor = TemporalMomentumAttnProcessor(momentum, num_frames, backend=backend)
             replaced[f"{name}.processor"] = processor
             layers.append((module, processor))
-    unet.set_attn_processor(replaced)
-    return MomentumAttentionHandle(unet, original, layers)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no self-attention (attn1) layers to install momentum "
+                         "attention on")
+    model.set_attn_processor(replaced)
+    if any(module.processor is not processor for module, processor in layers):
+        model.set_attn_processor(original)
+        raise RuntimeError(f"set_attn_processor of {type(model).__name__} did not install momentum attention")
+    return MomentumAttentionHandle(model, original, layers)
 
 
 def is_installed(unet) -> bool:
-    """True when every self-attention layer of ``unet`` runs temporal momentum attention."""
-    self_attention = [p for name, p in unet.attn_processors.items() if _is_self_attention(name)]
+    """True when every self-attention layer of ``unet`` (or of the module it compiles) runs momentum attention."""
+    self_attention = [p for name, p in _uncompiled(unet).attn_processors.items() if _is_self_attention(name)]
     return bool(self_attention) and all(isinstance(p, TemporalMomentumAttnProcessor) for p in self_attention)

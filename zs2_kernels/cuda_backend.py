@@ -26,7 +26,8 @@ _p = ctypes.c_void_p
 _i64 = ctypes.c_int64
 _SIGNATURES = {
     "zs2_last_error": (ctypes.c_char_p, []),
-    "zs2_momentum_update": (ctypes.c_int, [_p, _p, _p, _i64, _i64, _i64, ctypes.c_double, ctypes.c_int, _p]),
+    "zs2_cuda_runtime_version": (ctypes.c_int, []),
+    "zs2_momentum_update": (ctypes.c_int, [_p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_double, ctypes.c_int, _p]),
     "zs2_kl_sums_workspace_size": (_i64, [_i64, _i64, _i64]),
     "zs2_kl_sums": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
     "zs2_compose": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
@@ -65,13 +66,56 @@ def _library() -> ctypes.CDLL:
     return _open(str(path))
 
 
-def is_available() -> bool:
-    """True when the library loads and torch sees a GPU (no kernel is launched)."""
+#: The oldest Linux driver of each CUDA major version (the floor of its minor-version compatibility).
+MIN_LINUX_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580"}
+
+
+def driver_version() -> int | None:
+    """``cuDriverGetVersion`` of the NVIDIA driver (e.g. 13000 for CUDA 13.0), or None without a driver."""
     try:
-        _library()
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int()
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value
+
+
+def driver_problem(library: ctypes.CDLL) -> str | None:
+    """Why this driver cannot run ``library`` (built against a newer CUDA major version), or None when it can.
+
+    The library links its CUDA runtime statically, so only the driver limits where it runs: a CUDA 13 build
+    on a CUDA 12 driver loads fine and then fails every launch.
+    """
+    built = library.zs2_cuda_runtime_version()
+    driver = driver_version()
+    if driver is None:
+        return "no NVIDIA driver found (libcuda.so.1 is missing)"
+    if driver // 1000 >= built // 1000:
+        return None
+    major = built // 1000
+    return (f"the CUDA C++ backend library was built with CUDA {major}.{built % 1000 // 10}, which needs a driver "
+            f"for CUDA {major}.x (Linux driver >= {MIN_LINUX_DRIVER.get(major, 'of that release')}); this driver "
+            f"supports CUDA {driver // 1000}.{driver % 1000 // 10}. Update the driver, or rebuild the library with "
+            f"that CUDA's nvcc (python csrc/build.py {library_path()})")
+
+
+def is_available() -> bool:
+    """True when the library loads, torch sees a GPU and the driver supports the library's CUDA (no launch)."""
+    try:
+        library = _library()
     except RuntimeError:
         return False
-    return torch.cuda.is_available()
+    return torch.cuda.is_available() and driver_problem(library) is None
+
+
+@functools.lru_cache(maxsize=None)
+def _require_driver(path: str) -> None:
+    """Raise RuntimeError saying what is needed when the driver cannot run the library at ``path`` (once per path)."""
+    problem = driver_problem(_open(path))
+    if problem:
+        raise RuntimeError(problem)
 
 
 def _require_cuda(*tensors: torch.Tensor) -> torch.device:
@@ -106,26 +150,32 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None) -> torch.Tensor:
-    """EMA over dim 1 of x [G, F, N] (see ``reference.momentum_update``); init [G, N] or None."""
+def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None, *,
+                    return_state: bool = False):
+    """EMA over dim 1 of x [G, F, N] (see ``reference.momentum_update``); init float32 [G, N] or None.
+
+    Returns y, or ``(y, state)`` with the float32 running value after the last frame (F >= 1).
+    """
     library = _library()
     device = _require_cuda(x, *([] if init is None else [init]))
+    _require_driver(library._name)
     code = _dtype_code("x", x)
     if x.dim() != 3:
         raise ValueError(f"x must be [G, F, N], got shape {tuple(x.shape)}")
     G, F, N = x.shape
     x = x.contiguous()
     if init is not None:
-        _dtype_code("init", init, x.dtype)
+        _dtype_code("init", init, torch.float32)
         if tuple(init.shape) != (G, N):
             raise ValueError(f"init must have shape {(G, N)}, got {tuple(init.shape)}")
         init = init.contiguous()
     y = torch.empty_like(x)
+    state = torch.empty(G, N, dtype=torch.float32, device=device) if return_state else None
     with torch.cuda.device(device):
         _check(library, library.zs2_momentum_update(
             x.data_ptr(), None if init is None else init.data_ptr(), y.data_ptr(),
-            G, F, N, float(momentum), code, _stream(device)))  # fmt: skip
-    return y
+            None if state is None else state.data_ptr(), G, F, N, float(momentum), code, _stream(device)))  # fmt: skip
+    return (y, state) if return_state else y
 
 
 def _check_frame_and_candidates(prev: torch.Tensor, candidates: torch.Tensor) -> int:
@@ -142,6 +192,7 @@ def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor,
     """(A [B], C [B, R]) in float32 for prev [B, D] and candidates [R, B, D] (see ``reference.kl_sums``)."""
     library = _library()
     device = _require_cuda(prev, candidates)
+    _require_driver(library._name)
     code = _check_frame_and_candidates(prev, candidates)
     R, B, D = candidates.shape
     prev = _rows(prev)
@@ -168,6 +219,7 @@ def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, a
     """
     library = _library()
     device = _require_cuda(prev, candidates, index, alpha)
+    _require_driver(library._name)
     code = _check_frame_and_candidates(prev, candidates)
     R, B, D = candidates.shape
     if tuple(index.shape) != (B,) or tuple(alpha.shape) != (B,):

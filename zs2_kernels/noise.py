@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from numpy.random import SeedSequence
 
 from . import ops
-from ._checks import FLOAT_DTYPES, check_int, check_number
+from ._checks import FLOAT_DTYPES, check_int, check_search
 from .backend import resolve_backend
-from .reference import SEARCH_MODES
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -30,22 +31,42 @@ def _check_shape(shape) -> tuple[int, ...]:
 
 def check_noise_settings(noise_lambda, search: str) -> float:
     """Validate the KL target (finite, >= 0) and the search mode; returns lambda as a float."""
-    noise_lambda = check_number("noise_lambda", noise_lambda, 0.0, math.inf)
-    if math.isinf(noise_lambda):
-        raise ValueError("noise_lambda must be finite (use a large value such as 10 for independent frames)")
-    if search not in SEARCH_MODES:
-        raise ValueError(f"search must be one of {SEARCH_MODES}, got {search!r}")
-    return noise_lambda
+    return check_search(noise_lambda, search)
 
 
-def seeded_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator seeded with ``seed``, or from OS entropy when it is None."""
-    generator = torch.Generator(device="cpu")
+def video_seeds(seed: int, videos: int) -> list[int]:
+    """One 63-bit seed per video, derived from (``seed``, video index) by numpy's SeedSequence.
+
+    The rule behind every seeded draw of this library: video v of a batch sampled with ``seed`` gets the
+    same noise whatever else shares the batch, and streams of different (seed, v) are independent (a
+    plain ``seed + v`` would make seed 0's second video seed 1's first).
+    """
+    return [int(SeedSequence(seed, spawn_key=(video,)).generate_state(1, np.uint64)[0] >> 1)
+            for video in range(videos)]
+
+
+def video_generators(seed: int | None, videos: int) -> list[torch.Generator]:
+    """CPU generators of :func:`video_seeds` (a fresh random seed when ``seed`` is None)."""
     if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return [torch.Generator().manual_seed(s) for s in video_seeds(seed, videos)]
+
+
+class _Streams:
+    """Where the candidates come from: one generator for the whole batch, or one per video."""
+
+    def __init__(self, generators, device):
+        self.generators = generators
+        self.device = device
+
+    def draw(self, count: int, batch: int, dim: int) -> torch.Tensor:
+        """[count, batch, dim] float32 standard normals on the output device."""
+        def normal(generator, *size):
+            return torch.randn(size, generator=generator, device=generator.device, dtype=torch.float32)
+
+        if isinstance(self.generators, torch.Generator):
+            return normal(self.generators, count, batch, dim).to(self.device)
+        return torch.stack([normal(g, count, dim) for g in self.generators], dim=1).to(self.device)
 
 
 def _adjacent_correlation(noise: torch.Tensor) -> torch.Tensor:
@@ -60,8 +81,32 @@ def _adjacent_correlation(noise: torch.Tensor) -> torch.Tensor:
     return dot / norms.clamp(min=torch.finfo(torch.float64).tiny)
 
 
+def _check_generators(generator, batch: int):
+    """None, one torch.Generator (one stream for the batch), or a list of ``batch`` (one per video)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator):
+        if len(generator) != batch:
+            raise ValueError(f"a generator list must have one generator per video ({batch}), got {len(generator)}")
+        return list(generator)
+    raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
+
+
+def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps, backend):
+    """The frames [B, F, D] float32 after ``first``, and per frame pair (index, alpha, achieved KL)."""
+    frames, picks = [first], []
+    for frame in range(1, num_frames):
+        candidates = None if streams is None else streams.draw(num_candidates, *first.shape)
+        index, alpha, kl = ops.call("search_frame", frames[-1], candidates, num_candidates, seeds, frame,
+                                    noise_lambda, search, line_steps, backend)
+        frames.append(ops.call("compose", frames[-1], candidates, index, alpha, num_candidates, seeds, frame,
+                               backend))
+        picks.append((index, alpha, kl))
+    return torch.stack(frames, dim=1), picks
+
+
 def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact", random_candidates: int = 10,
-                     line_steps: int = 15, generator: torch.Generator | None = None, seed: int | None = None,
+                     line_steps: int = 15, generator=None, seed: int | None = None,
                      device=None, dtype: torch.dtype = torch.float32, return_stats: bool = False,
                      backend: str | None = None):
     """Initial noise for B videos of F frames with correlated adjacent frames.
@@ -71,14 +116,18 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         noise_lambda: the KL target between adjacent frames, finite and >= 0. 0 gives identical
             frames; a lambda above what an independent candidate reaches gives independent frames.
         search: "exact" (random stage, then alpha solved so the achieved KL equals lambda) or "paper"
-            (the paper's line stage with alpha clamped to [0, 1]; at lambda <= 0.01 it ends at
-            alpha = 1, a still video — see DESIGN.md §1.1).
+            (the published line stage on its float32 trajectory: from alpha = 0.1 in steps of 0.1, a
+            trial above 1 rejected, the best evaluated alpha kept; at lambda <= 0.01 it typically stops
+            near alpha = 0.98 with the statistic above lambda, since its steps cannot get closer).
         random_candidates: R >= 1 candidates of the random stage; line_steps: L >= 0 ("paper" only).
-        generator: a torch.Generator; candidates are drawn from it on its device and moved to ``device``
-            (diffusers-style: the same CPU generator gives the same noise on any device).
-        seed: without a generator, on the Triton backend candidates are Philox normals regenerated
-            in-kernel from (seed, frame) and never stored; on other backends ``seed`` seeds a generator.
-            Neither given: a seed is drawn from torch's global RNG.
+        generator: a torch.Generator, drawn from for the whole batch at once (diffusers' convention: a
+            video's noise then depends on the batch), or a list of B generators, one per video.
+            Candidates are drawn on the generators' device and moved to ``device``, so the same CPU
+            generators give the same noise on any device.
+        seed: video v's noise depends only on (seed, v) (see :func:`video_seeds`), never on the batch:
+            on the Triton backend through per-video Philox keys (candidates regenerated in-kernel, never
+            stored), elsewhere through per-video CPU generators. Neither seed nor generator: a seed is
+            drawn from torch's global RNG.
         device, dtype: of the output (the chain itself is computed in float32).
         return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (each [B, F-1]),
             "candidate_index", and the "backend", "search" and "noise_lambda" used.
@@ -90,56 +139,43 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     line_steps = check_int("line_steps", line_steps, 0)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+    batch, num_frames = shape[:2]
+    generator = _check_generators(generator, batch)
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None:
         seed = check_int("seed", seed, 0)
-    device = torch.device(device) if device is not None else (generator.device if generator is not None
-                                                              else torch.device("cpu"))
+    if device is None:
+        device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
+    device = torch.device(device)
     backend = resolve_backend(device, backend)
 
-    batch, num_frames = shape[:2]
     dim = math.prod(shape[2:])
-    philox = backend == "triton" and generator is None
-    if philox and seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    if not philox and generator is None:
-        generator = seeded_generator(seed)
-
-    def draw(*size):
-        return torch.randn(size, generator=generator, device=generator.device, dtype=torch.float32).to(device)
-
-    if philox:
+    if backend == "triton" and generator is None:
         from .kernels.noise_search import philox_normal
 
-        frames = [philox_normal(seed, 0, 1, batch, dim, device=device)[0]]
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        streams, seeds = None, torch.tensor(video_seeds(seed, batch), dtype=torch.int64, device=device)
+        first = philox_normal(seeds, 0, 1, dim)[0]
     else:
-        frames = [draw(batch, dim)]
-    indices, alphas, kls = [], [], []
-    for frame in range(1, num_frames):
-        candidates = None if philox else draw(num_candidates, batch, dim)
-        index, alpha, kl = ops.call("search_frame", frames[-1], candidates, num_candidates, seed or 0, frame,
-                                    noise_lambda, search, line_steps, backend)
-        frames.append(ops.call("compose", frames[-1], candidates, index, alpha, num_candidates, seed or 0, frame,
-                               backend))
-        indices.append(index)
-        alphas.append(alpha)
-        kls.append(kl)
-    noise = torch.stack(frames, dim=1)
+        streams, seeds = _Streams(generator or video_generators(seed, batch), device), None
+        first = streams.draw(1, batch, dim)[0]
+    noise, picks = _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps,
+                          backend)
     out = noise.to(dtype).view(shape)
     if not return_stats:
         return out
 
-    def per_pair(values, dtype):
+    def per_pair(position, dtype):
+        values = [pick[position] for pick in picks]
         return torch.stack(values, dim=1) if values else torch.zeros((batch, 0), dtype=dtype, device=device)
 
     stats = {
-        "alpha": per_pair(alphas, torch.float64),
-        "achieved_kl": per_pair(kls, torch.float64),
+        "alpha": per_pair(1, torch.float64),
+        "achieved_kl": per_pair(2, torch.float64),
         "correlation": _adjacent_correlation(noise),
-        "candidate_index": per_pair(indices, torch.int64),
+        "candidate_index": per_pair(0, torch.int64),
         "backend": backend,
         "search": search,
         "noise_lambda": noise_lambda,

@@ -22,11 +22,14 @@ EXACT_ITERATIONS = 60
 
 
 # --------------------------------------------------------------------------- momentum (TMA)
-def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None) -> torch.Tensor:
+def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None, *,
+                    return_state: bool = False):
     """Recursive EMA along dim 1: y_0 = x_0 (or mu*init + (1-mu)*x_0), y_f = mu*y_{f-1} + (1-mu)*x_f.
 
-    Accumulates in float32 (float64 for float64 input) and returns x's dtype. ``init`` has x's shape
-    without dim 1.
+    Accumulates in float32 (float64 for float64 input) and returns y in x's dtype. ``init`` has x's
+    shape without dim 1, in any float dtype. With ``return_state`` returns ``(y, state)``: the running
+    value after the last frame in the accumulation dtype, unrounded, in its own storage; passed back
+    as ``init`` it continues the recursion bit for bit.
     """
     compute = torch.promote_types(x.dtype, torch.float32)
     y = x.new_empty(x.shape)
@@ -43,7 +46,10 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
             if in_place:
                 continue
         out.copy_(state)
-    return y
+    if not return_state:
+        return y
+    # A copy: in the in-place path the state is a view of y (or of x), which would keep all of it alive.
+    return y, state.clone(memory_format=torch.contiguous_format)
 
 
 def momentum_matrix_form(x: torch.Tensor, momentum: float) -> torch.Tensor:
@@ -87,31 +93,47 @@ def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tens
 
 
 def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype."""
+    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype.
+
+    alpha is clamped to [0, 1] and the index to [0, R), as the kernels do (never NaN, never out of bounds).
+    """
+    index = index.clamp(0, candidates.shape[0] - 1)
     chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)].float()
-    alpha = alpha.double()
+    alpha = alpha.double().clamp(0, 1)
     keep = alpha.sqrt().float()[:, None]
-    fresh = (1 - alpha).clamp(min=0).sqrt().float()[:, None]
+    fresh = (1 - alpha).sqrt().float()[:, None]
     return (keep * prev.float() + fresh * chosen).to(prev.dtype)
 
 
-def _paper_line_stage(a_sum, c_best, noise_lambda, line_steps):
-    """The paper's line stage on alpha (start 0.1, step 0.1; accept: +step; reject: -0.8 step, step*0.2).
+def paper_line_stage(error, incumbent: torch.Tensor, line_steps: int) -> torch.Tensor:
+    """The paper's line stage on alpha, on the trajectory its published pseudocode takes in float32.
 
-    alpha is clamped to [0, 1] after every move (unclamped, sqrt(1 - alpha) is NaN; DESIGN.md §1.1).
-    The incumbent is the raw candidate (alpha = 0); a step is kept when it is not worse (``<=``).
+    Start 0.1, step 0.1; a trial that is not worse (``<=``) than the incumbent is accepted and alpha += step,
+    otherwise alpha -= 0.8·step and step *= 0.2. trial and step are float32 as in the pseudocode, so ten
+    accepted steps reach 1.0000001: its error is NaN there (sqrt(1 - alpha)), NaN compares false, and the
+    trial is rejected. Rejections compound float32 rounding too: trial - 0.8·step drifts below 0.2·step
+    and after about eleven rejections in a row the trial is negative, its error NaN again. Here a trial
+    outside [0, 1] is rejected the same way, without computing a NaN. The
+    incumbent starts as the raw candidate (alpha = 0) with its random-stage error. Returns the best
+    *evaluated* alpha (the pseudocode returns the alpha after its last update, never evaluated, which can
+    be NaN or worse than every trial).
+
+    Args:
+        error: alpha [B] float64 in [0, 1] -> |KL(compose(alpha), prev) - lambda| [B] float64.
+        incumbent: the random stage's error of the chosen candidate, [B] float64.
     """
-    best = (a_sum - c_best - noise_lambda).abs()
-    best_alpha = torch.zeros_like(a_sum)
-    alpha = torch.full_like(a_sum, 0.1)
-    step = torch.full_like(a_sum, 0.1)
+    best = incumbent
+    best_alpha = torch.zeros_like(best)
+    trial = torch.full(best.shape, 0.1, dtype=torch.float32, device=best.device)
+    step = torch.full_like(trial, 0.1)
     for _ in range(line_steps):
-        dist = (kl_of_composition(a_sum, c_best, alpha.sqrt()) - noise_lambda).abs()
-        keep = dist <= best
-        best = torch.where(keep, dist, best)
-        best_alpha = torch.where(keep, alpha, best_alpha)
-        alpha = torch.where(keep, alpha + step, alpha - 0.8 * step).clamp(0.0, 1.0)
-        step = torch.where(keep, step, 0.2 * step)
+        candidate = trial.double()
+        dist = error(candidate.clamp(0.0, 1.0))
+        accept = (candidate >= 0) & (candidate <= 1) & (dist <= best)
+        best = torch.where(accept, dist, best)
+        best_alpha = torch.where(accept, candidate, best_alpha)
+        trial = torch.where(accept, trial + step, trial - 0.8 * step)
+        step = torch.where(accept, step, step * 0.2)
     return best_alpha
 
 
@@ -137,6 +159,12 @@ def _exact_alpha(a_sum, c_best, noise_lambda):
     return s * s
 
 
+def _random_stage(distance: torch.Tensor) -> torch.Tensor:
+    """Per row, the first candidate with the smallest distance; a NaN distance never wins (as ``<`` in the
+    pseudocode), and a row with no finite distance picks candidate 0."""
+    return torch.nan_to_num(distance, nan=torch.inf).argmin(dim=1)
+
+
 def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps: int):
     """Both stages of the per-frame search from the sums alone: returns (index [B], alpha [B], kl [B]).
 
@@ -146,10 +174,11 @@ def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps:
     """
     a_sum = a_sum.double()
     c_sum = c_sum.double()
-    index = (a_sum[:, None] - c_sum - noise_lambda).abs().argmin(dim=1)
+    index = _random_stage((a_sum[:, None] - c_sum - noise_lambda).abs())
     c_best = c_sum.gather(1, index[:, None])[:, 0]
     if search == "paper":
-        alpha = _paper_line_stage(a_sum, c_best, noise_lambda, line_steps)
+        alpha = paper_line_stage(lambda a: (kl_of_composition(a_sum, c_best, a.sqrt()) - noise_lambda).abs(),
+                                 (a_sum - c_best - noise_lambda).abs(), line_steps)
     else:
         alpha = _exact_alpha(a_sum, c_best, noise_lambda)
     return index, alpha, kl_of_composition(a_sum, c_best, alpha.sqrt())
@@ -158,7 +187,8 @@ def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps:
 def search_frame_literal(prev, candidates, noise_lambda: float, search: str, line_steps: int):
     """The two-stage search as the paper writes it: full-tensor KL for each candidate and each step.
 
-    float64 throughout, per-candidate loop, per-step composition of the whole frame. Returns
+    float64 statistics, per-candidate loop, per-step composition of the whole frame ("paper": the float32
+    trial trajectory of :func:`paper_line_stage`). Returns
     (index [B], alpha [B], frame [B, D] float64, achieved kl [B]). The oracle for ``search_from_sums``.
     """
     p = prev.double()
@@ -180,16 +210,7 @@ def search_frame_literal(prev, candidates, noise_lambda: float, search: str, lin
         return (kl_statistic(frame(alpha), p) - noise_lambda).abs()
 
     if search == "paper":
-        best_alpha = torch.zeros_like(best_dist)
-        alpha = torch.full_like(best_dist, 0.1)
-        step = torch.full_like(best_dist, 0.1)
-        for _ in range(line_steps):
-            dist = dist_at(alpha)
-            keep = dist <= best_dist
-            best_dist = torch.where(keep, dist, best_dist)
-            best_alpha = torch.where(keep, alpha, best_alpha)
-            alpha = torch.where(keep, alpha + step, alpha - 0.8 * step).clamp(0.0, 1.0)
-            step = torch.where(keep, step, 0.2 * step)
+        best_alpha = paper_line_stage(dist_at, best_dist, line_steps)
     else:
         low, high = torch.zeros_like(best_dist), torch.ones_like(best_dist)
         for _ in range(EXACT_ITERATIONS):

@@ -17,7 +17,7 @@ import torch
 from ._checks import check_int, check_number
 from .attention import install_momentum_attention
 from .backend import resolve_backend
-from .noise import check_noise_settings, seeded_generator
+from .noise import check_noise_settings, video_generators
 from .noise import dependency_noise as make_dependency_noise
 from .pipeline import load_pipeline
 
@@ -122,26 +122,21 @@ def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
 
 
 def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend):
-    """[V, F, c, h, w] float32 initial latents and the noise statistics.
+    """[V, F, c, h, w] float32 initial latents and the noise statistics (None without dependency noise).
 
-    A list of generators gives each video its own stream (diffusers convention): video v's noise then
-    does not depend on which other videos share the batch.
+    With ``seed`` (or a list of generators), video v's noise depends only on (seed, v), never on the batch
+    it is sampled in (see :func:`zs2_kernels.noise.video_seeds`); one generator draws for the whole batch.
     """
-    if isinstance(generator, (list, tuple)):
-        parts = [_initial_latents((1, *shape[1:]), use_dependency_noise=use_dependency_noise,
-                                  noise_lambda=noise_lambda, search=search, generator=g, seed=None, device=device,
-                                  backend=backend) for g in generator]
-        stats = None
-        if use_dependency_noise:
-            stats = {k: torch.cat([p[1][k] for p in parts]) for k in ("alpha", "achieved_kl", "correlation")}
-        return torch.cat([p[0] for p in parts]), stats
     if use_dependency_noise:
         return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
                                      device=device, return_stats=True, backend=backend)
-    if generator is None:
-        generator = seeded_generator(seed)
-    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
-    return noise, None
+    generators = video_generators(seed, shape[0]) if generator is None else generator
+    if isinstance(generators, torch.Generator):
+        noise = torch.randn(shape, generator=generators, device=generators.device, dtype=torch.float32)
+    else:
+        noise = torch.stack([torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32)
+                             for g in generators])
+    return noise.to(device), None
 
 
 def _decode(pipe, latents, chunk_size):
@@ -189,9 +184,16 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
         momentum: mu of temporal momentum attention in [0, 1].
         dependency_noise / momentum_attention: switch either component off (ablations; both off is
             independent per-frame sampling).
-        frame_chunk: run the UNet on at most this many frames at a time; the result equals the unchunked one.
-        seed / generator: reproducibility (a CPU generator gives the same video on CPU and GPU); a list of
-            generators, one per video, makes each video independent of the batch it is sampled in.
+        frame_chunk: run the UNet on at most this many frames at a time (bounds memory for long videos). The
+            float32 momentum state is carried from chunk to chunk, so the result is the unchunked one bit for
+            bit wherever the UNet's own layers compute each sample independently of the batch size. On CPU
+            that holds in fp16/bf16 (and in fp32 for small layers); fp32 convolutions and matrix products on
+            CPU (oneDNN/MKL), and cuBLAS/cuDNN on a GPU, may pick other algorithms for other batch sizes: there
+            chunked and unchunked agree to within that rounding (about 1e-5 on the embedded model, CPU fp32).
+        seed / generator: reproducibility. With ``seed``, video v of the batch depends only on (seed, v), so
+            sampling it alone or in any batch gives the same video (on one backend: Triton's in-kernel Philox
+            and the CPU generators draw different numbers). A list of CPU generators, one per video, gives
+            the same video on CPU and GPU; a single generator draws for the whole batch (diffusers' rule).
         device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype).
         output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call.
         progress: show a progress bar over denoising steps.
