@@ -8,7 +8,8 @@
 # the logs of every step under benchmarks/results/<gpu-name>-<date>-logs/. Every step runs even when an
 # earlier one failed; the exit status is non-zero when any step failed (the summary names them).
 #
-# Usage: benchmarks/run_gpu.sh            (PYTHON=/path/to/python to choose the interpreter)
+# Usage: benchmarks/run_gpu.sh            (PYTHON=/path/to/python to choose the interpreter;
+#        ZS2_GIT_REVISION=<commit> when the tree was copied without a matching .git)
 # Time boxes (a lent machine allows ~10 minutes a command): TIMEOUT_<step>=SECONDS caps that step, e.g.
 #   TIMEOUT_gpu_tests=150 TIMEOUT_bench_ops_ema=180 benchmarks/run_gpu.sh
 # Results are written as they are measured, so a step cut short keeps what it finished.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -10,13 +11,22 @@ import torch
 
 
 def git_revision() -> str:
-    """``git rev-parse HEAD`` of the checkout this package runs from, or "unknown" outside one."""
+    """The code revision: ``$ZS2_GIT_REVISION`` when set, else ``git rev-parse HEAD`` of this package's checkout
+    with "+dirty" when tracked files differ from it, or "unknown" outside a checkout.
+
+    The override is for copies whose .git does not match the files (a tree shipped to a GPU machine).
+    """
+    if os.environ.get("ZS2_GIT_REVISION"):
+        return os.environ["ZS2_GIT_REVISION"]
+    here = Path(__file__).parent
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10, check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return result.stdout.strip() or "unknown"
+    return (head + "+dirty" if changed else head) or "unknown"
 
 
 def device_name(device: torch.device) -> str:
