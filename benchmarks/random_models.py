@@ -20,15 +20,18 @@ STYLES = ("sd15",)
 MAX_TOKENS = 77
 
 
-def character_tokenizer():
-    """A CLIP tokenizer over single characters (an in-memory vocabulary), padding to 77 tokens like SD's."""
+def character_tokenizer(max_tokens: int = MAX_TOKENS):
+    """A CLIP tokenizer over single characters (an in-memory vocabulary), padding to ``max_tokens`` (SD: 77).
+
+    Also the tokenizer of the tests' tiny pipelines (tests/tiny_pipelines.py), with 16 tokens.
+    """
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for char in string.ascii_lowercase + string.digits + ".,'-":
         vocab.setdefault(char, len(vocab))
         vocab.setdefault(char + "</w>", len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_tokens)
 
 
 def sd15_pipeline(device, dtype: torch.dtype, seed: int = 0):

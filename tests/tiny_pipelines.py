@@ -3,23 +3,28 @@
 They exercise the real loading and sampling code paths in seconds on a CPU.
 """
 
-import string
+import importlib.util
+from pathlib import Path
 
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
                        UNet2DConditionModel)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 MAX_TOKENS = 16
 
 
+def _benchmark_models():
+    spec = importlib.util.spec_from_file_location("zs2_benchmarks_random_models",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "random_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_tokenizer():
-    """A character-level CLIP BPE tokenizer built from an in-memory vocabulary."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in string.ascii_lowercase + string.digits + ".,'-":
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    """The benchmarks' character-level CLIP tokenizer (benchmarks/random_models.py), padding to 16 tokens."""
+    return _benchmark_models().character_tokenizer(MAX_TOKENS)
 
 
 def _text_config(vocab_size, **extra):
