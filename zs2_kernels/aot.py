@@ -1,4 +1,4 @@
-"""Ahead-of-time compilation of every Triton kernel variant to cubin, without a GPU (DESIGN.md §4).
+"""Ahead-of-time compilation of every Triton kernel variant to cubin, without a GPU (zs2_kernels/DESIGN.md §3).
 
 Catches what the interpreter cannot (type errors, unsupported ops, register spills) and reports the
 resources of each kernel. ``python -m zs2_kernels.aot`` prints the table for sm_80 and sm_90

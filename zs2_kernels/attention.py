@@ -1,4 +1,4 @@
-"""Temporal momentum attention (DESIGN.md §1.2) as a diffusers attention processor.
+"""Temporal momentum attention (zs2_kernels/DESIGN.md §1.2) as a diffusers attention processor.
 
 In every self-attention layer (``attn1``) frame f attends with its own queries to keys and values of
 the EMA over frames  y_0 = h_0,  y_f = mu·y_{f-1} + (1-mu)·h_f.  Because the EMA weights sum to 1 and

@@ -1,6 +1,6 @@
 """The dependency noise model: a chain of initial noises whose adjacent frames hit a KL target lambda.
 
-    eps_0 ~ N(0, I),   eps_i = sqrt(a_i)·eps_{i-1} + sqrt(1 - a_i)·n_i     (DESIGN.md §1.1)
+    eps_0 ~ N(0, I),   eps_i = sqrt(a_i)·eps_{i-1} + sqrt(1 - a_i)·n_i     (zs2_kernels/DESIGN.md §1.1)
 
 Per frame, a two-stage search picks n_i among R random candidates and a_i by a line stage, using
 only two means of the previous frame (the batched KL check); every frame stays exactly N(0, I).

@@ -7,7 +7,7 @@ Two layers live here:
   slow on purpose: they are the oracle the fused kernels are tested against and the "paper
   reference" the benchmarks compare with.
 * the *identity* forms (``kl_sums``, ``search_from_sums``, ``compose``, ``momentum_update``) use the
-  two identities of DESIGN.md (KL of a composition is affine in two means; the EMA is a recursion)
+  two identities of zs2_kernels/DESIGN.md (KL of a composition is affine in two means; the EMA is a recursion)
   and are the CPU implementation of the ``zs2`` ops. Kernels must match them.
 """
 

@@ -1,4 +1,4 @@
-"""Triton kernel of the temporal-momentum EMA over frames (DESIGN.md §1.2).
+"""Triton kernel of the temporal-momentum EMA over frames (zs2_kernels/DESIGN.md §1.2).
 
     y_0 = x_0            (or mu * init + (1 - mu) * x_0 with a carried state)
     y_f = mu * y_{f-1} + (1 - mu) * x_f

@@ -1,4 +1,4 @@
-"""Triton kernels of the dependency-noise search (DESIGN.md §1.1): KL sums, the search, compose.
+"""Triton kernels of the dependency-noise search (zs2_kernels/DESIGN.md §1.1): KL sums, the search, compose.
 
 With A = mean(exp(p)·p) and C_r = mean(exp(p)·n_r) over the previous frame p,
 
