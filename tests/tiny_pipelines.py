@@ -15,8 +15,8 @@ MAX_TOKENS = 16
 
 
 def _benchmark_models():
-    spec = importlib.util.spec_from_file_location("zs2_benchmarks_random_models",
-                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "random_models.py")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "random_models.py"
+    spec = importlib.util.spec_from_file_location("zs2_benchmarks_random_models", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -66,10 +66,10 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
                 report = subprocess.run([_cuobjdump(), "-res-usage", str(cubin)], check=True,
                                         capture_output=True, text=True).stdout
                 usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
+                ttir = compiled.asm["ttir"]
                 rows.append(KernelResources(kernel.__name__, variant, arch, int(usage["REG"]),
-                                            int(usage["LOCAL"]), int(usage["STACK"]),
-                                            int(compiled.metadata.shared), narrow_address_arithmetic(compiled.asm["ttir"]),
-                                            wide_counter(compiled.asm["ttir"])))
+                                            int(usage["LOCAL"]), int(usage["STACK"]), int(compiled.metadata.shared),
+                                            narrow_address_arithmetic(ttir), wide_counter(ttir)))
     return rows
 
 
