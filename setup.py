@@ -47,10 +47,10 @@ setup(
     # Namespace discovery also lists the data folders (weights, prompts, the built library) as packages.
     packages=find_namespace_packages(include=["zs2_kernels", "zs2_kernels.*"]),
     include_package_data=True,
-    package_data={"zs2_kernels": ["data/*.txt", "embedded/*.json", "embedded/*.safetensors",
-                                  "embedded/digits-sd/*.json", "embedded/digits-sd/*/*.json",
-                                  "embedded/digits-sd/*/*.safetensors", "embedded/digits-sd/*/*.txt",
-                                  "_lib/*.so"]},
+    package_data={"zs2_kernels": ["DESIGN.md", "_lib/*.so"],
+                  "zs2_kernels.embedded": ["*.safetensors", "digits-sd/*.json", "digits-sd/*/*.json",
+                                           "digits-sd/*/*.safetensors", "digits-sd/*/*.txt"],
+                  "zs2_kernels.evaluation": ["data/*.txt"]},
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",
@@ -70,6 +70,6 @@ setup(
     # torch-fidelity (Inception FID) depends on torchvision, which would pull a second, CUDA build of torch.
     extras_require={"test": ["pytest>=8"], "inception": ["torch-fidelity"]},
     entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
-                                    "zs2-ablate = zs2_kernels.ablate_cli:ablate_main"]},
+                                    "zs2-ablate = zs2_kernels.evaluation.cli:ablate_main"]},
     cmdclass={"build_py": BuildWithCuda},
 )

@@ -54,8 +54,10 @@ from common import (add_output_argument, checked_device, default_output, make_re
                     summarize_seconds)
 
 import zs2_kernels
-from zs2_kernels import cuda_backend, ops, reference
-from zs2_kernels.backend import triton_available
+from zs2_kernels.ops import cuda_library, resolve_backend
+from zs2_kernels.ops.momentum import reference as momentum_reference
+from zs2_kernels.ops.noise import compose_op, search_frame_op
+from zs2_kernels.ops.noise import reference as noise_reference
 
 MOMENTUM = 0.98
 NOISE_LAMBDA = 0.01
@@ -140,9 +142,9 @@ def chain_from_candidates(first, candidates, backend):
     frames = [first]
     for frame, frame_candidates in enumerate(candidates, start=1):
         count = frame_candidates.shape[0]
-        index, alpha, _ = ops.search_frame(frames[-1], frame_candidates, count, None, frame, NOISE_LAMBDA, SEARCH,
+        index, alpha, _ = search_frame_op(frames[-1], frame_candidates, count, None, frame, NOISE_LAMBDA, SEARCH,
                                            LINE_STEPS, backend)
-        frames.append(ops.compose(frames[-1], frame_candidates, index, alpha, count, None, frame, backend))
+        frames.append(compose_op(frames[-1], frame_candidates, index, alpha, count, None, frame, backend))
     return torch.stack(frames, dim=1)
 
 
@@ -168,14 +170,14 @@ class Impl:
 def momentum_impls(device: torch.device, ours: str, compile_fn) -> list[Impl]:
     """Ours, the CUDA C++ backend (when usable), the eager loop and matrix forms, and their compiled versions."""
     impls = [Impl("zs2", ours, lambda a: lambda: zs2_kernels.momentum_update(a["x"], MOMENTUM, backend=ours))]
-    if device.type == "cuda" and cuda_backend.is_available():
+    if device.type == "cuda" and cuda_library.is_available():
         impls.append(Impl("cuda", "cuda", lambda a: lambda: zs2_kernels.momentum_update(a["x"], MOMENTUM,
                                                                                          backend="cuda")))
     impls += [
-        Impl("reference_loop", "eager", lambda a: lambda: reference.momentum_update(a["x"], MOMENTUM)),
-        Impl("reference_matrix", "eager", lambda a: lambda: reference.momentum_matrix_form(a["x"], MOMENTUM)),
+        Impl("reference_loop", "eager", lambda a: lambda: momentum_reference.momentum_update(a["x"], MOMENTUM)),
+        Impl("reference_matrix", "eager", lambda a: lambda: momentum_reference.momentum_matrix_form(a["x"], MOMENTUM)),
     ]
-    matrix, loop = compile_fn(reference.momentum_matrix_form), compile_fn(reference.momentum_update)
+    matrix, loop = compile_fn(momentum_reference.momentum_matrix_form), compile_fn(momentum_reference.momentum_update)
     impls += [Impl("compile_matrix", "inductor", lambda a: lambda: matrix(a["x"], MOMENTUM), compiled=True),
               Impl("compile_loop", "inductor", lambda a: lambda: loop(a["x"], MOMENTUM), compiled=True)]
     return impls
@@ -193,12 +195,12 @@ def chain_impls(device: torch.device, ours: str, compile_fn) -> list[Impl]:
     impls = [Impl("zs2", ours, public, note=f"public API, includes RNG ({rng})"),
              Impl("zs2_predrawn", ours, lambda a: lambda: chain_from_candidates(a["first"], a["candidates"], ours),
                   note="pre-drawn candidates")]
-    if device.type == "cuda" and cuda_backend.is_available():
+    if device.type == "cuda" and cuda_library.is_available():
         impls.append(Impl("cuda", "cuda", lambda a: lambda: chain_from_candidates(a["first"], a["candidates"],
                                                                                   "cuda"), note="pre-drawn candidates"))
-    search_frame = compile_fn(reference.search_frame_literal)
+    search_frame = compile_fn(noise_reference.search_frame_literal)
     impls += [
-        Impl("reference_literal", "eager", lambda a: lambda: reference.dependency_noise_literal(
+        Impl("reference_literal", "eager", lambda a: lambda: noise_reference.dependency_noise_literal(
             a["first"], a["candidates"], NOISE_LAMBDA, SEARCH, LINE_STEPS), note="float64, per-candidate loops"),
         Impl("compile_literal", "inductor", lambda a: lambda: literal_chain(search_frame, a["first"], a["candidates"]),
              compiled=True, note="torch.compile of the per-frame literal search"),
@@ -318,7 +320,7 @@ def run(args) -> list[dict]:
     """Measure every case; each case's records are appended to ``args.out`` as soon as they exist (a run
     cut short keeps what it measured)."""
     device = torch.device(args.device)
-    ours = "triton" if device.type == "cuda" and triton_available() else "torch"
+    ours = resolve_backend(device)
     environment = run_environment("ops", device)
     timer = Timer(device, args.repeats)
     allow_recompiles()

@@ -29,7 +29,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
 
 import zs2_kernels
 from random_models import STYLES, random_pipeline
-from zs2_kernels.backend import triton_available
+from zs2_kernels.ops import resolve_backend
 
 IMPLS = ("plain_ddim", "zs2", "zs2_reference", "text2video_zero")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -69,7 +69,7 @@ def text2video_zero_pipeline(pipe):
 
 def build_runners(pipe, args, device: torch.device) -> dict:
     """impl name -> (backend label, note, zero-argument call returning sample_video's stats or None)."""
-    ours = "triton" if device.type == "cuda" and triton_available() else "torch"
+    ours = resolve_backend(device)
     common = dict(num_frames=args.frames, height=args.height, width=args.width, num_inference_steps=args.steps,
                   guidance_scale=args.guidance_scale, noise_lambda=args.noise_lambda, momentum=args.momentum,
                   search=SEARCH, seed=args.seed, output_type="np", progress=False)

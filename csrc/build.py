@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -83,75 +82,27 @@ def cuda_home(nvcc: str) -> Path | None:
     return None
 
 
+def _load_cuobjdump_reader():
+    """The package's stdlib-only cuobjdump reader, loaded by path (nothing needs to be installed yet)."""
+    path = Path(__file__).resolve().parents[1] / "zs2_kernels" / "ops" / "cuobjdump.py"
+    spec = importlib.util.spec_from_file_location("zs2_cuobjdump", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_READER = _load_cuobjdump_reader()
+
+
 def find_cuobjdump(nvcc: str | None = None) -> str | None:
     """cuobjdump: ``$CUOBJDUMP``, PATH, nvcc's toolkit, or the copy bundled with triton; None if none."""
-    candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
     nvcc = nvcc or find_nvcc()
-    home = cuda_home(nvcc) if nvcc else None
-    if home is not None:
-        candidates.append(str(home / "bin" / "cuobjdump"))
-    triton = importlib.util.find_spec("triton")  # locates the package without importing it
-    if triton is not None and triton.submodule_search_locations:
-        for location in triton.submodule_search_locations:
-            candidates.append(str(Path(location) / "backends" / "nvidia" / "bin" / "cuobjdump"))
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-_ARCH_LINE = re.compile(r"^arch = (sm_\d+)")
-_FUNCTION_LINE = re.compile(r"^\s*Function (\S+):")
-_FIELD = re.compile(r"([A-Z_]+(?:\[\d+\])?):(\d+)")
+    return _READER.find_cuobjdump(cuda_home(nvcc) if nvcc else None)
 
 
 def resource_usage(library_path, cuobjdump: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
-    """``{arch: {kernel: {"REG": .., "STACK": .., "SHARED": .., "LOCAL": .., ...}}}`` from cuobjdump -res-usage.
-
-    Kernel names are demangled with c++filt when it is available. LOCAL > 0 or STACK > 0 means spills
-    or a local-memory array.
-    """
-    tool = cuobjdump or find_cuobjdump()
-    if tool is None:
-        raise RuntimeError("cuobjdump not found (set CUOBJDUMP, or put the CUDA toolkit's bin on PATH)")
-    text = subprocess.run([tool, "-res-usage", str(library_path)], capture_output=True, text=True, check=True).stdout
-    usage: dict[str, dict[str, dict[str, int]]] = {}
-    arch = None
-    function = None
-    for line in text.splitlines():
-        if match := _ARCH_LINE.match(line):
-            arch = match.group(1)
-            usage.setdefault(arch, {})
-        elif match := _FUNCTION_LINE.match(line):
-            function = match.group(1)
-        elif function is not None and arch is not None and (fields := _FIELD.findall(line)):
-            usage[arch][function] = {key: int(value) for key, value in fields}
-            function = None
-    return {arch: _demangled(kernels) for arch, kernels in usage.items()}
-
-
-def _demangled(kernels: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    cxxfilt = shutil.which("c++filt")
-    if cxxfilt is None or not kernels:
-        return kernels
-    names = list(kernels)
-    result = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True)
-    pretty = result.stdout.splitlines() if result.returncode == 0 else names
-    if len(pretty) != len(names):
-        return kernels
-    return {_short_name(new): kernels[old] for old, new in zip(names, pretty)}
-
-
-def _short_name(demangled: str) -> str:
-    """``void (anonymous namespace)::kl_partial_kernel<__half, 8>(...)`` -> ``kl_partial_kernel<__half, 8>``."""
-    name = demangled.split("(anonymous namespace)::")[-1]
-    depth = 0
-    for position, char in enumerate(name):
-        depth += char == "<"
-        depth -= char == ">"
-        if char == "(" and depth == 0:
-            return name[:position]
-    return name
+    """``{arch: {kernel: {"REG": .., "STACK": .., "SHARED": .., "LOCAL": .., ...}}}`` of the built library."""
+    return _READER.resource_usage(library_path, cuobjdump or find_cuobjdump())
 
 
 def format_usage(usage: dict[str, dict[str, dict[str, int]]]) -> str:

@@ -2,7 +2,7 @@
 
 import sys
 
-from zs2_kernels.ablate_cli import ablate_main
+from zs2_kernels.evaluation.cli import ablate_main
 
 if __name__ == "__main__":
     sys.exit(ablate_main())

@@ -13,9 +13,9 @@ import pytest
 import torch
 from tiny_pipelines import tiny_pipeline
 
-from zs2_kernels import ablate_cli
-from zs2_kernels.ablation import IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, study_configs, unit_seed
-from zs2_kernels.metrics import FeatureFID, consistency_metrics, motion_metrics
+from zs2_kernels.evaluation import cli as ablate_cli
+from zs2_kernels.evaluation.ablation import IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, study_configs, unit_seed
+from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI-sized runs have fewer frames than feature dimensions: the warning is tested in test_metrics.py.
@@ -185,7 +185,7 @@ def test_metric_helpers_on_known_inputs():
 
 
 def test_torchrun_rank_makes_its_gpu_current(monkeypatch):
-    from zs2_kernels import ablation
+    from zs2_kernels.evaluation import ablation
 
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)

@@ -1,6 +1,6 @@
 """Every Triton kernel variant compiles ahead of time to sm_80 and sm_90 cubin, with no register spills.
 
-Runs ``python -m zs2_kernels.aot --json`` in a subprocess: the test session runs Triton in the
+Runs ``python -m zs2_kernels.ops.aot --json`` in a subprocess: the test session runs Triton in the
 interpreter, which replaces the kernels the compiler needs.
 """
 
@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture(scope="module")
 def resources():
     env = dict(os.environ, TRITON_INTERPRET="0")
-    result = subprocess.run([sys.executable, "-m", "zs2_kernels.aot", "--json"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "zs2_kernels.ops.aot", "--json"], capture_output=True, text=True,
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -55,7 +55,7 @@ def test_addresses_and_philox_counters_are_computed_in_64_bits(resources):
 def test_search_kernel_compiles_once_for_any_candidate_count():
     """R is a runtime argument (columns are reduced in fixed-width chunks): one binary per mode, and the resource
     test above (no spills) covers every R. On a GPU, tests/test_gpu_kernels.py counts the compiled variants."""
-    from zs2_kernels.kernels import noise_search
+    from zs2_kernels.ops.noise import triton as noise_search
 
     variants = [spec for spec in noise_search.aot_specs() if spec[0] is noise_search._search_kernel]
     assert len(variants) == 2  # exact and paper

@@ -1,9 +1,10 @@
-"""The hand-written CUDA C++ backend: csrc/ (nvcc build, resource usage) and zs2_kernels.cuda_backend.
+"""The hand-written CUDA C++ backend: csrc/ (nvcc build, resource usage) and its bindings (zs2_kernels.ops.cuda_library,
+zs2_kernels.ops.momentum.cuda, zs2_kernels.ops.noise.cuda).
 
 Without a GPU: the library compiles for sm_80 and sm_90 with warnings as errors, no kernel spills or uses
 a stack, the binding loads it and finds its symbols, and misuse (CPU tensors, missing library, bad
 arguments) raises clear errors. Compile tests skip when nvcc is absent.
-With a GPU (``gpu`` marker): numerics against ``zs2_kernels.reference`` for every dtype and odd sizes
+With a GPU (``gpu`` marker): numerics against the PyTorch references for every dtype and odd sizes
 (outputs NaN-poisoned, so an unwritten element fails), determinism, and a compute-sanitizer memcheck run
 of all three launchers. The same numerics checks, on fewer sizes, also run without a GPU on a host
 emulation of the kernels (zs2_ops.cu compiled by g++; see HOST_EMULATION_HEADER).
@@ -20,13 +21,22 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import DTYPE_IDS, DTYPES, gpu_only
 
 import zs2_kernels
-from zs2_kernels import cuda_backend, reference
+from zs2_kernels.ops import cuda_library
+from zs2_kernels.ops.momentum import cuda as momentum_cuda
+from zs2_kernels.ops.momentum import reference as momentum_reference
+from zs2_kernels.ops.noise import cuda as noise_cuda
+from zs2_kernels.ops.noise import reference as noise_reference
+
+#: The backend's three entry points, as the op layer calls them.
+BINDINGS = SimpleNamespace(momentum_update=momentum_cuda.momentum_update, kl_sums=noise_cuda.kl_sums,
+                           compose=noise_cuda.compose)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,18 +72,18 @@ def built_library(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def use_built_library(built_library, monkeypatch) -> Path:
-    monkeypatch.setenv(cuda_backend.ENV_VAR, str(built_library))
+    monkeypatch.setenv(cuda_library.ENV_VAR, str(built_library))
     return built_library
 
 
 @pytest.fixture
 def backend(request, monkeypatch):
-    """cuda_backend bound to the library built from this checkout, or to the installed one without nvcc."""
+    """The bindings, using the library built from this checkout, or the installed one without nvcc."""
     if NVCC is not None:
-        monkeypatch.setenv(cuda_backend.ENV_VAR, str(request.getfixturevalue("built_library")))
-    elif not cuda_backend.library_path().is_file():
+        monkeypatch.setenv(cuda_library.ENV_VAR, str(request.getfixturevalue("built_library")))
+    elif not cuda_library.library_path().is_file():
         pytest.skip("neither nvcc nor an installed CUDA C++ backend library")
-    return cuda_backend
+    return BINDINGS
 
 
 # --------------------------------------------------------------------------- build, resources, binding (no GPU)
@@ -107,17 +117,17 @@ def test_kernels_do_not_spill(built_library):
 
 
 def test_binding_loads_library_and_symbols(use_built_library):
-    library = cuda_backend._library()
-    for name in cuda_backend._SIGNATURES:
+    library = cuda_library.load()
+    for name in cuda_library._SIGNATURES:
         assert getattr(library, name) is not None
     # The statically linked CUDA runtime stays private to the library (it must not clash with torch's).
     with pytest.raises(AttributeError):
         library.cudaLaunchKernel  # noqa: B018
-    assert cuda_backend.is_available() == torch.cuda.is_available()
+    assert cuda_library.is_available() == torch.cuda.is_available()
 
 
 def test_workspace_size(use_built_library):
-    library = cuda_backend._library()
+    library = cuda_library.load()
     assert library.zs2_kl_sums_workspace_size(5, 3, 4096) == 0  # one chunk: written directly
     assert library.zs2_kl_sums_workspace_size(5, 3, 4 * 64 * 64 + 3) == 3 * 6 * 5
     assert library.zs2_kl_sums_workspace_size(5, 3, 0) == -1
@@ -125,22 +135,22 @@ def test_workspace_size(use_built_library):
 
 def test_launcher_errors_carry_a_message(use_built_library):
     """Argument errors are caught before any CUDA call, so they are testable without a GPU."""
-    library = cuda_backend._library()
+    library = cuda_library.load()
     with pytest.raises(RuntimeError, match="unknown dtype code 7"):
-        cuda_backend._check(library, library.zs2_momentum_update(None, None, None, None, 1, 1, 1, 0.5, 7, None))
+        cuda_library.check_status(library, library.zs2_momentum_update(None, None, None, None, 1, 1, 1, 0.5, 7, None))
     with pytest.raises(RuntimeError, match="a state needs at least one frame"):
-        cuda_backend._check(library, library.zs2_momentum_update(16, None, 16, 16, 2, 0, 4, 0.5, 0, None))
+        cuda_library.check_status(library, library.zs2_momentum_update(16, None, 16, 16, 2, 0, 4, 0.5, 0, None))
     with pytest.raises(RuntimeError, match="negative size"):
-        cuda_backend._check(library, library.zs2_compose(None, 0, None, None, None, None, 1, -1, 1, 0, None))
+        cuda_library.check_status(library, library.zs2_compose(None, 0, None, None, None, None, 1, -1, 1, 0, None))
     with pytest.raises(RuntimeError, match="needs a workspace"):
-        cuda_backend._check(library, library.zs2_kl_sums(16, 5000, 16, 16, 16, None, 2, 1, 5000, 0, None))
+        cuda_library.check_status(library, library.zs2_kl_sums(16, 5000, 16, 16, 16, None, 2, 1, 5000, 0, None))
     # Empty problems are no-ops that never touch CUDA.
     assert library.zs2_momentum_update(None, None, None, None, 0, 4, 4, 0.5, 0, None) == 0
 
 
 def test_import_touches_neither_library_nor_cuda():
     code = (
-        "import torch, zs2_kernels.cuda_backend\n"
+        "import torch, zs2_kernels.ops.cuda_library, zs2_kernels.ops.momentum.cuda, zs2_kernels.ops.noise.cuda\n"
         "maps = open('/proc/self/maps').read()\n"
         "assert 'libzs2_cuda' not in maps, 'library loaded at import'\n"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised at import'\n"
@@ -152,33 +162,33 @@ def test_cpu_tensors_raise_clear_error(use_built_library):
     prev = torch.randn(2, 8)
     candidates = torch.randn(3, 2, 8)
     with pytest.raises(RuntimeError, match=CLEAR_GPU_ERROR):
-        cuda_backend.momentum_update(torch.randn(2, 3, 8), 0.5)
+        momentum_cuda.momentum_update(torch.randn(2, 3, 8), 0.5)
     with pytest.raises(RuntimeError, match=CLEAR_GPU_ERROR):
-        cuda_backend.kl_sums(prev, candidates)
+        noise_cuda.kl_sums(prev, candidates)
     with pytest.raises(RuntimeError, match=CLEAR_GPU_ERROR):
-        cuda_backend.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.float64))
+        noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.float64))
 
 
 def test_missing_library_raises_clear_error(monkeypatch, tmp_path):
     missing = tmp_path / "libzs2_cuda.so"
-    monkeypatch.setenv(cuda_backend.ENV_VAR, str(missing))
-    assert cuda_backend.library_path() == missing
-    assert not cuda_backend.is_available()
+    monkeypatch.setenv(cuda_library.ENV_VAR, str(missing))
+    assert cuda_library.library_path() == missing
+    assert not cuda_library.is_available()
     prev = torch.randn(2, 8)
     candidates = torch.randn(3, 2, 8)
     for call in (
-        lambda: cuda_backend.momentum_update(torch.randn(2, 3, 8), 0.5),
-        lambda: cuda_backend.kl_sums(prev, candidates),
-        lambda: cuda_backend.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2)),
+        lambda: momentum_cuda.momentum_update(torch.randn(2, 3, 8), 0.5),
+        lambda: noise_cuda.kl_sums(prev, candidates),
+        lambda: noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2)),
     ):
         with pytest.raises(RuntimeError, match=CLEAR_MISSING_ERROR) as error:
             call()
-        assert str(missing) in str(error.value) and cuda_backend.ENV_VAR in str(error.value)
+        assert str(missing) in str(error.value) and cuda_library.ENV_VAR in str(error.value)
 
 
 def test_default_library_location(monkeypatch):
-    monkeypatch.delenv(cuda_backend.ENV_VAR, raising=False)
-    assert cuda_backend.library_path() == Path(zs2_kernels.__file__).resolve().parent / "_lib" / "libzs2_cuda.so"
+    monkeypatch.delenv(cuda_library.ENV_VAR, raising=False)
+    assert cuda_library.library_path() == Path(zs2_kernels.__file__).resolve().parent / "_lib" / "libzs2_cuda.so"
 
 
 # --------------------------------------------------------------------------- numerics checks (GPU and host emulation)
@@ -218,8 +228,8 @@ def check_momentum(ops, device, dtype, size, frames, mu, with_init, offset=0):
     y, state = ops.momentum_update(x, mu, init, return_state=True)
     assert y.dtype == dtype and y.shape == x.shape and state.dtype == torch.float32 and state.shape == (3, size)
     truth = momentum_truth(x, mu, init)
-    assert_as_accurate_as_torch(y, reference.momentum_update(x, mu, init), truth, ATOL[dtype])
-    assert_as_accurate_as_torch(state, reference.momentum_update(x, mu, init, return_state=True)[1], truth[:, -1],
+    assert_as_accurate_as_torch(y, momentum_reference.momentum_update(x, mu, init), truth, ATOL[dtype])
+    assert_as_accurate_as_torch(state, momentum_reference.momentum_update(x, mu, init, return_state=True)[1], truth[:, -1],
                                 ATOL[torch.float32])
     assert torch.equal(state.to(dtype), y[:, -1])
     assert torch.equal(ops.momentum_update(x, mu, init), y)  # the variant that writes no state
@@ -249,7 +259,7 @@ def check_kl_sums(ops, device, dtype, size, batch, count, offset):
     a_sum, c_sum = ops.kl_sums(prev, candidates)
     assert a_sum.dtype == c_sum.dtype == torch.float32
     assert a_sum.shape == (batch,) and c_sum.shape == (batch, count)
-    plain_a, plain_c = reference.kl_sums(prev, candidates)
+    plain_a, plain_c = noise_reference.kl_sums(prev, candidates)
     truth_a, truth_c = kl_truth(prev, candidates)
     assert_as_accurate_as_torch(a_sum, plain_a, truth_a, 1e-6)
     assert_as_accurate_as_torch(c_sum, plain_c, truth_c, 1e-6)
@@ -268,15 +278,21 @@ def check_compose(ops, device, dtype, size, offset):
     assert out.dtype == dtype and out.shape == (batch, size) and out.is_contiguous()
     chosen = candidates[index, torch.arange(batch, device=device)].double()
     truth = alpha.sqrt()[:, None] * prev.double() + (1 - alpha).clamp(min=0).sqrt()[:, None] * chosen
-    assert_as_accurate_as_torch(out, reference.compose(prev, candidates, index, alpha), truth, ATOL[dtype])
+    assert_as_accurate_as_torch(out, noise_reference.compose(prev, candidates, index, alpha), truth, ATOL[dtype])
 
 
-def check_compose_out_of_range(ops, device):
+def check_compose_out_of_range(ops, device, clamped):
+    """The library writes NaN rows for an index outside [0, R) (never reads out of bounds); the binding clamps
+    the index first, as the other backends do."""
     prev = torch.randn(3, 100, device=device)
     candidates = torch.randn(2, 3, 100, device=device)
-    index = torch.tensor([0, 2, -1], device=device)
-    out = ops.compose(prev, candidates, index, torch.full((3,), 0.5, dtype=torch.float64, device=device))
-    assert torch.isfinite(out[0]).all() and out[1:].isnan().all()
+    alpha = torch.full((3,), 0.5, dtype=torch.float64, device=device)
+    out = ops.compose(prev, candidates, torch.tensor([0, 2, -1], device=device), alpha)
+    assert torch.isfinite(out[0]).all()
+    if clamped:
+        torch.testing.assert_close(out, ops.compose(prev, candidates, torch.tensor([0, 1, 0], device=device), alpha))
+    else:
+        assert out[1:].isnan().all()
 
 
 @pytest.mark.gpu
@@ -319,7 +335,7 @@ def test_compose_matches_reference(backend, nan_poisoned_outputs, dtype, size, o
 @pytest.mark.gpu
 @gpu_only
 def test_compose_out_of_range_index_gives_nan_row(backend):
-    check_compose_out_of_range(backend, "cuda")
+    check_compose_out_of_range(backend, "cuda", clamped=True)
 
 
 # --------------------------------------------------------------------------- host emulation (no GPU)
@@ -410,11 +426,11 @@ def emulated_ops(tmp_path_factory):
     subprocess.run([compiler, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", f"-I{folder}",
                     f"-I{ROOT / 'csrc'}", f"-I{include}", str(folder / "zs2_ops_host.cpp"), "-o", str(library)],
                    check=True)  # fmt: skip
-    return HostOps(cuda_backend._open(str(library)))
+    return HostOps(cuda_library._open(str(library)))
 
 
 class HostOps:
-    """The launchers of the host-emulation build called on CPU tensors, as cuda_backend calls them."""
+    """The launchers of the host-emulation build called on CPU tensors, as the bindings call them."""
 
     def __init__(self, library):
         self.library = library
@@ -422,9 +438,9 @@ class HostOps:
     def momentum_update(self, x, momentum, init=None, *, return_state=False):
         y = torch.empty_like(x)
         state = torch.empty(x.shape[0], x.shape[2]) if return_state else None
-        cuda_backend._check(self.library, self.library.zs2_momentum_update(
+        cuda_library.check_status(self.library, self.library.zs2_momentum_update(
             x.data_ptr(), None if init is None else init.data_ptr(), y.data_ptr(),
-            None if state is None else state.data_ptr(), *x.shape, momentum, cuda_backend._DTYPE_CODES[x.dtype],
+            None if state is None else state.data_ptr(), *x.shape, momentum, cuda_library._DTYPE_CODES[x.dtype],
             None))  # fmt: skip
         return (y, state) if return_state else y
 
@@ -434,18 +450,18 @@ class HostOps:
         c_sum = torch.empty(B, R)
         size = self.library.zs2_kl_sums_workspace_size(R, B, D)
         workspace = torch.empty(size) if size > 0 else None
-        cuda_backend._check(self.library, self.library.zs2_kl_sums(
+        cuda_library.check_status(self.library, self.library.zs2_kl_sums(
             prev.data_ptr(), prev.stride(0), candidates.data_ptr(), a_sum.data_ptr(), c_sum.data_ptr(),
-            None if workspace is None else workspace.data_ptr(), R, B, D, cuda_backend._DTYPE_CODES[prev.dtype],
+            None if workspace is None else workspace.data_ptr(), R, B, D, cuda_library._DTYPE_CODES[prev.dtype],
             None))  # fmt: skip
         return a_sum, c_sum
 
     def compose(self, prev, candidates, index, alpha):
         R, B, D = candidates.shape
         out = torch.empty(B, D, dtype=prev.dtype)
-        cuda_backend._check(self.library, self.library.zs2_compose(
+        cuda_library.check_status(self.library, self.library.zs2_compose(
             prev.data_ptr(), prev.stride(0), candidates.data_ptr(), index.data_ptr(), alpha.data_ptr(),
-            out.data_ptr(), R, B, D, cuda_backend._DTYPE_CODES[prev.dtype], None))  # fmt: skip
+            out.data_ptr(), R, B, D, cuda_library._DTYPE_CODES[prev.dtype], None))  # fmt: skip
         return out
 
 
@@ -477,12 +493,13 @@ def test_host_emulated_compose(emulated_ops, nan_poisoned_outputs, dtype, size, 
 
 
 def test_host_emulated_compose_out_of_range_index(emulated_ops):
-    check_compose_out_of_range(emulated_ops, "cpu")
+    check_compose_out_of_range(emulated_ops, "cpu", clamped=False)
 
 
 SANITIZER_SCRIPT = """
 import torch
-from zs2_kernels import cuda_backend as cb
+from zs2_kernels.ops.momentum import cuda as momentum_cuda
+from zs2_kernels.ops.noise import cuda as noise_cuda
 
 generator = torch.Generator("cuda").manual_seed(0)
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -490,13 +507,13 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for offset in (0, 1):
             buffer = torch.randn(2 * 3 * size + offset, device="cuda", generator=generator).to(dtype)
             x = buffer[offset:].view(2, 3, size)
-            cb.momentum_update(x, 0.9)
-            cb.momentum_update(x, 0.9, x[:, 1].float(), return_state=True)
+            momentum_cuda.momentum_update(x, 0.9)
+            momentum_cuda.momentum_update(x, 0.9, x[:, 1].float(), return_state=True)
             prev = x[:, 1]
             candidates = torch.randn(5, 2, size, device="cuda", generator=generator).to(dtype)
-            cb.kl_sums(prev, candidates)
+            noise_cuda.kl_sums(prev, candidates)
             index = torch.tensor([4, 0], device="cuda")
-            cb.compose(prev, candidates, index, torch.tensor([0.2, 0.7], dtype=torch.float64, device="cuda"))
+            noise_cuda.compose(prev, candidates, index, torch.tensor([0.2, 0.7], dtype=torch.float64, device="cuda"))
 torch.cuda.synchronize()
 print("sanitizer script done")
 """
@@ -521,19 +538,19 @@ def test_compute_sanitizer_memcheck(backend, tmp_path):
 
 def test_old_driver_makes_the_backend_unavailable_with_a_message(use_built_library, monkeypatch):
     """A CUDA 13 build on a CUDA 12 driver loads fine and then fails every launch: say so up front instead."""
-    library = cuda_backend._library()
+    library = cuda_library.load()
     built = library.zs2_cuda_runtime_version()
     assert built >= 11000 and built % 10 == 0  # CUDART_VERSION of the nvcc that built it, e.g. 13000
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(cuda_backend, "driver_version", lambda: built - 1000)
-    problem = cuda_backend.driver_problem(library)
+    monkeypatch.setattr(cuda_library, "driver_version", lambda: built - 1000)
+    problem = cuda_library.driver_problem(library)
     assert f"CUDA {built // 1000}.{built % 1000 // 10}" in problem and "driver" in problem
-    assert not cuda_backend.is_available()
-    cuda_backend._require_driver.cache_clear()
+    assert not cuda_library.is_available()
+    cuda_library.require_driver.cache_clear()
     with pytest.raises(RuntimeError, match="needs a driver"):
-        cuda_backend._require_driver(library._name)
-    cuda_backend._require_driver.cache_clear()
-    monkeypatch.setattr(cuda_backend, "driver_version", lambda: built)
-    assert cuda_backend.driver_problem(library) is None and cuda_backend.is_available()
-    monkeypatch.setattr(cuda_backend, "driver_version", lambda: None)
-    assert "no NVIDIA driver" in cuda_backend.driver_problem(library)
+        cuda_library.require_driver(library._name)
+    cuda_library.require_driver.cache_clear()
+    monkeypatch.setattr(cuda_library, "driver_version", lambda: built)
+    assert cuda_library.driver_problem(library) is None and cuda_library.is_available()
+    monkeypatch.setattr(cuda_library, "driver_version", lambda: None)
+    assert "no NVIDIA driver" in cuda_library.driver_problem(library)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import zs2_kernels
-from zs2_kernels import reference
-from zs2_kernels.noise import video_seeds
+from zs2_kernels.ops.noise import reference
+from zs2_kernels.ops.noise.chain import video_seeds
 
 BACKENDS = ["torch", "triton"]
 

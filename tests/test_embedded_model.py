@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from zs2_kernels.digits import (
+from zs2_kernels.embedded import embedded_model_path
+from zs2_kernels.embedded.digits import (
     PROMPT_TEMPLATES,
     digit_prompt,
-    embedded_model_path,
     load_digit_classifier,
     load_digit_split,
     parse_digit_prompt,
 )
-from zs2_kernels.metrics import FeatureFID
+from zs2_kernels.evaluation.metrics import FeatureFID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE_SCALE = 4.0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zs2_kernels
-from zs2_kernels.metrics import DigitBackend, consistency_metrics, to_uint8_chw
+from zs2_kernels.evaluation.metrics import DigitBackend, consistency_metrics, to_uint8_chw
 
 PROMPT, DIGIT_NAME = "a handwritten digit three", "three"
 SETTINGS = dict(num_frames=16, num_inference_steps=25, guidance_scale=4.0, progress=False)

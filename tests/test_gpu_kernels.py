@@ -6,7 +6,9 @@ import torch
 from conftest import gpu_only, interpreting
 
 import zs2_kernels
-from zs2_kernels import cuda_backend, reference
+from zs2_kernels.ops import cuda_library
+from zs2_kernels.ops.momentum import reference as momentum_reference
+from zs2_kernels.ops.noise import reference as noise_reference
 
 pytestmark = [pytest.mark.gpu, gpu_only,
               pytest.mark.skipif(interpreting(), reason="GPU tests need compiled kernels: run with TRITON_INTERPRET=0")]
@@ -17,7 +19,7 @@ def test_momentum_large_shapes_all_dtypes(dtype):
     # SD1.5 512x512 first self-attention input, guidance on, 16 frames: [2, 16, 4096 * 320].
     x = torch.randn(2, 16, 4096 * 320 + 3, device="cuda", dtype=dtype)
     out = zs2_kernels.momentum_update(x, 0.98)
-    expected = reference.momentum_update(x.float(), 0.98)
+    expected = momentum_reference.momentum_update(x.float(), 0.98)
     ulp = {torch.float32: 1e-6, torch.float16: 2**-11, torch.bfloat16: 2**-8}[dtype]  # <= 0.5 ulp + fp32 noise
     torch.testing.assert_close(out.float(), expected, rtol=ulp * 1.01, atol=1e-6)
 
@@ -26,7 +28,7 @@ def test_momentum_large_shapes_all_dtypes(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_momentum_chunks_carrying_the_state_equal_the_whole_bitwise(backend, dtype, size):
-    if backend == "cuda" and not cuda_backend.is_available():
+    if backend == "cuda" and not cuda_library.is_available():
         pytest.skip("the CUDA C++ library is not built")
     x = torch.randn(2, 9, size, device="cuda", dtype=dtype)
     whole, whole_state = zs2_kernels.momentum_update(x, 0.98, backend=backend, return_state=True)
@@ -53,12 +55,12 @@ def test_philox_chain_hits_lambda_on_large_latents():
                                                 return_stats=True)
     assert stats["backend"] == "triton"
     flat = noise.double().flatten(2)
-    kl = reference.kl_statistic(flat[:, 1:], flat[:, :-1])
+    kl = noise_reference.kl_statistic(flat[:, 1:], flat[:, :-1])
     assert (kl - 0.01).abs().max() < 1e-4
 
 
 def test_no_recompile_for_new_frame_counts():
-    from zs2_kernels.kernels.momentum import _momentum_update_kernel
+    from zs2_kernels.ops.momentum.triton import _momentum_update_kernel
 
     def compiled_variants():
         return sum(len(cache[0]) for cache in _momentum_update_kernel.device_caches.values())
@@ -72,19 +74,19 @@ def test_no_recompile_for_new_frame_counts():
 
 
 def test_search_kernel_compiles_once_for_every_candidate_count():
-    from zs2_kernels import ops
-    from zs2_kernels.kernels.noise_search import _search_kernel
+    from zs2_kernels.ops.noise import search_frame_op
+    from zs2_kernels.ops.noise.triton import _search_kernel
 
     def compiled_variants():
         return sum(len(cache[0]) for cache in _search_kernel.device_caches.values())
 
     prev = torch.randn(2, 4 * 64 * 64, device="cuda")
-    ops.search_frame(prev, torch.randn(3, 2, prev.shape[1], device="cuda"), 3, None, 1, 0.01, "exact", 15, "triton")
+    search_frame_op(prev, torch.randn(3, 2, prev.shape[1], device="cuda"), 3, None, 1, 0.01, "exact", 15, "triton")
     before = compiled_variants()
     for count in (1, 10, 17, 64, 1000):
         candidates = torch.randn(count, 2, prev.shape[1], device="cuda")
-        index, alpha, _ = ops.search_frame(prev, candidates, count, None, 1, 0.01, "exact", 15, "triton")
-        ref_index, ref_alpha, _ = reference.search_from_sums(*reference.kl_sums(prev, candidates), 0.01, "exact", 15)
+        index, alpha, _ = search_frame_op(prev, candidates, count, None, 1, 0.01, "exact", 15, "triton")
+        ref_index, ref_alpha, _ = noise_reference.search_from_sums(*noise_reference.kl_sums(prev, candidates), 0.01, "exact", 15)
         assert index.tolist() == ref_index.tolist()
         torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
     assert compiled_variants() == before
@@ -105,5 +107,5 @@ def test_momentum_past_two_to_the_31_elements_per_group():
     y = zs2_kernels.momentum_update(x, 0.5)
     picks = torch.randint(0, size, (4096,), device="cuda")
     picks[-1] = size - 1
-    expected = reference.momentum_update(x[:, :, picks].float(), 0.5)
+    expected = momentum_reference.momentum_update(x[:, :, picks].float(), 0.5)
     torch.testing.assert_close(y[:, :, picks].float(), expected, rtol=2**-10, atol=1e-3)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from zs2_kernels import inception, metrics
+from zs2_kernels.evaluation import inception, metrics
 
 
 try:
@@ -39,7 +39,7 @@ def test_pickled_weights_are_refused_with_the_conversion_command(tmp_path):
     path = tmp_path / "pt_inception.pth"
     torch.save({"w": torch.ones(1)}, path)
     with pytest.raises(ValueError, match=r"--inception-weights must be a \.safetensors.*python -m zs2_kernels"
-                                         r"\.inception pt_inception\.pth pt_inception\.safetensors"):
+                                         r"\.evaluation\.inception pt_inception\.pth pt_inception\.safetensors"):
         inception.load_inception(64, str(path))
 
 
@@ -106,7 +106,7 @@ def test_convert_command_line(tmp_path, capsys):
 
 
 def test_ablation_refuses_pickled_inception_weights_before_sampling(tiny_clip_dir, tmp_path, capsys):
-    from zs2_kernels.ablate_cli import ablate_main
+    from zs2_kernels.evaluation.cli import ablate_main
 
     torch.save({"w": torch.ones(1)}, tmp_path / "inception.pth")
     (tmp_path / "prompts.txt").write_text("a cat\n")
@@ -200,7 +200,7 @@ def test_wrong_safetensors_is_named(tmp_path):
 def test_ablation_with_clip_and_inception(random_inception, tiny_clip_dir, tmp_path):
     from tiny_pipelines import tiny_pipeline
 
-    from zs2_kernels.ablate_cli import ablate_main
+    from zs2_kernels.evaluation.cli import ablate_main
 
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)

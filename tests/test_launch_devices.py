@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import zs2_kernels
-from zs2_kernels import ops
-from zs2_kernels.kernels import _launch, momentum, noise_search
+from zs2_kernels.ops import _launch
+from zs2_kernels.ops.momentum import triton as momentum
+from zs2_kernels.ops.noise import compose_op, kl_sums_op, search_frame_op
+from zs2_kernels.ops.noise import triton as noise_search
 
 KERNELS = [momentum._momentum_update_kernel, noise_search._kl_partial_sums_kernel, noise_search._search_kernel,
            noise_search._compose_kernel, noise_search._philox_normal_kernel]
@@ -52,9 +54,9 @@ def test_every_launcher_enters_the_tensors_device(launches):
     zs2_kernels.momentum_update(x, 0.5, backend="triton")
     zs2_kernels.dependency_noise((2, 3, 40), 0.1, seed=0, backend="triton")  # Philox: search, compose, normal
     prev, cand = torch.randn(2, 40), torch.randn(4, 2, 40)
-    ops.kl_sums(prev, cand, "triton")
-    index, alpha, _ = ops.search_frame(prev, cand, 4, None, 1, 0.1, "paper", 15, "triton")
-    ops.compose(prev, cand, index, alpha, 4, None, 1, "triton")
+    kl_sums_op(prev, cand, "triton")
+    index, alpha, _ = search_frame_op(prev, cand, 4, None, 1, 0.1, "paper", 15, "triton")
+    compose_op(prev, cand, index, alpha, 4, None, 1, "triton")
 
     assert {name for name, _, _ in launches} == {kernel.__name__ for kernel in KERNELS}
     for name, guard, devices in launches:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zs2_kernels import metrics
+from zs2_kernels.evaluation import metrics
 
 
 def frames(count=3, seed=0):
@@ -43,7 +43,7 @@ def test_clip_embeddings_give_consistency(tiny_clip_dir):
 def test_digit_backend_recognises_real_digits():
     backend = metrics.DigitBackend()
     real = backend.reference_images()
-    from zs2_kernels.digits import load_digit_split
+    from zs2_kernels.embedded.digits import load_digit_split
 
     labels = torch.cat([load_digit_split().train_labels, load_digit_split().test_labels])
     threes = real[labels == 3][:20]
@@ -55,7 +55,7 @@ def test_digit_backend_recognises_real_digits():
 def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
     from tiny_pipelines import tiny_pipeline
 
-    from zs2_kernels.ablation import Ablation, AblationSettings
+    from zs2_kernels.evaluation.ablation import Ablation, AblationSettings
 
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)

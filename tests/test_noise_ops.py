@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import DTYPE_IDS, DTYPES
 
-from zs2_kernels import ops, reference
-from zs2_kernels.kernels import noise_search
+from zs2_kernels.ops.noise import compose_op, kl_sums_op, reference, search_frame_op
+from zs2_kernels.ops.noise import triton as noise_search
 
 LAMBDAS = [0.0, 0.001, 0.01, 0.1, 1.0, 10.0]
 
@@ -23,7 +23,7 @@ def make(batch, dim, candidates, dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_kl_sums_triton_matches_reference(nan_poisoned_outputs, dtype, dim, batch):
     prev, cand = make(batch, dim, 10, dtype)
-    a_sum, c_sum = ops.kl_sums(prev, cand, "triton")
+    a_sum, c_sum = kl_sums_op(prev, cand, "triton")
     a_ref, c_ref = reference.kl_sums(prev.double(), cand.double())
     assert a_sum.dtype == torch.float32 and a_sum.shape == (batch,) and c_sum.shape == (batch, 10)
     torch.testing.assert_close(a_sum.double(), a_ref, rtol=1e-5, atol=1e-5)
@@ -43,8 +43,8 @@ def test_kl_sums_identity_equals_literal_kl():
 @pytest.mark.parametrize("dim", [7, 4 * 64 * 64 + 3])
 def test_search_and_compose_triton_match_literal(nan_poisoned_outputs, search, noise_lambda, dim):
     prev, cand = make(3, dim, 10, seed=dim)
-    index, alpha, kl = ops.search_frame(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
-    frame = ops.compose(prev, cand, index, alpha, 10, None, 1, "triton")
+    index, alpha, kl = search_frame_op(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
+    frame = compose_op(prev, cand, index, alpha, 10, None, 1, "triton")
     lit_index, lit_alpha, lit_frame, lit_kl = reference.search_frame_literal(prev, cand, noise_lambda, search, 15)
     assert index.tolist() == lit_index.tolist()
     torch.testing.assert_close(alpha, lit_alpha, rtol=0, atol=1e-6)
@@ -84,7 +84,7 @@ def test_compose_triton_matches_reference(nan_poisoned_outputs, dtype):
     prev, cand = make(3, 1003, 5, dtype)
     index = torch.tensor([4, 0, 2])
     alpha = torch.tensor([0.0, 0.37, 1.0], dtype=torch.float64)
-    out = ops.compose(prev, cand, index, alpha, 5, None, 1, "triton")
+    out = compose_op(prev, cand, index, alpha, 5, None, 1, "triton")
     expected = reference.compose(prev.float(), cand.float(), index, alpha)
     assert out.dtype == dtype
     tol = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
@@ -99,11 +99,11 @@ def test_philox_fused_equals_materialised(nan_poisoned_outputs, search):
     prev, _ = make(3, 2051, 1)
     seeds, frame, count = torch.tensor([1234, 7, 2**62 + 5]), 5, 10
     cand = noise_search.philox_normal(seeds, frame, count, 2051)
-    index, alpha, kl = ops.search_frame(prev, None, count, seeds, frame, 0.1, search, 15, "triton")
+    index, alpha, kl = search_frame_op(prev, None, count, seeds, frame, 0.1, search, 15, "triton")
     ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.1, search, 15)
     assert index.tolist() == ref_index.tolist()
     torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
-    out = ops.compose(prev, None, index, alpha, count, seeds, frame, "triton")
+    out = compose_op(prev, None, index, alpha, count, seeds, frame, "triton")
     torch.testing.assert_close(out, reference.compose(prev, cand, index, alpha), rtol=1e-6, atol=1e-6)
 
 
@@ -128,17 +128,17 @@ def test_non_finite_previous_frame_never_picks_outside_the_candidates(nan_poison
         prev[1] = float("nan")
     else:
         prev[1, 5], prev[1, 700] = float("inf"), float(poison)
-    index, alpha, _ = ops.search_frame(prev, cand, 10, None, 1, 0.1, "exact", 15, backend)
+    index, alpha, _ = search_frame_op(prev, cand, 10, None, 1, 0.1, "exact", 15, backend)
     assert ((index >= 0) & (index < 10)).all(), index
-    clean = ops.search_frame(prev[[0, 2]], cand[:, [0, 2]], 10, None, 1, 0.1, "exact", 15, backend)
+    clean = search_frame_op(prev[[0, 2]], cand[:, [0, 2]], 10, None, 1, 0.1, "exact", 15, backend)
     assert index[[0, 2]].tolist() == clean[0].tolist()  # the other videos are untouched
-    ops.compose(prev, cand, index, alpha, 10, None, 1, backend)
+    compose_op(prev, cand, index, alpha, 10, None, 1, backend)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_compose_clamps_index_and_alpha_from_raw_calls(nan_poisoned_outputs, backend):
     prev, cand = make(2, 1003, 4)
-    out = ops.compose(prev, cand, torch.tensor([99, -5]), torch.tensor([1.5, -0.5], dtype=torch.float64), 4, None,
+    out = compose_op(prev, cand, torch.tensor([99, -5]), torch.tensor([1.5, -0.5], dtype=torch.float64), 4, None,
                       1, backend)
     torch.testing.assert_close(out[0], prev[0])  # alpha 1 (clamped): the previous frame
     torch.testing.assert_close(out[1], cand[0, 1])  # alpha 0, index 0 (clamped): the first candidate
@@ -149,7 +149,7 @@ def test_search_kernel_any_candidate_count(nan_poisoned_outputs, count):
     """The search kernel loops over candidate columns in fixed-width chunks: any R, including the chunk edges."""
     prev, cand = make(2, 333, count, seed=count)
     for search in ("exact", "paper"):
-        index, alpha, kl = ops.search_frame(prev, cand, count, None, 1, 0.05, search, 15, "triton")
+        index, alpha, kl = search_frame_op(prev, cand, count, None, 1, 0.05, search, 15, "triton")
         ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.05, search, 15)
         assert index.tolist() == ref_index.tolist()
         torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
@@ -163,13 +163,13 @@ def test_strided_inputs_give_the_contiguous_result(backend):
     strided_prev.copy_(prev)
     strided_cand = cand.transpose(0, 1).contiguous().transpose(0, 1)  # [R, B, D] with B outermost in memory
     assert not strided_prev.is_contiguous() and not strided_cand.is_contiguous()
-    for got, want in zip(ops.search_frame(strided_prev, strided_cand, 6, None, 1, 0.1, "exact", 15, backend),
-                         ops.search_frame(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)):
+    for got, want in zip(search_frame_op(strided_prev, strided_cand, 6, None, 1, 0.1, "exact", 15, backend),
+                         search_frame_op(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)):
         assert torch.equal(got, want)
-    index, alpha, _ = ops.search_frame(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)
-    assert torch.equal(ops.compose(strided_prev, strided_cand, index, alpha, 6, None, 1, backend),
-                       ops.compose(prev, cand, index, alpha, 6, None, 1, backend))
-    assert torch.equal(ops.kl_sums(strided_prev, strided_cand, backend)[1], ops.kl_sums(prev, cand, backend)[1])
+    index, alpha, _ = search_frame_op(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)
+    assert torch.equal(compose_op(strided_prev, strided_cand, index, alpha, 6, None, 1, backend),
+                       compose_op(prev, cand, index, alpha, 6, None, 1, backend))
+    assert torch.equal(kl_sums_op(strided_prev, strided_cand, backend)[1], kl_sums_op(prev, cand, backend)[1])
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import zs2_kernels
-from zs2_kernels import ops
+from zs2_kernels.ops.momentum import update_op
+from zs2_kernels.ops.noise import compose_op, kl_sums_op, philox_normal_op, search_frame_op
 
 
 def op_samples(backend):
@@ -20,14 +21,14 @@ def op_samples(backend):
     index = torch.tensor([0, 4, 2])
     alpha = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     return [
-        (ops.momentum_update, (x, 0.9, None, backend)),
-        (ops.momentum_update, (x, 0.5, torch.randn(2, 33, generator=gen), backend)),
-        (ops.momentum_update, (x, 0.5, None, backend, True)),
-        (ops.momentum_update, (x.half(), 0.5, torch.randn(2, 33, generator=gen), backend, True)),
-        (ops.kl_sums, (prev, cand, backend)),
-        (ops.search_frame, (prev, cand, 5, None, 1, 0.1, "exact", 15, backend)),
-        (ops.search_frame, (prev, cand, 5, None, 1, 0.1, "paper", 15, backend)),
-        (ops.compose, (prev, cand, index, alpha, 5, None, 1, backend)),
+        (update_op.registered, (x, 0.9, None, backend)),
+        (update_op.registered, (x, 0.5, torch.randn(2, 33, generator=gen), backend)),
+        (update_op.registered, (x, 0.5, None, backend, True)),
+        (update_op.registered, (x.half(), 0.5, torch.randn(2, 33, generator=gen), backend, True)),
+        (kl_sums_op.registered, (prev, cand, backend)),
+        (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "exact", 15, backend)),
+        (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "paper", 15, backend)),
+        (compose_op.registered, (prev, cand, index, alpha, 5, None, 1, backend)),
     ]
 
 
@@ -42,16 +43,17 @@ def test_opcheck_philox_ops():
     index = torch.tensor([1, 3])
     alpha = torch.tensor([0.3, 0.6], dtype=torch.float64)
     seeds = torch.tensor([17, 18])
-    torch.library.opcheck(ops.search_frame, (prev, None, 4, seeds, 2, 0.1, "exact", 15, "triton"))
-    torch.library.opcheck(ops.compose, (prev, None, index, alpha, 4, seeds, 2, "triton"))
+    torch.library.opcheck(search_frame_op.registered, (prev, None, 4, seeds, 2, 0.1, "exact", 15, "triton"))
+    torch.library.opcheck(compose_op.registered, (prev, None, index, alpha, 4, seeds, 2, "triton"))
+    torch.library.opcheck(philox_normal_op.registered, (seeds, 3, 4, 40))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_torch_compile_fullgraph_matches_eager(backend):
     def step(x, prev, cand):
-        y, state = ops.momentum_update(x, 0.9, None, backend, True)
-        index, alpha, _ = ops.search_frame(prev, cand, 5, None, 1, 0.1, "exact", 15, backend)
-        return y * 2, state, ops.compose(prev, cand, index, alpha, 5, None, 1, backend)
+        y, state = update_op(x, 0.9, None, backend, True)
+        index, alpha, _ = search_frame_op(prev, cand, 5, None, 1, 0.1, "exact", 15, backend)
+        return y * 2, state, compose_op(prev, cand, index, alpha, 5, None, 1, backend)
 
     x, prev, cand = torch.randn(2, 4, 33), torch.randn(3, 65), torch.randn(5, 3, 65)
     torch._dynamo.reset()

@@ -9,7 +9,7 @@ import torch
 from paper_pseudocode import paper_search
 
 import zs2_kernels
-from zs2_kernels import ops, reference
+from zs2_kernels.ops.noise import reference, search_frame_op
 
 LAMBDAS = [0.001, 0.01, 0.1, 1.0]
 SHAPES = [(4, 8, 8), (4, 64, 64)]  # the embedded model's latents; SD1.5's at 512²
@@ -48,7 +48,7 @@ def random_stage_is_clear(previous, candidates, noise_lambda) -> bool:
 
 
 def ours(previous, candidates, noise_lambda, backend):
-    index, alpha, kl = ops.search_frame(previous.flatten(1), candidates.flatten(2), CANDIDATES, None, 1,
+    index, alpha, kl = search_frame_op(previous.flatten(1), candidates.flatten(2), CANDIDATES, None, 1,
                                         noise_lambda, "paper", LINE_STEPS, backend)
     return index.item(), alpha.item(), kl.item()
 

@@ -3,12 +3,11 @@
 Importing never touches a GPU and works without triton (the PyTorch reference is the CPU path).
 """
 
-from . import ops  # noqa: F401  (registers the zs2:: torch ops)
 from .attention import MomentumAttentionHandle, TemporalMomentumAttnProcessor, install_momentum_attention, is_installed
-from .backend import BACKENDS, resolve_backend
-from .momentum import momentum_update
-from .noise import dependency_noise
-from .pipeline import load_pipeline
+from .loading import load_pipeline
+from .ops.backend import BACKENDS, resolve_backend
+from .ops.momentum import momentum_update
+from .ops.noise.chain import dependency_noise
 from .sampler import VideoOutput, sample_video
 
 __version__ = "0.1.0"

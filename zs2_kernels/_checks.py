@@ -7,6 +7,8 @@ import math
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: The dependency noise model's search modes (zs2_kernels/DESIGN.md §1.1).
+SEARCH_MODES = ("paper", "exact")
 
 
 def check_float_tensor(name: str, value) -> None:
@@ -41,8 +43,6 @@ def check_int(name: str, value, low: int) -> int:
 
 def check_search(noise_lambda, search, line_steps: int = 0) -> float:
     """Validate the KL target (finite, >= 0), the search mode and the line steps; returns lambda as a float."""
-    from .reference import SEARCH_MODES
-
     noise_lambda = check_number("noise_lambda", noise_lambda, 0.0)
     if math.isinf(noise_lambda):
         raise ValueError("noise_lambda must be finite (use a large value such as 10 for independent frames)")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_int, check_number
-from .backend import resolve_backend
-from .momentum import ema_frames
+from .ops.backend import resolve_backend
+from .ops.momentum import ema_frames
 
 
 class TemporalMomentumAttnProcessor:
@@ -25,7 +25,7 @@ class TemporalMomentumAttnProcessor:
     Args:
         momentum: mu in [0, 1].
         num_frames: frames per video in the batch the UNet sees (the innermost batch axis).
-        backend: backend of the momentum update (default: see :mod:`zs2_kernels.backend`).
+        backend: backend of the momentum update (default: see :mod:`zs2_kernels.ops.backend`).
 
     ``carry_state`` (set by :class:`MomentumAttentionHandle` for chunked videos) keeps ``state``, the
     float32 EMA value after the last frame (unrounded and in its own storage, not a view of the layer's

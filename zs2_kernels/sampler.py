@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import check_int, check_number
+from ._checks import check_int, check_number, check_search
 from .attention import install_momentum_attention
-from .backend import resolve_backend
-from .noise import check_noise_settings, video_generators
-from .noise import dependency_noise as make_dependency_noise
-from .pipeline import load_pipeline
+from .loading import load_pipeline
+from .ops.backend import resolve_backend
+from .ops.noise.chain import dependency_noise as make_dependency_noise
+from .ops.noise.chain import video_generators
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -62,7 +62,7 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
     check_int("num_frames", num_frames, 1)
     check_int("num_inference_steps", num_inference_steps, 1)
     check_number("guidance_scale", guidance_scale, 0.0)
-    check_noise_settings(noise_lambda, search)
+    check_search(noise_lambda, search)
     check_number("momentum", momentum, 0.0, 1.0)
     if frame_chunk is not None:
         check_int("frame_chunk", frame_chunk, 1)

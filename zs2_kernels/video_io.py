@@ -62,15 +62,3 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def read_video(path) -> np.ndarray:
-    """Read a written .gif/.mp4 file or PNG folder back as uint8 [F, H, W, C]."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if path.is_dir():
-        return np.stack([iio.imread(p) for p in sorted(path.glob("frame_*.png"))])
-    if path.suffix.lower() == ".gif":
-        return iio.imread(path, index=None)
-    return iio.imread(path, plugin="FFMPEG")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .digits import embedded_model_path
+from .embedded import embedded_model_path
 
 
 def _looks_like_path(model: str) -> bool:

@@ -26,7 +26,7 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-model", default=None, help="CLIP folder or hub id (needed for non-embedded models)")
     parser.add_argument("--inception-weights", default=None,
                         help="Inception weights for FID as .safetensors (convert the published .pth with "
-                             "`python -m zs2_kernels.inception SRC.pth DST.safetensors`); omit to download when online")
+                             "`python -m zs2_kernels.evaluation.inception SRC.pth DST.safetensors`); omit to download when online")
     parser.add_argument("--fid-feature", type=int, default=2048, choices=FEATURE_LAYERS,
                         help="Inception feature layer (smaller for small runs)")
     parser.add_argument("--metric-backend", default=None, choices=("digits", "clip"),

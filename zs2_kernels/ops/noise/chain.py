@@ -1,4 +1,4 @@
-"""The dependency noise model: a chain of initial noises whose adjacent frames hit a KL target lambda.
+"""The dependency noise model's chain: initial noises whose adjacent frames hit a KL target lambda.
 
     eps_0 ~ N(0, I),   eps_i = sqrt(a_i)·eps_{i-1} + sqrt(1 - a_i)·n_i     (zs2_kernels/DESIGN.md §1.1)
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from numpy.random import SeedSequence
 
-from . import ops
-from ._checks import FLOAT_DTYPES, check_int, check_search
-from .backend import resolve_backend
+from ..._checks import FLOAT_DTYPES, check_int, check_search
+from ..backend import resolve_backend
+from . import compose_op, philox_normal_op, search_frame_op
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -27,11 +27,6 @@ def _check_shape(shape) -> tuple[int, ...]:
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"shape must be (B, F, *rest) with every size >= 1, got {tuple(shape)}")
     return tuple(shape)
-
-
-def check_noise_settings(noise_lambda, search: str) -> float:
-    """Validate the KL target (finite, >= 0) and the search mode; returns lambda as a float."""
-    return check_search(noise_lambda, search)
 
 
 def video_seeds(seed: int, videos: int) -> list[int]:
@@ -97,10 +92,10 @@ def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, sear
     frames, picks = [first], []
     for frame in range(1, num_frames):
         candidates = None if streams is None else streams.draw(num_candidates, *first.shape)
-        index, alpha, kl = ops.call("search_frame", frames[-1], candidates, num_candidates, seeds, frame,
-                                    noise_lambda, search, line_steps, backend)
-        frames.append(ops.call("compose", frames[-1], candidates, index, alpha, num_candidates, seeds, frame,
-                               backend))
+        common = dict(prev=frames[-1], candidates=candidates, num_candidates=num_candidates, seeds=seeds,
+                      frame=frame, backend=backend)
+        index, alpha, kl = search_frame_op(**common, noise_lambda=noise_lambda, search=search, line_steps=line_steps)
+        frames.append(compose_op(**common, index=index, alpha=alpha))
         picks.append((index, alpha, kl))
     return torch.stack(frames, dim=1), picks
 
@@ -131,10 +126,10 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         device, dtype: of the output (the chain itself is computed in float32).
         return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (each [B, F-1]),
             "candidate_index", and the "backend", "search" and "noise_lambda" used.
-        backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.backend`).
+        backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.ops.backend`).
     """
     shape = _check_shape(shape)
-    noise_lambda = check_noise_settings(noise_lambda, search)
+    noise_lambda = check_search(noise_lambda, search)
     num_candidates = check_int("random_candidates", random_candidates, 1)
     line_steps = check_int("line_steps", line_steps, 0)
     if dtype not in FLOAT_DTYPES:
@@ -152,12 +147,10 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
 
     dim = math.prod(shape[2:])
     if backend == "triton" and generator is None:
-        from .kernels.noise_search import philox_normal
-
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         streams, seeds = None, torch.tensor(video_seeds(seed, batch), dtype=torch.int64, device=device)
-        first = philox_normal(seeds, 0, 1, dim)[0]
+        first = philox_normal_op(seeds=seeds, frame=0, num_candidates=1, dim=dim)[0]
     else:
         streams, seeds = _Streams(generator or video_generators(seed, batch), device), None
         first = streams.draw(1, batch, dim)[0]

@@ -64,7 +64,8 @@ class DigitBackend:
     fid_name = "digit-classifier features"
 
     def __init__(self, device="cpu"):
-        from .digits import classifier_weights_path, load_digit_classifier
+        from ..embedded import classifier_weights_path
+        from ..embedded.digits import load_digit_classifier
 
         self.device = torch.device(device)
         self.classifier = load_digit_classifier(device=self.device)
@@ -83,7 +84,7 @@ class DigitBackend:
     @torch.no_grad()
     def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
         """% of frames classified as the prompted digit, and its mean probability x100."""
-        from .digits import parse_digit_prompt
+        from ..embedded.digits import parse_digit_prompt
 
         digit = parse_digit_prompt(prompt)
         if digit is None:
@@ -97,7 +98,7 @@ class DigitBackend:
 
     def reference_images(self) -> torch.Tensor:
         """All of scikit-learn's digits as uint8 [N, 3, 32, 32]: the real data the model imitates."""
-        from .digits import load_digit_split
+        from ..embedded.digits import load_digit_split
 
         split = load_digit_split()
         images = torch.cat([split.train_images, split.test_images])

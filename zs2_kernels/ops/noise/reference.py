@@ -1,14 +1,13 @@
-"""Plain-PyTorch ZS² math written straight from the paper: the test oracle and the CPU backend.
+"""The dependency noise model's search in plain PyTorch: the ``torch`` backend and the oracle of the kernels.
 
-Two layers live here:
+Two layers (zs2_kernels/DESIGN.md §1.1):
 
-* the *literal* forms (``kl_statistic``, ``search_frame_literal``, ``momentum_matrix_form``) compute
-  exactly what the paper's pseudocode computes, on full tensors, with per-candidate loops. They are
-  slow on purpose: they are the oracle the fused kernels are tested against and the "paper
-  reference" the benchmarks compare with.
-* the *identity* forms (``kl_sums``, ``search_from_sums``, ``compose``, ``momentum_update``) use the
-  two identities of zs2_kernels/DESIGN.md (KL of a composition is affine in two means; the EMA is a recursion)
-  and are the CPU implementation of the ``zs2`` ops. Kernels must match them.
+* the *literal* forms (``kl_statistic``, ``search_frame_literal``, ``dependency_noise_literal``) compute
+  what the paper's search computes, on full tensors, with per-candidate loops. They are slow on purpose:
+  the oracle the fused kernels are tested against and the "paper reference" of the benchmarks.
+* the *identity* forms (``kl_sums``, ``search_from_sums``, ``compose``) use Identity 1 (the statistic of
+  any composition is affine in two means) and implement the ops on the ``torch`` backend. Kernels must
+  match them.
 """
 
 from __future__ import annotations
@@ -16,59 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SEARCH_MODES = ("paper", "exact")
 #: Bisection halvings of the literal exact search, in float64: the bracket on s = sqrt(alpha) ends below 1e-15.
 EXACT_ITERATIONS = 60
 
 
-# --------------------------------------------------------------------------- momentum (TMA)
-def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None, *,
-                    return_state: bool = False):
-    """Recursive EMA along dim 1: y_0 = x_0 (or mu*init + (1-mu)*x_0), y_f = mu*y_{f-1} + (1-mu)*x_f.
-
-    Accumulates in float32 (float64 for float64 input) and returns y in x's dtype. ``init`` has x's
-    shape without dim 1, in any float dtype. With ``return_state`` returns ``(y, state)``: the running
-    value after the last frame in the accumulation dtype, unrounded, in its own storage; passed back
-    as ``init`` it continues the recursion bit for bit.
-    """
-    compute = torch.promote_types(x.dtype, torch.float32)
-    y = x.new_empty(x.shape)
-    in_place = compute == x.dtype  # accumulate straight into the output: one pass per frame, no copy
-    state = None if init is None else init.to(compute)
-    # unbind: all frame views in one call (per-frame slicing doubled the cost on small tensors).
-    for frame, out in zip(x.unbind(1), y.unbind(1)):
-        frame = frame.to(compute)
-        if state is None:
-            state = frame
-        else:
-            # lerp(frame, state, mu) = mu*state + (1-mu)*frame in one pass, exact at mu = 0 and mu = 1.
-            state = torch.lerp(frame, state, momentum, out=out if in_place else None)
-            if in_place:
-                continue
-        out.copy_(state)
-    if not return_state:
-        return y
-    # A copy: in the in-place path the state is a view of y (or of x), which would keep all of it alive.
-    return y, state.clone(memory_format=torch.contiguous_format)
-
-
-def momentum_matrix_form(x: torch.Tensor, momentum: float) -> torch.Tensor:
-    """The paper's matrix form of the EMA: frames 1.. scaled by (1-mu), then U[f, g] = mu^(f-g), g <= f.
-
-    Equal to ``momentum_update(x, momentum)``; kept literal for tests and the benchmark baseline.
-    """
-    num_frames = x.shape[1]
-    compute = torch.promote_types(x.dtype, torch.float32)
-    idx = torch.arange(num_frames, device=x.device)
-    power = (idx[:, None] - idx[None, :]).clamp(min=0).to(compute)
-    upper = torch.where(idx[:, None] >= idx[None, :], momentum**power, torch.zeros_like(power))
-    scale = torch.full((num_frames,), 1.0 - momentum, device=x.device, dtype=compute)
-    scale[0] = 1.0
-    scaled = x.to(compute) * scale.view(1, num_frames, *([1] * (x.dim() - 2)))
-    return torch.einsum("fg,bg...->bf...", upper, scaled).to(x.dtype)
-
-
-# --------------------------------------------------------------------------- dependency noise (DNM)
 def kl_statistic(noise: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     """The paper's pointwise "KL": ``kl_div(input=noise, target=prev, log_target=True)`` averaged over the last dim."""
     return F.kl_div(noise, prev, reduction="none", log_target=True).mean(dim=-1)
@@ -182,6 +132,11 @@ def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps:
     else:
         alpha = _exact_alpha(a_sum, c_best, noise_lambda)
     return index, alpha, kl_of_composition(a_sum, c_best, alpha.sqrt())
+
+
+def search_frame(prev: torch.Tensor, candidates: torch.Tensor, noise_lambda: float, search: str, line_steps: int):
+    """Both search stages for one frame from candidates [R, B, D]: (index [B], alpha [B], achieved KL [B])."""
+    return search_from_sums(*kl_sums(prev, candidates), noise_lambda, search, line_steps)
 
 
 def search_frame_literal(prev, candidates, noise_lambda: float, search: str, line_steps: int):

@@ -1,7 +1,7 @@
 """Ahead-of-time compilation of every Triton kernel variant to cubin, without a GPU (zs2_kernels/DESIGN.md §3).
 
 Catches what the interpreter cannot (type errors, unsupported ops, register spills) and reports the
-resources of each kernel. ``python -m zs2_kernels.aot`` prints the table for sm_80 and sm_90
+resources of each kernel. ``python -m zs2_kernels.ops.aot`` prints the table for sm_80 and sm_90
 (``--json`` for machine-readable rows). Needs ``TRITON_INTERPRET`` unset: the interpreter replaces
 the kernels it would compile.
 """
@@ -13,9 +13,10 @@ import json
 import os
 import re
 import sys
-import subprocess
 import tempfile
 from pathlib import Path
+
+from .cuobjdump import resource_usage
 
 ARCHS = (80, 90)
 
@@ -35,17 +36,11 @@ class KernelResources:
     wide_counter: bool  # a 64-bit Philox counter (its high half is shifted out); a 32-bit counter wraps
 
 
-def _cuobjdump() -> str:
-    import triton
-
-    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    return str(bundled) if bundled.exists() else "cuobjdump"
-
-
 def _kernel_specs():
-    from .kernels import momentum, noise_search
+    from .momentum import triton as momentum
+    from .noise import triton as noise
 
-    return momentum.aot_specs() + noise_search.aot_specs()
+    return momentum.aot_specs() + noise.aot_specs()
 
 
 def compile_all(archs=ARCHS) -> list[KernelResources]:
@@ -63,9 +58,7 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
                 compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
                 cubin = Path(tmp) / f"{kernel.__name__}_{arch}.cubin"
                 cubin.write_bytes(compiled.asm["cubin"])
-                report = subprocess.run([_cuobjdump(), "-res-usage", str(cubin)], check=True,
-                                        capture_output=True, text=True).stdout
-                usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
+                (usage,) = [fields for per_arch in resource_usage(cubin).values() for fields in per_arch.values()]
                 ttir = compiled.asm["ttir"]
                 rows.append(KernelResources(kernel.__name__, variant, arch, int(usage["REG"]),
                                             int(usage["LOCAL"]), int(usage["STACK"]), int(compiled.metadata.shared),

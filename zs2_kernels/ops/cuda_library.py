@@ -1,4 +1,5 @@
-"""ctypes binding of the hand-written CUDA C++ backend (``csrc/zs2_ops.cu`` built as ``libzs2_cuda.so``).
+"""The hand-written CUDA C++ backend library (``csrc/zs2_ops.cu`` built as ``libzs2_cuda.so``): loading it,
+checking the driver can run it, and what every binding (``momentum/cuda.py``, ``noise/cuda.py``) needs.
 
 The library has a plain C interface (device pointers, int64 sizes, a ``cudaStream_t`` as ``void*``), so it
 does not depend on the torch C++ ABI; see csrc/README.md. It is loaded lazily: importing this module
@@ -39,7 +40,7 @@ def library_path() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent / "_lib" / "libzs2_cuda.so"
+    return Path(__file__).resolve().parents[1] / "_lib" / "libzs2_cuda.so"
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +57,7 @@ def _open(path: str) -> ctypes.CDLL:
     return library
 
 
-def _library() -> ctypes.CDLL:
+def load() -> ctypes.CDLL:
     path = library_path()
     if not path.is_file():
         raise RuntimeError(
@@ -104,21 +105,21 @@ def driver_problem(library: ctypes.CDLL) -> str | None:
 def is_available() -> bool:
     """True when the library loads, torch sees a GPU and the driver supports the library's CUDA (no launch)."""
     try:
-        library = _library()
+        library = load()
     except RuntimeError:
         return False
     return torch.cuda.is_available() and driver_problem(library) is None
 
 
 @functools.lru_cache(maxsize=None)
-def _require_driver(path: str) -> None:
+def require_driver(path: str) -> None:
     """Raise RuntimeError saying what is needed when the driver cannot run the library at ``path`` (once per path)."""
     problem = driver_problem(_open(path))
     if problem:
         raise RuntimeError(problem)
 
 
-def _require_cuda(*tensors: torch.Tensor) -> torch.device:
+def require_cuda(*tensors: torch.Tensor) -> torch.device:
     if not torch.cuda.is_available() or any(not t.is_cuda for t in tensors):
         devices = ", ".join(str(t.device) for t in tensors)
         raise RuntimeError(f"the CUDA C++ backend needs CUDA tensors / a GPU (got tensors on {devices})")
@@ -128,7 +129,7 @@ def _require_cuda(*tensors: torch.Tensor) -> torch.device:
     return device
 
 
-def _dtype_code(name: str, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> int:
+def dtype_code(name: str, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> int:
     if tensor.dtype not in _DTYPE_CODES:
         raise TypeError(f"{name} must be float32, float16 or bfloat16, got {tensor.dtype}")
     if dtype is not None and tensor.dtype != dtype:
@@ -136,101 +137,23 @@ def _dtype_code(name: str, tensor: torch.Tensor, dtype: torch.dtype | None = Non
     return _DTYPE_CODES[tensor.dtype]
 
 
-def _rows(tensor: torch.Tensor) -> torch.Tensor:
+def rows(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` (2-D) with unit stride along its last dim (the C side takes a row stride)."""
     return tensor if tensor.stride(-1) == 1 or tensor.shape[-1] <= 1 else tensor.contiguous()
 
 
-def _check(library: ctypes.CDLL, status: int) -> None:
+def check_status(library: ctypes.CDLL, status: int) -> None:
     if status != 0:
         raise RuntimeError(f"CUDA C++ backend: {library.zs2_last_error().decode(errors='replace')}")
 
 
-def _stream(device: torch.device) -> int:
+def stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
-def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None = None, *,
-                    return_state: bool = False):
-    """EMA over dim 1 of x [G, F, N] (see ``reference.momentum_update``); init float32 [G, N] or None.
-
-    Returns y, or ``(y, state)`` with the float32 running value after the last frame (F >= 1).
-    """
-    library = _library()
-    device = _require_cuda(x, *([] if init is None else [init]))
-    _require_driver(library._name)
-    code = _dtype_code("x", x)
-    if x.dim() != 3:
-        raise ValueError(f"x must be [G, F, N], got shape {tuple(x.shape)}")
-    G, F, N = x.shape
-    x = x.contiguous()
-    if init is not None:
-        _dtype_code("init", init, torch.float32)
-        if tuple(init.shape) != (G, N):
-            raise ValueError(f"init must have shape {(G, N)}, got {tuple(init.shape)}")
-        init = init.contiguous()
-    y = torch.empty_like(x)
-    state = torch.empty(G, N, dtype=torch.float32, device=device) if return_state else None
-    with torch.cuda.device(device):
-        _check(library, library.zs2_momentum_update(
-            x.data_ptr(), None if init is None else init.data_ptr(), y.data_ptr(),
-            None if state is None else state.data_ptr(), G, F, N, float(momentum), code, _stream(device)))  # fmt: skip
-    return (y, state) if return_state else y
-
-
-def _check_frame_and_candidates(prev: torch.Tensor, candidates: torch.Tensor) -> int:
-    """Check prev [B, D] and candidates [R, B, D] share a supported dtype; return its code."""
-    code = _dtype_code("prev", prev)
-    _dtype_code("candidates", candidates, prev.dtype)
-    if prev.dim() != 2 or candidates.dim() != 3 or tuple(candidates.shape[1:]) != tuple(prev.shape):
-        raise ValueError(f"need prev [B, D] and candidates [R, B, D], got {tuple(prev.shape)}, "
-                         f"{tuple(candidates.shape)}")  # fmt: skip
-    return code
-
-
-def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A [B], C [B, R]) in float32 for prev [B, D] and candidates [R, B, D] (see ``reference.kl_sums``)."""
-    library = _library()
-    device = _require_cuda(prev, candidates)
-    _require_driver(library._name)
-    code = _check_frame_and_candidates(prev, candidates)
-    R, B, D = candidates.shape
-    prev = _rows(prev)
-    candidates = candidates.contiguous()
-    a_sum = torch.empty(B, dtype=torch.float32, device=device)
-    c_sum = torch.empty(B, R, dtype=torch.float32, device=device)
-    if D == 0:  # the mean of nothing, as torch computes it
-        return a_sum.fill_(float("nan")), c_sum.fill_(float("nan"))
-    # Per-chunk partial sums (large D only), from torch's caching allocator: stream-ordered like the kernels.
-    workspace_size = library.zs2_kl_sums_workspace_size(R, B, D)
-    workspace = torch.empty(workspace_size, dtype=torch.float32, device=device) if workspace_size > 0 else None
-    with torch.cuda.device(device):
-        _check(library, library.zs2_kl_sums(
-            prev.data_ptr(), prev.stride(0), candidates.data_ptr(), a_sum.data_ptr(), c_sum.data_ptr(),
-            None if workspace is None else workspace.data_ptr(), R, B, D, code, _stream(device)))  # fmt: skip
-    return a_sum, c_sum
-
-
-def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """out[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b] (see ``reference.compose``).
-
-    ``index`` must lie in [0, R): a row with an out-of-range index comes out as NaN (no bounds check on
-    the host, which would synchronise).
-    """
-    library = _library()
-    device = _require_cuda(prev, candidates, index, alpha)
-    _require_driver(library._name)
-    code = _check_frame_and_candidates(prev, candidates)
-    R, B, D = candidates.shape
-    if tuple(index.shape) != (B,) or tuple(alpha.shape) != (B,):
-        raise ValueError(f"index and alpha must have shape {(B,)}, got {tuple(index.shape)}, {tuple(alpha.shape)}")
-    prev = _rows(prev)
-    candidates = candidates.contiguous()
-    index = index.to(torch.int64).contiguous()
-    alpha = alpha.to(torch.float64).contiguous()
-    out = torch.empty(B, D, dtype=prev.dtype, device=device)
-    with torch.cuda.device(device):
-        _check(library, library.zs2_compose(
-            prev.data_ptr(), prev.stride(0), candidates.data_ptr(), index.data_ptr(), alpha.data_ptr(),
-            out.data_ptr(), R, B, D, code, _stream(device)))  # fmt: skip
-    return out
+def prepare(*tensors: torch.Tensor) -> tuple[ctypes.CDLL, torch.device]:
+    """The loaded library and the tensors' CUDA device, after checking both can run (what a binding does first)."""
+    library = load()
+    device = require_cuda(*tensors)
+    require_driver(library._name)
+    return library, device

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _launch
+from .. import _launch
 
 BLOCK = 1024
 NUM_WARPS = 4

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from . import metrics as zm
-from ._atomic import atomic_write
-from .environment import device_name, git_revision
-from .video_io import to_uint8
+from .._atomic import atomic_write
+from ..environment import device_name, git_revision
+from ..video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
 METRICS = ("clip", "fid", "consistency")
@@ -114,12 +114,12 @@ class AblationSettings:
 def default_prompts(model) -> list[str]:
     """Ten digit prompts for the embedded model; the paper's 53 demo prompts for any other model."""
     if model is None:
-        from .digits import digit_prompt
+        from ..embedded.digits import digit_prompt
 
         return [digit_prompt(digit) for digit in range(10)]
     from importlib.resources import files
 
-    text = files("zs2_kernels").joinpath("data/zs2-paper-prompts.txt").read_text(encoding="utf-8")
+    text = files("zs2_kernels.evaluation").joinpath("data/zs2-paper-prompts.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -191,7 +191,7 @@ class Ablation:
         if choice not in ("digits", "clip"):
             raise ValueError(f"--metric-backend must be 'digits' or 'clip', got {choice!r}")
         if choice == "digits":
-            from .digits import parse_digit_prompt
+            from ..embedded.digits import parse_digit_prompt
 
             bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
             if bad:
@@ -223,7 +223,7 @@ class Ablation:
         """Run this rank's unfinished units, then (rank 0) aggregate; returns the summary on rank 0."""
         from tqdm.auto import tqdm
 
-        from .pipeline import load_pipeline
+        from ..loading import load_pipeline
 
         started = time.perf_counter()
         mine = [b for i, b in enumerate(self.batches()) if i % self.world == self.rank]
@@ -243,7 +243,7 @@ class Ablation:
         return self.aggregate(time.perf_counter() - started)
 
     def _run_batch(self, pipe, batch) -> None:
-        from .sampler import sample_video
+        from ..sampler import sample_video
 
         config = batch[0][0]
         settings = self.settings

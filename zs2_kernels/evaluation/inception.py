@@ -7,7 +7,7 @@ comparable with torch-fidelity and pytorch-fid. torch-fidelity reads a weights f
 weights file is accepted only as ``.safetensors``; convert the published
 ``weights-inception-2015-12-05-6726825d.pth`` once with torch's tensors-only unpickler::
 
-    python -m zs2_kernels.inception weights-inception-2015-12-05-6726825d.pth inception-fid.safetensors
+    python -m zs2_kernels.evaluation.inception weights-inception-2015-12-05-6726825d.pth inception-fid.safetensors
 
 torch-fidelity (and the torchvision it imports) is the optional extra ``zs2_kernels[inception]``.
 """
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 FEATURE_LAYERS = (64, 192, 768, 2048)
 PUBLISHED_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release v0.2.0 on GitHub
 _HOW_TO_GET = (f"give a local file with --inception-weights (a .safetensors converted from torch-fidelity's "
-               f"{PUBLISHED_WEIGHTS} by `python -m zs2_kernels.inception SRC.pth DST.safetensors`), or run online "
+               f"{PUBLISHED_WEIGHTS} by `python -m zs2_kernels.evaluation.inception SRC.pth DST.safetensors`), or run online "
                "without it to let torch-fidelity download the published file")
 
 
@@ -45,7 +45,7 @@ def load_inception(feature: int = 2048, weights_path: str | None = None) -> nn.M
         path = Path(weights_path)
         if path.suffix != ".safetensors":
             raise ValueError(f"--inception-weights must be a .safetensors file (pickled weights are never loaded), "
-                             f"got {path}; convert with `python -m zs2_kernels.inception {path.name} "
+                             f"got {path}; convert with `python -m zs2_kernels.evaluation.inception {path.name} "
                              f"{path.stem}.safetensors`")
         if not path.is_file():
             raise FileNotFoundError(f"--inception-weights {path} does not exist")
@@ -105,7 +105,7 @@ def convert_weights(source: str | Path, target: str | Path) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zs2_kernels.inception",
+    parser = argparse.ArgumentParser(prog="python -m zs2_kernels.evaluation.inception",
                                      description="Convert FID Inception weights (.pth) to .safetensors for "
                                                  "zs2-ablate --inception-weights.")
     parser.add_argument("source", help=f"pickled state dict, e.g. torch-fidelity's {PUBLISHED_WEIGHTS}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 #: Columns of the markdown tables: (key in the summary, header).
 COLUMNS = (

@@ -12,8 +12,9 @@ evaluation and sampling:
   "is this the prompted digit?", penultimate features for Frechet distances), stored as
   safetensors only;
 * prompt helpers, so prompts used for training and the digit a prompt names are parsed the
-  same way everywhere;
-* the paths of the shipped weights.
+  same way everywhere.
+
+The paths of the shipped weights are in :mod:`zs2_kernels.embedded` (loading the model needs only them).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import classifier_weights_path
 
 IMAGE_SIZE = 32
 """Side of the square images the embedded model generates and the classifier reads."""
@@ -49,19 +52,6 @@ PROMPT_TEMPLATES = (
 
 HELD_OUT_SIZE = 360
 SPLIT_SEED = 0
-
-_EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
-
-
-def embedded_model_path() -> Path:
-    """Folder of the shipped ``StableDiffusionPipeline`` (load with ``from_pretrained``)."""
-    return _EMBEDDED_DIR / "digits-sd"
-
-
-def classifier_weights_path() -> Path:
-    """File of the shipped digit classifier weights (safetensors, config in its metadata)."""
-    return _EMBEDDED_DIR / "digit_classifier.safetensors"
-
 
 # ----------------------------------------------------------------------------- data
 

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _launch
+from .. import _launch
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -184,38 +184,25 @@ def _philox_normal_kernel(seeds_ptr, out_ptr, num_candidates, batch, dim, num_bl
 
 
 # --------------------------------------------------------------------------- host launchers
-# Inputs arrive checked by the op layer (zs2_kernels/ops.py); the launchers make them contiguous and launch
-# on their device. ``seeds`` (int64 [B], one Philox key per video) replaces ``candidates`` when it is None.
-def _sources(prev, candidates, seeds):
-    """(prev, candidate tensor or placeholder, seeds or placeholder, PHILOX) as the kernels take them."""
-    prev = prev.contiguous()
-    if candidates is None:
-        return prev, prev, seeds.contiguous(), True
-    return prev, candidates.contiguous(), prev, False
-
-
-def kl_partial_sums(prev, candidates, num_candidates, seeds=None, frame=0):
+# Inputs arrive checked by the op layer (zs2_kernels/ops/noise/__init__.py); the launchers make them
+# contiguous and launch on their device. Candidates are a tensor [R, B, D], or (``_philox`` variants) Philox
+# normals from one key per video ``seeds`` [B] int64 and the frame index.
+def _partial_sums(prev, candidates, num_candidates, seeds, frame):
     """Per-block partial sums [B, blocks, R+1] (column 0: A·D, column r+1: C_r·D), fp32."""
-    prev, cand, keys, philox = _sources(prev, candidates, seeds)
+    prev = prev.contiguous()
     batch, dim = prev.shape
     num_blocks = triton.cdiv(dim, BLOCK)
     partial = torch.empty((batch, num_blocks, num_candidates + 1), device=prev.device, dtype=torch.float32)
+    philox = candidates is None
     with _launch.device_guard(prev):
         _kl_partial_sums_kernel[(batch * num_blocks,)](
-            prev, cand, keys, partial, num_candidates, batch, dim, num_blocks, int(frame),
-            PHILOX=philox, BLOCK=BLOCK, num_warps=NUM_WARPS)
+            prev, prev if philox else candidates.contiguous(), seeds.contiguous() if philox else prev, partial,
+            num_candidates, batch, dim, num_blocks, int(frame), PHILOX=philox, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return partial
 
 
-def kl_sums(prev, candidates):
-    """A [B] and C [B, R] from materialised candidates (the op-level contract of the KL check)."""
-    totals = kl_partial_sums(prev, candidates, candidates.shape[0]).sum(dim=1) / prev.shape[1]
-    return totals[:, 0].clone(), totals[:, 1:].clone()  # separate storage: op outputs must not alias
-
-
-def search(prev, candidates, num_candidates, noise_lambda, search_mode, line_steps, seeds=None, frame=0):
-    """Both search stages for one frame: (index [B] int64, alpha [B] float64, achieved KL [B] float64)."""
-    partial = kl_partial_sums(prev, candidates, num_candidates, seeds, frame)
+def _search(prev, candidates, num_candidates, seeds, frame, noise_lambda, search, line_steps):
+    partial = _partial_sums(prev, candidates, num_candidates, seeds, frame)
     batch, num_blocks, _ = partial.shape
     index = torch.empty(batch, device=prev.device, dtype=torch.int64)
     alpha = torch.empty(batch, device=prev.device, dtype=torch.float64)
@@ -224,28 +211,55 @@ def search(prev, candidates, num_candidates, noise_lambda, search_mode, line_ste
     with _launch.device_guard(prev):
         _search_kernel[(batch,)](
             partial, lam, index, alpha, kl, num_candidates, num_blocks, prev.shape[1], line_steps,
-            EXACT=search_mode == "exact", ROWS=SEARCH_ROWS, COLS=SEARCH_COLS, num_warps=1, enable_fp_fusion=False)
+            EXACT=search == "exact", ROWS=SEARCH_ROWS, COLS=SEARCH_COLS, num_warps=1, enable_fp_fusion=False)
     return index, alpha, kl
 
 
-def compose(prev, candidates, index, alpha, num_candidates, seeds=None, frame=0):
-    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·n_index, in prev's dtype."""
-    prev, cand, keys, philox = _sources(prev, candidates, seeds)
+def _compose(prev, candidates, index, alpha, num_candidates, seeds, frame):
+    prev = prev.contiguous()
     batch, dim = prev.shape
     out = torch.empty_like(prev)
     num_blocks = triton.cdiv(dim, BLOCK)
+    philox = candidates is None
     with _launch.device_guard(prev):
         _compose_kernel[(batch * num_blocks,)](
-            prev, cand, keys, index.contiguous(), alpha.contiguous(), out, num_candidates, batch, dim, num_blocks,
-            int(frame), PHILOX=philox, BLOCK=BLOCK, num_warps=NUM_WARPS)
+            prev, prev if philox else candidates.contiguous(), seeds.contiguous() if philox else prev,
+            index.contiguous(), alpha.contiguous(), out, num_candidates, batch, dim, num_blocks, int(frame),
+            PHILOX=philox, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
-def philox_normal(seeds, frame, num_candidates, dim, *, dtype=torch.float32):
-    """Materialise the Philox candidates of one frame, [R, B, D] (B = len(seeds)): what the fused kernels
-    regenerate. Frame 0 of a chain is ``philox_normal(seeds, 0, 1, D)[0]``."""
+def kl_sums(prev, candidates):
+    """A [B] and C [B, R] from candidates [R, B, D] (the batched KL check)."""
+    totals = _partial_sums(prev, candidates, candidates.shape[0], None, 0).sum(dim=1) / prev.shape[1]
+    return totals[:, 0].clone(), totals[:, 1:].clone()  # separate storage: op outputs must not alias
+
+
+def search_frame(prev, candidates, noise_lambda, search, line_steps):
+    """Both search stages for one frame: (index [B] int64, alpha [B] float64, achieved KL [B] float64)."""
+    return _search(prev, candidates, candidates.shape[0], None, 0, noise_lambda, search, line_steps)
+
+
+def search_frame_philox(prev, seeds, frame, num_candidates, noise_lambda, search, line_steps):
+    """:func:`search_frame` over Philox candidates regenerated in the kernel (never stored)."""
+    return _search(prev, None, num_candidates, seeds, frame, noise_lambda, search, line_steps)
+
+
+def compose(prev, candidates, index, alpha):
+    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·candidates[index], in prev's dtype."""
+    return _compose(prev, candidates, index, alpha, candidates.shape[0], None, 0)
+
+
+def compose_philox(prev, seeds, frame, num_candidates, index, alpha):
+    """:func:`compose` with the chosen Philox candidate regenerated in the kernel."""
+    return _compose(prev, None, index, alpha, num_candidates, seeds, frame)
+
+
+def philox_normal(seeds, frame, num_candidates, dim):
+    """Materialise the Philox candidates of one frame, float32 [R, B, D] (B = len(seeds)): what the fused
+    kernels regenerate. Frame 0 of a chain is ``philox_normal(seeds, 0, 1, D)[0]``."""
     batch = seeds.shape[0]
-    out = torch.empty((num_candidates, batch, dim), device=seeds.device, dtype=dtype)
+    out = torch.empty((num_candidates, batch, dim), device=seeds.device, dtype=torch.float32)
     num_blocks = triton.cdiv(dim, BLOCK)
     with _launch.device_guard(seeds):
         _philox_normal_kernel[(num_candidates * batch * num_blocks,)](
