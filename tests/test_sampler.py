@@ -231,3 +231,20 @@ def test_missing_model_paths_say_what_was_looked_for(tmp_path):
         zs2_kernels.load_pipeline(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         zs2_kernels.sample_video("./no/such/model", "a cat", progress=False)
+
+
+def test_progress_bar_is_the_pipelines_own(pipe, capsys):
+    """The denoising bar is diffusers' (so set_progress_bar_config works); progress=False shows none."""
+    fast = {**FAST, "progress": True}
+    try:
+        pipe.set_progress_bar_config(disable=False)
+        zs2_kernels.sample_video(pipe, "a cat", seed=0, **fast)
+        assert "100%" in capsys.readouterr().err
+        pipe.set_progress_bar_config(disable=True)
+        zs2_kernels.sample_video(pipe, "a cat", seed=0, **fast)
+        assert "100%" not in capsys.readouterr().err
+        pipe.set_progress_bar_config(disable=False)
+        zs2_kernels.sample_video(pipe, "a cat", seed=0, **FAST)
+        assert "100%" not in capsys.readouterr().err
+    finally:
+        pipe.set_progress_bar_config(disable=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ._checks import check_int, check_number, check_search
@@ -140,7 +139,8 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
 
 
 def _decode(pipe, latents, chunk_size):
-    """VAE-decode [N, c, h, w] latents in chunks to images in [0, 1]; a chunk that overflows fp16 is redone in fp32."""
+    """VAE-decode [N, c, h, w] latents in chunks to images in [-1, 1]; a chunk that overflows fp16 is redone in
+    fp32, and NaN/inf raises instead of returning black frames."""
     vae = pipe.vae
     scaling = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
@@ -157,8 +157,112 @@ def _decode(pipe, latents, chunk_size):
                 vae.to(original)
         if not torch.isfinite(image).all():
             raise FloatingPointError("VAE decoding produced NaN/inf; try dtype=torch.float32")
-        images.append((image.float() / 2 + 0.5).clamp(0, 1))
+        images.append(image.float())
     return torch.cat(images)
+
+
+def _pipeline(model, device, dtype):
+    """The pipeline to sample with: ``model`` itself when it is one (moved/cast if asked), else loaded."""
+    if not (hasattr(model, "unet") and hasattr(model, "vae")):
+        return load_pipeline(model, device=device, dtype=dtype)
+    if device is not None and torch.device(device) != model.device:
+        model.to(device)
+    if dtype is not None and dtype != model.unet.dtype:
+        model.to(dtype=dtype)
+    return model
+
+
+@dataclass
+class _Conditioning:
+    """Text conditioning of the UNet batch (guidance half, video), repeated per frame for a chunk length."""
+
+    embeds: torch.Tensor
+    added: dict | None
+    per_frames: dict = field(default_factory=dict)
+
+    def for_frames(self, frames: int):
+        """(encoder hidden states, SDXL added conditions) with each video's row repeated ``frames`` times."""
+        if frames not in self.per_frames:
+            extra = None if self.added is None else {k: v.repeat_interleave(frames, 0) for k, v in self.added.items()}
+            self.per_frames[frames] = (self.embeds.repeat_interleave(frames, dim=0), extra)
+        return self.per_frames[frames]
+
+
+def _encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guidance, height, width) -> _Conditioning:
+    """Prompt embeddings per video, the negative ones first when guidance is on (and SDXL's added conditions)."""
+    device = pipe._execution_device
+    embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance)
+    embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
+    added = None
+    if pooled is not None:
+        added = _sdxl_added_conditions(pipe, pooled[0].repeat_interleave(videos_per_prompt, 0), height, width,
+                                       embeds.dtype, device)
+    if guidance:
+        embeds = torch.cat([negative.repeat_interleave(videos_per_prompt, dim=0), embeds])
+        if added is not None:
+            negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
+                                                    height, width, embeds.dtype, device)
+            added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
+    return _Conditioning(embeds, added)
+
+
+def _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guidance_scale):
+    """One DDIM step over all frames, the UNet run on ``chunk`` frames at a time (momentum state carried)."""
+    videos, num_frames = latents.shape[:2]
+    halves = 2 if guidance_scale > 1.0 else 1
+    if handle is not None:
+        handle.check_installed()
+        handle.reset_state()
+    noise_pred = torch.empty_like(latents)
+    for start in range(0, num_frames, chunk):
+        stop = min(start + chunk, num_frames)
+        frames = stop - start
+        if handle is not None:
+            handle.set_num_frames(frames, carry_state=chunk < num_frames)
+        block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
+        model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(pipe.unet.dtype)
+        hidden, extra = conditioning.for_frames(frames)
+        prediction = pipe.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra).sample.float()
+        if halves == 2:
+            uncond, cond = prediction.chunk(2)
+            prediction = uncond + guidance_scale * (cond - uncond)
+        noise_pred[:, start:stop] = prediction.view(videos, frames, *latents.shape[2:])
+    return scheduler.step(noise_pred.flatten(0, 1), t, latents.flatten(0, 1)).prev_sample.view(latents.shape)
+
+
+def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_attention, frame_chunk, guidance_scale,
+             backend, progress, callback_on_step_end):
+    """The denoising loop, with momentum attention installed for it (and always restored)."""
+    num_frames = latents.shape[1]
+    chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
+    handle = install_momentum_attention(pipe.unet, momentum, chunk, backend=backend) if momentum_attention else None
+    steps = scheduler.timesteps
+    try:
+        for step, t in enumerate(pipe.progress_bar(steps) if progress else steps):
+            latents = _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guidance_scale)
+            if callback_on_step_end is not None:
+                returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
+                latents = returned.get("latents", latents)
+    finally:
+        if handle is not None:
+            handle.restore()
+    # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
+    if not torch.isfinite(latents).all():
+        raise FloatingPointError(f"latents became NaN/inf during denoising (dtype {pipe.unet.dtype}); "
+                                 "try dtype=torch.float32")
+    return latents
+
+
+def _postprocess(pipe, latents, output_type, decode_chunk_size):
+    """Decoded frames per video in ``output_type`` (diffusers' ``VaeImageProcessor``), or the latents."""
+    if output_type == "latent":
+        return latents
+    videos, num_frames = latents.shape[:2]
+    images = pipe.image_processor.postprocess(_decode(pipe, latents.flatten(0, 1), decode_chunk_size),
+                                              output_type=output_type)
+    if output_type == "pil":
+        return [images[v * num_frames:(v + 1) * num_frames] for v in range(videos)]
+    return images.reshape(videos, num_frames, *images.shape[1:])
 
 
 @torch.no_grad()
@@ -204,45 +308,23 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
     prompts = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda,
                            momentum, search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt,
                            seed, generator)
-    timings = {}
-    started = time.perf_counter()
-    if hasattr(model, "unet") and hasattr(model, "vae"):
-        pipe = model
-        if device is not None and torch.device(device) != pipe.device:
-            pipe.to(device)
-        if dtype is not None and dtype != pipe.unet.dtype:
-            pipe.to(dtype=dtype)
-    else:
-        pipe = load_pipeline(model, device=device, dtype=dtype)
+    from diffusers import DDIMScheduler
+
+    timings, started = {}, time.perf_counter()
+    pipe = _pipeline(model, device, dtype)
     height, width = _check_resolution(pipe, height, width)
     device = pipe._execution_device
-    unet_dtype = pipe.unet.dtype
     backend = resolve_backend(torch.device(device), backend)
     timings["load"] = time.perf_counter() - started
 
-    from diffusers import DDIMScheduler
-
-    guidance = guidance_scale > 1.0
     stage = time.perf_counter()
-    embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance)
-    videos = len(prompts) * num_videos_per_prompt
-    embeds = embeds.repeat_interleave(num_videos_per_prompt, dim=0)
-    added = None
-    if pooled is not None:
-        added = _sdxl_added_conditions(pipe, pooled[0].repeat_interleave(num_videos_per_prompt, 0), height, width,
-                                       embeds.dtype, device)
-    if guidance:
-        negative = negative.repeat_interleave(num_videos_per_prompt, dim=0)
-        embeds = torch.cat([negative, embeds])
-        if added is not None:
-            negative_added = _sdxl_added_conditions(
-                pipe, pooled[1].repeat_interleave(num_videos_per_prompt, 0), height, width, embeds.dtype, device)
-            added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
+    conditioning = _encode_conditioning(pipe, prompts, negative_prompt, num_videos_per_prompt, guidance_scale > 1.0,
+                                        height, width)
     timings["encode_prompt"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    latent_shape = (videos, num_frames, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
-                    width // pipe.vae_scale_factor)
+    latent_shape = (len(prompts) * num_videos_per_prompt, num_frames, pipe.unet.config.in_channels,
+                    height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
                                             noise_lambda=noise_lambda, search=search, generator=generator, seed=seed,
                                             device=device, backend=backend)
@@ -251,61 +333,14 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
     latents = latents * scheduler.init_noise_sigma
     timings["initial_noise"] = time.perf_counter() - stage
 
-    chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
-    halves = 2 if guidance else 1
-    # Text conditioning repeated per frame, built once per chunk length (at most two: chunk and remainder).
-    conditioning = {}
-    for frames in {min(chunk, num_frames - start) for start in range(0, num_frames, chunk)}:
-        extra = None if added is None else {k: v.repeat_interleave(frames, dim=0) for k, v in added.items()}
-        conditioning[frames] = (embeds.repeat_interleave(frames, dim=0), extra)
-    handle = install_momentum_attention(pipe.unet, momentum, chunk, backend=backend) if momentum_attention else None
     stage = time.perf_counter()
-    try:
-        from tqdm.auto import tqdm
-
-        for step, t in enumerate(tqdm(scheduler.timesteps, desc="zs2 denoising", disable=not progress)):
-            if handle is not None:
-                handle.check_installed()
-                handle.reset_state()
-            noise_pred = torch.empty_like(latents)
-            for start in range(0, num_frames, chunk):
-                stop = min(start + chunk, num_frames)
-                frames = stop - start
-                if handle is not None:
-                    handle.set_num_frames(frames, carry_state=chunk < num_frames)
-                block = latents[:, start:stop].reshape(videos * frames, *latent_shape[2:])
-                model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(unet_dtype)
-                conditions, extra = conditioning[frames]
-                prediction = pipe.unet(model_input, t, encoder_hidden_states=conditions,
-                                       added_cond_kwargs=extra).sample.float()
-                if guidance:
-                    uncond, cond = prediction.chunk(2)
-                    prediction = uncond + guidance_scale * (cond - uncond)
-                noise_pred[:, start:stop] = prediction.view(videos, frames, *latent_shape[2:])
-            latents = scheduler.step(noise_pred.flatten(0, 1), t, latents.flatten(0, 1)).prev_sample.view(latent_shape)
-            if callback_on_step_end is not None:
-                returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
-                latents = returned.get("latents", latents)
-    finally:
-        if handle is not None:
-            handle.restore()
-    # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
-    if not torch.isfinite(latents).all():
-        raise FloatingPointError(f"latents became NaN/inf during denoising (dtype {unet_dtype}); "
-                                 "try dtype=torch.float32")
+    latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum, momentum_attention=momentum_attention,
+                       frame_chunk=frame_chunk, guidance_scale=guidance_scale, backend=backend, progress=progress,
+                       callback_on_step_end=callback_on_step_end)
     timings["denoise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    if output_type == "latent":
-        frames_out = latents
-    else:
-        images = _decode(pipe, latents.flatten(0, 1), decode_chunk_size)
-        images = images.view(videos, num_frames, *images.shape[1:])
-        if output_type == "pt":
-            frames_out = images
-        else:
-            array = images.permute(0, 1, 3, 4, 2).cpu().numpy().astype(np.float32)
-            frames_out = array if output_type == "np" else _to_pil(array)
+    frames = _postprocess(pipe, latents, output_type, decode_chunk_size)
     timings["decode"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
 
@@ -313,18 +348,8 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
              "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
              "momentum": momentum if momentum_attention else None, "dependency_noise": dependency_noise,
              "momentum_attention": momentum_attention, "frame_chunk": frame_chunk, "device": str(device),
-             "dtype": str(unet_dtype).replace("torch.", "")}
+             "dtype": str(pipe.unet.dtype).replace("torch.", "")}
     if noise_stats is not None:
         stats.update({"noise_lambda": noise_lambda, "search": search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
-    return VideoOutput(frames=frames_out, stats=stats)
-
-
-def _to_pil(array):
-    from PIL import Image
-
-    def image(frame):
-        pixels = (frame * 255).round().astype(np.uint8)
-        return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-
-    return [[image(frame) for frame in video] for video in array]
+    return VideoOutput(frames=frames, stats=stats)
