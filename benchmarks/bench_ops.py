@@ -1,10 +1,11 @@
-"""Throughput of the two ZS² ops, ours side by side with the paper-style references, at real model shapes.
+"""Throughput of the ZS² ops, ours side by side with the paper-style references, at real model shapes.
 
 Ops:
   * ``momentum_update``: the EMA over frames behind temporal momentum attention, on the self-attention
     layer input of a real UNet, x [G, F, tokens, channels] with G = 2·B (classifier-free guidance).
   * ``dependency_noise_chain``: the whole initial-noise chain of F frames (per frame: batched KL check
-    over R candidates, line stage, compose), latents [B, F, 4, h, w].
+    over R candidates, line stage, compose), latents [B, F, 4, h, w];
+  * ``kl_sums``: the batched KL check alone (``zs2::kl_sums``: A and every C_r of R candidates).
 
 Implementations (``impl`` in the records):
   * ``zs2``: ours through the public API (``backend="triton"`` on CUDA, the default ``"torch"`` path on
@@ -15,7 +16,7 @@ Implementations (``impl`` in the records):
   * ``cuda``: the CUDA C++ library backend (GPU only, when built); pre-drawn candidates for the chain.
   * ``reference_loop`` / ``reference_matrix``: the eager per-frame loop and the paper's lower-triangular
     matrix form of the EMA; ``reference_literal``: the paper's search as written (full-tensor KL per
-    candidate and per line step, float64).
+    candidate and per line step, float64), and for ``kl_sums`` its random stage (one statistic per candidate).
   * ``compile_loop`` / ``compile_matrix`` / ``compile_literal``: ``torch.compile`` (dynamic shapes) of the
     same references, in a private temporary Inductor cache (cold-start compiles). The first call of each
     record (where any compile happens) is capped by ``--compile-timeout``; a timeout or compile failure
@@ -28,6 +29,7 @@ GB/s compares like with like; s = bytes per element):
     the KL check reads the previous frame and R candidates (R+1), compose reads the previous frame and
     the chosen candidate (2) and writes the new frame (1). ``zs2`` on Triton regenerates its candidates
     instead of reading them, so its effective GB/s can exceed the copy roofline.
+  * kl_sums: B·D·4·(R+1) (fp32): the frame and the R candidates read once.
 
 The roofline reference is ``dst.copy_(src)`` of the same number of bytes moved (read + write), measured
 in the same run with the same timer (``copy_gbps``; ``pct_of_copy_bw`` = GB/s / copy GB/s).
@@ -56,7 +58,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
 import zs2_kernels
 from zs2_kernels.ops import cuda_library, resolve_backend
 from zs2_kernels.ops.momentum import reference as momentum_reference
-from zs2_kernels.ops.noise import compose_op, search_frame_op
+from zs2_kernels.ops.noise import compose_op, kl_sums_op, search_frame_op
 from zs2_kernels.ops.noise import reference as noise_reference
 
 MOMENTUM = 0.98
@@ -112,23 +114,34 @@ def chain_cases(latents, batches, frames) -> list[Case]:
     return cases
 
 
+def kl_cases(latents, batches) -> list[Case]:
+    """The batched KL check alone: A and every C_r of R candidates [R, B, *latent] against one frame, float32."""
+    return [Case("kl_sums", (CANDIDATES, batch, *latent), "fp32",
+                 f"{'x'.join(map(str, latent))} B={batch} R={CANDIDATES}",
+                 {"latent": list(latent), "batch": batch, "candidates": CANDIDATES})
+            for batch, latent in itertools.product(batches, latents)]
+
+
 def build_cases(preset: str, dtypes: list[str]) -> list[Case]:
     """The shapes of a preset: "full" (GPU), "cpu" (a subset that finishes in minutes), "smoke" (seconds)."""
     if preset == "smoke":
         return (momentum_cases([("tiny", [(16, 8)])], [1], [4], dtypes)
-                + chain_cases([(4, 8, 8)], [1], [4]))
+                + chain_cases([(4, 8, 8)], [1], [4]) + kl_cases([(4, 8, 8)], [1]))
     if preset == "cpu":
         return (momentum_cases([("sd15-512", LAYERS["sd15-512"])], [1], [8, 16], dtypes)
                 + momentum_cases([("sdxl-1024", [(1024, 1280)])], [1], [16], dtypes)
-                + chain_cases(LATENTS, [1], [16]) + chain_cases(LATENTS[:1], [4], [16]))
+                + chain_cases(LATENTS, [1], [16]) + chain_cases(LATENTS[:1], [4], [16]) + kl_cases(LATENTS, [1]))
     return (momentum_cases(list(LAYERS.items()), [1, 4], [8, 16, 64], dtypes)
-            + chain_cases(LATENTS, [1, 4], [16]))
+            + chain_cases(LATENTS, [1, 4], [16]) + kl_cases(LATENTS, [1, 4]))
 
 
 def bytes_moved(case: Case) -> int:
     """Analytic minimum traffic of the op (module docstring)."""
     if case.op == "momentum_update":
         return 2 * math.prod(case.shape) * DTYPES[case.dtype].itemsize
+    if case.op == "kl_sums":
+        count, batch, *latent = case.shape
+        return batch * math.prod(latent) * 4 * (count + 1)
     batch, num_frames, *latent = case.shape
     return batch * math.prod(latent) * 4 * (1 + (num_frames - 1) * (CANDIDATES + 4))
 
@@ -208,8 +221,27 @@ def chain_impls(device: torch.device, ours: str, compile_fn) -> list[Impl]:
     return impls
 
 
+def literal_kl_check(prev, candidates):
+    """The paper's random stage as written: one full-tensor statistic per candidate, [B, R] float32."""
+    return torch.stack([noise_reference.kl_statistic(candidate, prev) for candidate in candidates], dim=1)
+
+
+def kl_impls(device: torch.device, ours: str, compile_fn) -> list[Impl]:
+    """The batched KL check (``zs2::kl_sums``) against the per-candidate statistic of the paper, and its compile."""
+    impls = [Impl("zs2", ours, lambda a: lambda: kl_sums_op(a["prev"], a["candidates"], ours))]
+    if device.type == "cuda" and cuda_library.is_available():
+        impls.append(Impl("cuda", "cuda", lambda a: lambda: kl_sums_op(a["prev"], a["candidates"], "cuda")))
+    compiled = compile_fn(literal_kl_check)
+    impls += [Impl("reference_literal", "eager", lambda a: lambda: literal_kl_check(a["prev"], a["candidates"]),
+                   note="one full-tensor kl_div per candidate"),
+              Impl("compile_literal", "inductor", lambda a: lambda: compiled(a["prev"], a["candidates"]),
+                   compiled=True)]
+    return impls
+
+
 #: The paper-style eager baseline each op's speedups are measured against.
-REFERENCE_IMPL = {"momentum_update": "reference_matrix", "dependency_noise_chain": "reference_literal"}
+REFERENCE_IMPL = {"momentum_update": "reference_matrix", "dependency_noise_chain": "reference_literal",
+                  "kl_sums": "reference_literal"}
 
 
 def make_inputs(case: Case, device: torch.device) -> dict:
@@ -217,6 +249,11 @@ def make_inputs(case: Case, device: torch.device) -> dict:
     generator = torch.Generator(device=device).manual_seed(0)
     if case.op == "momentum_update":
         return {"x": torch.randn(case.shape, generator=generator, device=device, dtype=DTYPES[case.dtype])}
+    if case.op == "kl_sums":
+        count, batch, *latent = case.shape
+        dim = math.prod(latent)
+        return {"prev": torch.randn(batch, dim, generator=generator, device=device),
+                "candidates": torch.randn(count, batch, dim, generator=generator, device=device)}
     batch, num_frames, *latent = case.shape
     dim = math.prod(latent)
     return {"shape": case.shape, "first": torch.randn(batch, dim, generator=generator, device=device),
@@ -329,7 +366,8 @@ def run(args) -> list[dict]:
         return torch.compile(fn, dynamic=True)
 
     impls = {"momentum_update": momentum_impls(device, ours, compile_fn),
-             "dependency_noise_chain": chain_impls(device, ours, compile_fn)}
+             "dependency_noise_chain": chain_impls(device, ours, compile_fn),
+             "kl_sums": kl_impls(device, ours, compile_fn)}
     records, copy_cache, gave_up = [], {}, {}
     for case in [c for c in build_cases(args.shapes, args.dtypes) if c.op in args.ops]:
         inputs = make_inputs(case, device)
@@ -384,7 +422,7 @@ def parse_args(argv=None):
                         help="comma-separated subset of fp32,fp16,bf16 for momentum_update "
                              "(default: all on CUDA, fp32 on CPU)")
     parser.add_argument("--ops", default=",".join(REFERENCE_IMPL),
-                        help=f"comma-separated subset of {','.join(REFERENCE_IMPL)} (default: both)")
+                        help=f"comma-separated subset of {','.join(REFERENCE_IMPL)} (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="CPU timed calls per record (default 5; smoke 2)")
     parser.add_argument("--reference-repeats", type=int, default=None,
                         help="CPU timed calls for the slow eager/compiled references (default 3; smoke 1)")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zs2_kernels.environment import device_name, git_revision
+from zs2_kernels.environment import describe, device_name
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -51,29 +51,11 @@ def default_output(prefix: str, device: torch.device) -> Path:
     return RESULTS_DIR / f"{prefix}-{slug(device_name(device))}-{date}.json"
 
 
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return None
-
-
 def run_environment(benchmark: str, device: torch.device) -> dict:
-    """The fields every record of one run carries: what ran where, with which code, when."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return {
-        "benchmark": benchmark,
-        "run_id": f"{benchmark}-{now.strftime('%Y%m%dT%H%M%S.%fZ')}",
-        "device": device.type,
-        "device_name": device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "triton": _version("triton"),
-        "diffusers": _version("diffusers"),
-        "git_revision": git_revision(),
-        "timestamp": now.isoformat(timespec="seconds"),
-    }
+    """The fields every record of one run carries: which benchmark and run, and ``environment.describe``."""
+    environment = describe(device)
+    stamp = dt.datetime.fromisoformat(environment["timestamp"]).strftime("%Y%m%dT%H%M%S")
+    return {"benchmark": benchmark, "run_id": f"{benchmark}-{stamp}-{os.getpid()}", **environment}
 
 
 def add_output_argument(parser, prefix: str) -> None:

@@ -38,7 +38,7 @@ def prompts_file(tmp_path_factory):
 
 def args(model_dir, prompts_file, out, *extra):
     return ["--study", "components", "--model", model_dir, "--prompts", prompts_file, "--seeds", "2", "--frames", "3",
-            "--steps", "2", "--batch", "2", "--metric-backend", "digits", "--out", str(out), "--no-progress", *extra]
+            "--steps", "2", "--batch", "2", "--scorer", "digits", "--out", str(out), "--no-progress", *extra]
 
 
 def script_command(model_dir, prompts_file, out):
@@ -57,7 +57,7 @@ def test_outputs(uninterrupted):
     assert {"results.json", "results.csv", "results.md", "components.png", "samples.gif", "units"} <= names
     results = json.loads((uninterrupted / "results.json").read_text())
     assert len(results["units"]) == 4 * 2 * 2
-    assert results["metric_backend"].startswith("digit-classifier") and "git_revision" in results["environment"]
+    assert results["scorer"].startswith("digit-classifier") and "git_revision" in results["environment"]
     summary = results["summary"]
     assert abs(summary["zs2"]["achieved_kl"]["mean"] - 0.01) < 1e-4
     assert "achieved_kl" not in summary["neither"] and summary["zs2"]["fid"]["n"] == 2 * 2 * 3
@@ -112,8 +112,8 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--seeds", "0"], "--seeds"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
-        (["--metric-backend", "clip"], "--clip-model"),
-        (["--metric-backend", "clip", "--clip-model", "/nonexistent/clip"], "--clip-model"),
+        (["--scorer", "clip"], "--clip-model"),
+        (["--scorer", "clip", "--clip-model", "/nonexistent/clip"], "--clip-model"),
     ],
 )
 def test_bad_input(model_dir, prompts_file, tmp_path, capsys, extra, message):

@@ -63,7 +63,8 @@ def test_bench_ops_smoke(tmp_path):
     measured = {(r["op"], r["impl"]) for r in records if "error" not in r}
     # Ours and the eager references always run; torch.compile may time out in smoke mode (an error record).
     for op, impls in {"momentum_update": ["zs2", "reference_loop", "reference_matrix"],
-                      "dependency_noise_chain": ["zs2", "zs2_predrawn", "reference_literal"]}.items():
+                      "dependency_noise_chain": ["zs2", "zs2_predrawn", "reference_literal"],
+                      "kl_sums": ["zs2", "reference_literal"]}.items():
         for impl in impls:
             assert (op, impl) in measured
     assert {r["impl"] for r in records} >= {"compile_matrix", "compile_loop", "compile_literal"}

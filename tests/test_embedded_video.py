@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zs2_kernels
-from zs2_kernels.evaluation.metrics import DigitBackend, consistency_metrics, to_uint8_chw
+from zs2_kernels.evaluation.metrics import DigitScorer, consistency_metrics, to_uint8_chw
 
 PROMPT, DIGIT_NAME = "a handwritten digit three", "three"
 SETTINGS = dict(num_frames=16, num_inference_steps=25, guidance_scale=4.0, progress=False)
@@ -18,7 +18,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def scorer():
-    return DigitBackend()
+    return DigitScorer()
 
 
 def test_zs2_video_keeps_the_digit_and_is_coherent(pipe, scorer):

@@ -111,7 +111,7 @@ def test_ablation_refuses_pickled_inception_weights_before_sampling(tiny_clip_di
     torch.save({"w": torch.ones(1)}, tmp_path / "inception.pth")
     (tmp_path / "prompts.txt").write_text("a cat\n")
     code = ablate_main(["--out", str(tmp_path / "out"), "--model", "not-loaded-before-the-checks",
-                        "--metric-backend", "clip", "--clip-model", tiny_clip_dir,
+                        "--scorer", "clip", "--clip-model", tiny_clip_dir,
                         "--inception-weights", str(tmp_path / "inception.pth"),
                         "--prompts", str(tmp_path / "prompts.txt")])
     assert code == 2
@@ -209,12 +209,12 @@ def test_ablation_with_clip_and_inception(random_inception, tiny_clip_dir, tmp_p
     out = tmp_path / "out"
     with pytest.warns(RuntimeWarning, match="rank-deficient"):  # 12 frames per config, 64-dim features
         code = ablate_main(["--study", "components", "--model", str(model), "--prompts", str(prompts), "--seeds", "2",
-                            "--frames", "3", "--steps", "2", "--metric-backend", "clip", "--clip-model", tiny_clip_dir,
+                            "--frames", "3", "--steps", "2", "--scorer", "clip", "--clip-model", tiny_clip_dir,
                             "--inception-weights", str(random_inception[1]), "--fid-feature", "64",
                             "--out", str(out), "--no-progress"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["fid_backend"].startswith("inception-64 vs ")
+    assert results["fid_reference"].startswith("inception-64 vs ")
     for config in ("zs2", "no_dependency_noise", "no_momentum_attention", "neither"):
         summary = results["summary"][config]
         # > 0 also for "neither": the image-prior reference is drawn from seeds disjoint from the studied ones

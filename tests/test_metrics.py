@@ -17,7 +17,7 @@ def frames(count=3, seed=0):
 def test_clip_score_matches_direct_cosine(tiny_clip_dir):
     from transformers import CLIPModel, CLIPProcessor
 
-    backend = metrics.ClipBackend(tiny_clip_dir)
+    backend = metrics.ClipScorer(tiny_clip_dir)
     video = frames()
     score = backend.prompt_metrics(video, "a cat")["clip_score"]
     model, processor = CLIPModel.from_pretrained(tiny_clip_dir).eval(), CLIPProcessor.from_pretrained(tiny_clip_dir)
@@ -32,7 +32,7 @@ def test_clip_score_matches_direct_cosine(tiny_clip_dir):
 
 
 def test_clip_embeddings_give_consistency(tiny_clip_dir):
-    backend = metrics.ClipBackend(tiny_clip_dir)
+    backend = metrics.ClipScorer(tiny_clip_dir)
     video = frames()
     same = metrics.consistency_metrics(backend.embed(torch.cat([video[:1]] * 3)))
     different = metrics.consistency_metrics(backend.embed(video))
@@ -41,7 +41,7 @@ def test_clip_embeddings_give_consistency(tiny_clip_dir):
 
 
 def test_digit_backend_recognises_real_digits():
-    backend = metrics.DigitBackend()
+    backend = metrics.DigitScorer()
     real = backend.reference_images()
     from zs2_kernels.embedded.digits import load_digit_split
 
@@ -62,7 +62,7 @@ def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
     settings = AblationSettings(out=str(tmp_path / "out"), study="components", model=str(model), prompts=["a cat"],
                                 seeds=1, frames=2, steps=1, metrics=("clip", "consistency"), clip_model=tiny_clip_dir)
     results = Ablation(settings).run(progress=False)
-    assert results["metric_backend"].startswith("CLIP") and results["fid_backend"] is None
+    assert results["scorer"].startswith("CLIP") and results["fid_reference"] is None
     assert 0 <= results["summary"]["zs2"]["clip_score"]["mean"] <= 100
 
 

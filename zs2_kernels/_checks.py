@@ -6,7 +6,11 @@ import math
 
 import torch
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: The float dtypes, by the names the command lines, settings and records use (one table for all of them).
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The short spellings the benchmarks use; the command lines accept them too.
+SHORT_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+FLOAT_DTYPES = tuple(DTYPE_NAMES.values())
 #: The dependency noise model's search modes (zs2_kernels/DESIGN.md §1.1).
 SEARCH_MODES = ("paper", "exact")
 
@@ -39,6 +43,14 @@ def check_int(name: str, value, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value}")
     return value
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """The torch dtype of a name of :data:`DTYPE_NAMES` or :data:`SHORT_DTYPE_NAMES`."""
+    long = SHORT_DTYPE_NAMES.get(name, name)
+    if long not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {[*DTYPE_NAMES, *SHORT_DTYPE_NAMES]}, got {name!r}")
+    return DTYPE_NAMES[long]
 
 
 def check_search(noise_lambda, search, line_steps: int = 0) -> float:

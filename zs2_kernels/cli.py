@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-DTYPES = ("float32", "float16", "bfloat16")
+from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, dtype_from_name
+
 MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscaled so the video is viewable
 
 
@@ -24,13 +25,14 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (<= 1: none)")
     parser.add_argument("--lambda", dest="noise_lambda", type=float, default=0.01, help="KL target of the noise chain")
     parser.add_argument("--momentum", type=float, default=0.98, help="mu of temporal momentum attention")
-    parser.add_argument("--search", choices=("exact", "paper"), default="exact")
+    parser.add_argument("--search", choices=SEARCH_MODES, default="exact")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="UNet frames per call (bounds memory)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: float16 on cuda, float32 on cpu")
+    parser.add_argument("--dtype", choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES], default=None,
+                        help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--out", required=True, help=".gif, .mp4, or a folder name for PNG frames")
     parser.add_argument("--no-progress", action="store_true")
@@ -56,8 +58,7 @@ def sample_main(argv=None) -> int:
         print(f"zs2-sample: error: --out: {error}", file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.startswith("cuda")
-                                                           else torch.float32)
+    dtype = dtype_from_name(args.dtype or ("float16" if device.startswith("cuda") else "float32"))
     try:
         result = sample_video(args.model, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
                               height=args.height, width=args.width, num_inference_steps=args.steps,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import os
 import platform
 import subprocess
@@ -40,3 +42,24 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+def _version(module: str) -> str | None:
+    try:
+        return importlib.import_module(module).__version__
+    except ImportError:
+        return None
+
+
+def describe(device: torch.device) -> dict:
+    """The run environment every result records: device, thread counts, library versions, code revision, time."""
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        **{name: _version(name) for name in ("torch", "triton", "diffusers", "transformers")},
+        "git_revision": git_revision(),
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

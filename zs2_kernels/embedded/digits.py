@@ -160,7 +160,6 @@ class DigitClassifier(nn.Module):
         """Class logits (N, 10) of images (N, C, H, W) in [-1, 1]."""
         return self.head(self.features(images))
 
-    logits = forward
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

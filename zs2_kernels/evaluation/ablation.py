@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +22,13 @@ import torch
 
 from . import metrics as zm
 from .._atomic import atomic_write
-from ..environment import device_name, git_revision
+from .._checks import dtype_from_name
+from ..environment import describe
 from ..video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
 METRICS = ("clip", "fid", "consistency")
+SCORERS = ("digits", "clip")
 LAMBDAS = (0.001, 0.01, 0.1, 1.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
 SEARCH_MODES = ("paper", "exact")
@@ -105,7 +106,7 @@ class AblationSettings:
     inception_weights: str | None = None
     reference_images: str | None = None
     fid_feature: int = 2048
-    metric_backend: str | None = None  # "digits" or "clip"; default: digits for the embedded model, else clip
+    scorer: str | None = None  # "digits" or "clip"; default: digits for the embedded model, else clip
     device: str | None = None
     dtype: str | None = None
     batch: int = 4
@@ -168,14 +169,14 @@ class Ablation:
                                  "(.png/.jpg/.jpeg)")
         self.rank, self.world = _distributed_rank_world()
         self.device = _rank_device(settings.device, self.rank)
-        self.backend = self._metric_backend()
+        self.scorer = self._make_scorer()
         if self.uses_image_prior:
             self.configs = self.configs + [IMAGE_PRIOR]
 
     @property
     def uses_image_prior(self) -> bool:
-        return ("fid" in self.settings.metrics and isinstance(self.backend, zm.ClipBackend)
-                and self.reference_folder is None)
+        return ("fid" in self.settings.metrics and self.reference_folder is None
+                and self.scorer.reference_name is None)
 
     def _check_out_writable(self) -> None:
         try:
@@ -185,22 +186,22 @@ class Ablation:
         except OSError as error:
             raise PermissionError(f"--out {self.out} is not writable: {error}") from error
 
-    def _metric_backend(self):
+    def _make_scorer(self) -> zm.Scorer:
         settings = self.settings
-        choice = settings.metric_backend or ("digits" if settings.model is None else "clip")
-        if choice not in ("digits", "clip"):
-            raise ValueError(f"--metric-backend must be 'digits' or 'clip', got {choice!r}")
+        choice = settings.scorer or ("digits" if settings.model is None else "clip")
+        if choice not in SCORERS:
+            raise ValueError(f"--scorer must be one of {SCORERS}, got {choice!r}")
         if choice == "digits":
             from ..embedded.digits import parse_digit_prompt
 
             bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
             if bad:
                 raise ValueError(f"the digit metrics need prompts naming one digit; these do not: {bad[:3]}")
-            return zm.DigitBackend(self.device)
+            return zm.DigitScorer(self.device)
         if settings.clip_model is None:
             raise ValueError("CLIP metrics need a CLIP model: pass --clip-model (a local folder, or a hub id when "
                              "online); for FID also --inception-weights")
-        return zm.ClipBackend(settings.clip_model, self.device, with_fid="fid" in settings.metrics,
+        return zm.ClipScorer(settings.clip_model, self.device, with_fid="fid" in settings.metrics,
                               inception_weights=settings.inception_weights, fid_feature=settings.fid_feature)
 
     # ---------------------------------------------------------------- units
@@ -229,7 +230,7 @@ class Ablation:
         mine = [b for i, b in enumerate(self.batches()) if i % self.world == self.rank]
         todo = [b for b in mine if not all(self.unit_path(*u).is_file() for u in b)]
         if todo:
-            dtype = getattr(torch, self.settings.dtype) if self.settings.dtype else None
+            dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else None
             pipe = load_pipeline(self.settings.model, device=self.device, dtype=dtype)
             bar = tqdm(total=sum(len(b) for b in mine), initial=sum(len(b) for b in mine if b not in todo),
                        desc=f"ablation units (rank {self.rank}/{self.world})", disable=not progress or self.rank != 0)
@@ -264,13 +265,13 @@ class Ablation:
         values = {}
         arrays = {}
         if "clip" in self.settings.metrics:
-            values.update(self.backend.prompt_metrics(frames_u8, prompt))
+            values.update(self.scorer.prompt_metrics(frames_u8, prompt))
         if "consistency" in self.settings.metrics:
-            embeddings = self.backend.embed(frames_u8)
+            embeddings = self.scorer.embed(frames_u8)
             values.update(zm.consistency_metrics(embeddings))
             values.update(zm.motion_metrics(frames_u8, embeddings))
         if "fid" in self.settings.metrics:
-            arrays["fid_features"] = self.backend.fid_features(frames_u8).numpy()
+            arrays["fid_features"] = self.scorer.fid_features(frames_u8).numpy()
         noise = {}
         if config.dependency_noise:
             for key in ("achieved_kl", "alpha", "correlation"):
@@ -309,11 +310,11 @@ class Ablation:
         results = {
             "settings": dataclasses.asdict(self.settings) | {"prompts": self.prompts},
             "configs": [dataclasses.asdict(c) for c in self.configs],
-            "metric_backend": self.backend.name,
-            "fid_backend": self._fid_reference_name() if "fid" in self.settings.metrics else None,
+            "scorer": self.scorer.name,
+            "fid_reference": self._fid_reference_name() if "fid" in self.settings.metrics else None,
             "summary": summary,
             "units": units,
-            "environment": _environment(self.device),
+            "environment": describe(self.device),
             "world_size": self.world,
             "wall_time_s": wall_time,
         }
@@ -327,9 +328,9 @@ class Ablation:
 
     def _reference_features(self) -> torch.Tensor:
         if self.reference_folder is not None:
-            return self.backend.fid_features(_load_images(self.reference_folder))
-        if isinstance(self.backend, zm.DigitBackend):
-            return self.backend.fid_features(self.backend.reference_images())
+            return self.scorer.fid_features(_load_images(self.reference_folder))
+        if self.scorer.reference_name is not None:
+            return self.scorer.fid_features(self.scorer.reference_images())
         return torch.from_numpy(np.concatenate([self._fid_features(unit) for unit in self.units()
                                                 if unit[0] == IMAGE_PRIOR]))
 
@@ -339,11 +340,11 @@ class Ablation:
     def _fid_reference_name(self) -> str:
         if self.reference_folder is not None:
             source = f"images in {self.reference_folder}"
-        elif isinstance(self.backend, zm.DigitBackend):
-            source = "scikit-learn digits (real data)"
+        elif self.scorer.reference_name is not None:
+            source = self.scorer.reference_name
         else:
             source = "image prior: per-frame independent samples of the same model and prompts"
-        return f"{self.backend.fid_name} vs {source}"
+        return f"{self.scorer.fid_name} vs {source}"
 
 
 def _save_npz(path, arrays) -> None:
@@ -392,13 +393,3 @@ def _rank_device(device: str | None, rank: int) -> torch.device:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
-
-
-def _environment(device: torch.device) -> dict:
-    import diffusers
-    import transformers
-
-    return {"device": str(device), "device_name": device_name(device), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(), "git_revision": git_revision(),
-            "cpu_threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-

@@ -1,10 +1,10 @@
 """Video metrics for the ablation study: prompt fidelity, FID, frame consistency and motion.
 
-Two interchangeable backends produce the per-frame quantities:
+Two interchangeable scorers (the :class:`Scorer` protocol) produce the per-frame quantities:
 
-* ``ClipBackend``: torchmetrics ``CLIPScore`` (frame-averaged) and CLIP image embeddings, with the CLIP
+* ``ClipScorer``: torchmetrics ``CLIPScore`` (frame-averaged) and CLIP image embeddings, with the CLIP
   model loaded from a local folder or hub id;
-* ``DigitBackend``: the offline stand-in for the embedded digits model: the shipped digit classifier
+* ``DigitScorer``: the offline stand-in for the embedded digits model: the shipped digit classifier
   gives the prompt score (probability / accuracy of the prompted digit) and the embeddings.
 
 FID is torchmetrics' ``FrechetInceptionDistance``, fed either Inception features (standard FID; see
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -57,11 +58,32 @@ def motion_metrics(frames_u8: torch.Tensor, embeddings: torch.Tensor) -> dict:
             "motion_embedding": 100 * (unit[1:] - unit[:-1]).norm(dim=-1).mean().item()}
 
 
-# --------------------------------------------------------------------------- backends
-class DigitBackend:
+# --------------------------------------------------------------------------- scorers
+class Scorer(Protocol):
+    """What the ablation needs of a metric scorer."""
+
+    name: str  #: recorded with the results
+    fid_name: str  #: the feature space of its FID
+    reference_name: str | None  #: its built-in real images for FID, or None (the study then uses an image prior)
+
+    def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
+        """How well frames (uint8 [F, 3, H, W]) show the prompt: metric name -> value."""
+
+    def embed(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings [F, E] for consistency and motion."""
+
+    def fid_features(self, frames_u8: torch.Tensor) -> torch.Tensor:
+        """Per-frame FID features [F, K]."""
+
+    def reference_images(self) -> torch.Tensor:
+        """The built-in real images (uint8 [N, 3, H, W]) named by ``reference_name``."""
+
+
+class DigitScorer:
     """Offline metrics for the embedded digits model, from the shipped digit classifier."""
 
     fid_name = "digit-classifier features"
+    reference_name = "scikit-learn digits (real data)"
 
     def __init__(self, device="cpu"):
         from ..embedded import classifier_weights_path
@@ -128,8 +150,10 @@ class _ClipTensorOutputs(nn.Module):
         return self._tensor(self.model.get_text_features(*args, **kwargs))
 
 
-class ClipBackend:
+class ClipScorer:
     """CLIP score (torchmetrics) and CLIP image embeddings; with ``with_fid``, Inception FID features."""
+
+    reference_name = None  # no built-in real images: FID needs a folder of them, or the image prior
 
     def __init__(self, model_path: str, device="cpu", *, with_fid: bool = False,
                  inception_weights: str | None = None, fid_feature: int = 2048):
@@ -167,10 +191,11 @@ class ClipBackend:
     def fid_features(self, frames_u8: torch.Tensor) -> torch.Tensor:
         """Inception features of uint8 frames (the standard FID embedding, antialias off)."""
         if self._inception is None:
-            raise RuntimeError("this ClipBackend was built without FID (with_fid=False)")
+            raise RuntimeError("this ClipScorer was built without FID (with_fid=False)")
         return self._inception(frames_u8.to(self.device)).double().cpu()
 
-    reference_images = None
+    def reference_images(self) -> torch.Tensor:
+        raise RuntimeError("CLIP scoring has no built-in reference images; pass --reference-images")
 
 
 # --------------------------------------------------------------------------- FID from stored features

@@ -86,7 +86,7 @@ def write_markdown(path: Path, results: dict, configs) -> None:
         f"Model: `{settings['model'] or 'embedded digits model'}`; {len(settings['prompts'])} prompts x "
         f"{settings['seeds']} seeds; {settings['frames']} frames; {settings['steps']} DDIM steps; guidance "
         f"{settings['guidance']}.",
-        f"Metric backend: {results['metric_backend']}. FID: {results['fid_backend'] or 'not computed'}.",
+        f"Scorer: {results['scorer']}. FID: {results['fid_reference'] or 'not computed'}.",
         "Cells: mean ± half-width of the 95% t-interval over prompts x seeds (FID: one value over all frames).",
         "Noise corr.: correlation of adjacent frames' initial noise; achieved KL: the paper's KL statistic between",
         "adjacent initial noises. Motion: mean change between consecutive frames (pixels 0-255; embedding L2 x100):",
