@@ -1,4 +1,8 @@
-"""Test configuration: Triton kernels run in the CPU interpreter here (set before triton is imported)."""
+"""Test configuration: Triton kernels run in the CPU interpreter here (set before triton is imported).
+
+Layout: ops/ (one module per op family and what the ops share), csrc/ (the CUDA C++ library: build,
+host emulation, GPU), evaluation/ (the ablation study), and the diffusers integration at this level.
+"""
 
 import os
 
@@ -6,18 +10,14 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-HAS_GPU = torch.cuda.is_available()
-gpu_only = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU (run benchmarks/run_gpu.sh on a GPU machine)")
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
-
-
-def interpreting() -> bool:
-    """True when Triton kernels run in the CPU interpreter rather than on a GPU."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+# Test modules in sub-folders import the shared helpers (helpers.py, tiny_pipelines.py) from here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pytest_configure(config):
@@ -61,12 +61,3 @@ def nan_poisoned_outputs(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(real_empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(real_empty_like(*a, **k)))
-
-
-def assert_within_lowp_error(out, reference_fp32, torch_lowp, atol=1e-6):
-    """flash-attention's rule: the kernel's error vs an fp32 reference is at most 2x plain PyTorch's
-    error in the same low precision, plus a small atol. Also: nothing non-finite."""
-    assert torch.isfinite(out.float()).all(), "output has NaN/inf (unwritten or overflowed elements)"
-    kernel_err = (out.float() - reference_fp32.float()).abs().max().item()
-    torch_err = (torch_lowp.float() - reference_fp32.float()).abs().max().item()
-    assert kernel_err <= 2 * torch_err + atol, f"kernel error {kernel_err:.3g} > 2 x torch error {torch_err:.3g} + {atol}"

@@ -3,7 +3,7 @@ bf16 rounding, large shapes, no recompilation for new frame counts, cross-device
 
 import pytest
 import torch
-from conftest import gpu_only, interpreting
+from helpers import gpu_only, interpreting
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library

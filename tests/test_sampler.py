@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import DTYPE_IDS, DTYPES
+from helpers import DTYPE_IDS, DTYPES
 from tiny_pipelines import tiny_pipeline
 
 import zs2_kernels

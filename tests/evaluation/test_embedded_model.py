@@ -27,7 +27,7 @@ from zs2_kernels.embedded.digits import (
 )
 from zs2_kernels.evaluation.metrics import FeatureFID
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GUIDANCE_SCALE = 4.0
 NUM_STEPS = 25
 PER_DIGIT = 20  # 200 images for the Frechet distance; the first 10 per digit for accuracy

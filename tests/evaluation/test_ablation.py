@@ -17,7 +17,7 @@ from zs2_kernels.evaluation import cli as ablate_cli
 from zs2_kernels.evaluation.ablation import IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, study_configs, unit_seed
 from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # CI-sized runs have fewer frames than feature dimensions: the warning is tested in test_metrics.py.
 pytestmark = pytest.mark.filterwarnings("ignore:FID with .* rank-deficient:RuntimeWarning")
 

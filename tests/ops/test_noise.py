@@ -3,7 +3,7 @@ identity-based reference vs the paper's literal full-tensor search."""
 
 import pytest
 import torch
-from conftest import DTYPE_IDS, DTYPES
+from helpers import DTYPE_IDS, DTYPES
 
 from zs2_kernels.ops.noise import compose_op, kl_sums_op, reference, search_frame_op
 from zs2_kernels.ops.noise import triton as noise_search
@@ -21,7 +21,7 @@ def make(batch, dim, candidates, dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("dim", [1, 7, 1000, 4 * 64 * 64 + 3])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_kl_sums_triton_matches_reference(nan_poisoned_outputs, dtype, dim, batch):
+def test_kl_sums_triton_matches_reference(dtype, dim, batch):
     prev, cand = make(batch, dim, 10, dtype)
     a_sum, c_sum = kl_sums_op(prev, cand, "triton")
     a_ref, c_ref = reference.kl_sums(prev.double(), cand.double())
@@ -41,7 +41,7 @@ def test_kl_sums_identity_equals_literal_kl():
 @pytest.mark.parametrize("search", ["paper", "exact"])
 @pytest.mark.parametrize("noise_lambda", LAMBDAS)
 @pytest.mark.parametrize("dim", [7, 4 * 64 * 64 + 3])
-def test_search_and_compose_triton_match_literal(nan_poisoned_outputs, search, noise_lambda, dim):
+def test_search_and_compose_triton_match_literal(search, noise_lambda, dim):
     prev, cand = make(3, dim, 10, seed=dim)
     index, alpha, kl = search_frame_op(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
     frame = compose_op(prev, cand, index, alpha, 10, None, 1, "triton")
@@ -80,7 +80,7 @@ def test_paper_search_never_returns_alpha_one_above_zero_lambda():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_compose_triton_matches_reference(nan_poisoned_outputs, dtype):
+def test_compose_triton_matches_reference(dtype):
     prev, cand = make(3, 1003, 5, dtype)
     index = torch.tensor([4, 0, 2])
     alpha = torch.tensor([0.0, 0.37, 1.0], dtype=torch.float64)
@@ -94,7 +94,7 @@ def test_compose_triton_matches_reference(nan_poisoned_outputs, dtype):
 
 
 @pytest.mark.parametrize("search", ["paper", "exact"])
-def test_philox_fused_equals_materialised(nan_poisoned_outputs, search):
+def test_philox_fused_equals_materialised(search):
     """In-kernel Philox candidates are exactly the ones philox_normal materialises."""
     prev, _ = make(3, 2051, 1)
     seeds, frame, count = torch.tensor([1234, 7, 2**62 + 5]), 5, 10
@@ -122,7 +122,7 @@ def test_philox_streams_are_standard_normal_and_distinct():
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf·0 in the interpreter
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("poison", ["inf", "nan", "all-nan"])
-def test_non_finite_previous_frame_never_picks_outside_the_candidates(nan_poisoned_outputs, backend, poison):
+def test_non_finite_previous_frame_never_picks_outside_the_candidates(backend, poison):
     prev, cand = make(3, 1000, 10)
     if poison == "all-nan":
         prev[1] = float("nan")
@@ -136,7 +136,7 @@ def test_non_finite_previous_frame_never_picks_outside_the_candidates(nan_poison
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_compose_clamps_index_and_alpha_from_raw_calls(nan_poisoned_outputs, backend):
+def test_compose_clamps_index_and_alpha_from_raw_calls(backend):
     prev, cand = make(2, 1003, 4)
     out = compose_op(prev, cand, torch.tensor([99, -5]), torch.tensor([1.5, -0.5], dtype=torch.float64), 4, None,
                       1, backend)
@@ -145,7 +145,7 @@ def test_compose_clamps_index_and_alpha_from_raw_calls(nan_poisoned_outputs, bac
 
 
 @pytest.mark.parametrize("count", [1, 10, 17, 64, 1000])
-def test_search_kernel_any_candidate_count(nan_poisoned_outputs, count):
+def test_search_kernel_any_candidate_count(count):
     """The search kernel loops over candidate columns in fixed-width chunks: any R, including the chunk edges."""
     prev, cand = make(2, 333, count, seed=count)
     for search in ("exact", "paper"):

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import DTYPE_IDS, DTYPES, gpu_only
+from helpers import DTYPE_IDS, DTYPES, gpu_only
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library
@@ -38,7 +38,7 @@ from zs2_kernels.ops.noise import reference as noise_reference
 BINDINGS = SimpleNamespace(momentum_update=momentum_cuda.momentum_update, kl_sums=noise_cuda.kl_sums,
                            compose=noise_cuda.compose)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _import_build_module():
