@@ -273,7 +273,8 @@ def main() -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(args.out, safe_serialization=True)
-    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in args.out.iterdir() if p.is_dir()}
+    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+             for p in args.out.iterdir() if p.is_dir()}
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in
               (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))}
     print(json.dumps({"vae_seconds": round(vae_time), "unet_seconds": round(unet_time),

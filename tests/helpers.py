@@ -22,4 +22,5 @@ def assert_within_lowp_error(out, reference_fp32, torch_lowp, atol=1e-6):
     assert torch.isfinite(out.float()).all(), "output has NaN/inf (unwritten or overflowed elements)"
     kernel_err = (out.float() - reference_fp32.float()).abs().max().item()
     torch_err = (torch_lowp.float() - reference_fp32.float()).abs().max().item()
-    assert kernel_err <= 2 * torch_err + atol, f"kernel error {kernel_err:.3g} > 2 x torch error {torch_err:.3g} + {atol}"
+    assert kernel_err <= 2 * torch_err + atol, \
+        f"kernel error {kernel_err:.3g} > 2 x torch error {torch_err:.3g} + {atol}"

@@ -129,4 +129,5 @@ def test_training_script_runs_and_loads_offline(tmp_path):
         "assert out.shape == (1, 3, 32, 32), out.shape\n"
     )
     subprocess.run([sys.executable, "-c", load, str(out)], check=True, env=env, cwd=REPO_ROOT)
-    assert {p.name for p in out.iterdir()} >= {"vae", "unet", "text_encoder", "tokenizer", "scheduler", "model_index.json"}
+    expected = {"vae", "unet", "text_encoder", "tokenizer", "scheduler", "model_index.json"}
+    assert {p.name for p in out.iterdir()} >= expected

@@ -28,7 +28,8 @@ from .._atomic import atomic_write
 FEATURE_LAYERS = (64, 192, 768, 2048)
 PUBLISHED_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release v0.2.0 on GitHub
 _HOW_TO_GET = (f"give a local file with --inception-weights (a .safetensors converted from torch-fidelity's "
-               f"{PUBLISHED_WEIGHTS} by `python -m zs2_kernels.evaluation.inception SRC.pth DST.safetensors`), or run online "
+               f"{PUBLISHED_WEIGHTS} by `python -m zs2_kernels.evaluation.inception SRC.pth DST.safetensors`), "
+               "or run online "
                "without it to let torch-fidelity download the published file")
 
 
