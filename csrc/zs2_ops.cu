@@ -328,8 +328,8 @@ int launch_kl_sums(const T* prev, int64_t prev_stride, const T* candidates, floa
 
 // ------------------------------------------------------------------------------------------- compose
 // out[b, d] = keep_b * p[b, d] + fresh_b * n[index[b], b, d], keep_b = (float)sqrt(alpha[b]),
-// fresh_b = (float)sqrt(max(1 - alpha[b], 0)) formed in double; the clamp keeps a NaN alpha NaN, like
-// torch.clamp. Products and sum are rounded separately, as in the PyTorch reference. Block
+// fresh_b = (float)sqrt(max(1 - alpha[b], 0)) formed in double; a NaN alpha stays NaN here (the Python
+// binding maps it to 0 before the launch, as the other backends do). Products and sum are rounded separately, as in the PyTorch reference. Block
 // (b, chunk) covers kThreads * VEC elements of row b, so alpha and index are read once per thread from
 // one cached address.
 template <typename T, int VEC>

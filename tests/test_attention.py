@@ -131,12 +131,45 @@ def test_carried_state_is_float32_and_holds_no_chunk(unet):
 
 def test_warns_when_replaced_after_installation(unet):
     handle = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
-    try:
-        unet.set_attn_processor(AttnProcessor2_0())  # what attention slicing / LoRA loading can do
-        with pytest.warns(RuntimeWarning, match="replaced"):
-            assert handle.check_installed() is False
-    finally:
+    replacement = AttnProcessor2_0()
+    unet.set_attn_processor(replacement)  # what attention slicing / LoRA loading can do
+    with pytest.warns(RuntimeWarning, match="replaced"):
+        assert handle.check_installed() is False
+    with pytest.warns(RuntimeWarning, match="left layers"):
         handle.restore()
+    assert all(processor is replacement for processor in unet.attn_processors.values())  # not undone
+
+
+def test_nested_installations_restore_in_reverse_order(unet):
+    before = dict(unet.attn_processors)
+    outer = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    inner = zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)
+    inner.restore()
+    assert all(isinstance(p, zs2_kernels.TemporalMomentumAttnProcessor) and p.momentum == 0.9
+               for name, p in unet.attn_processors.items() if name.endswith("attn1.processor"))
+    outer.restore()
+    assert all(unet.attn_processors[name] is proc for name, proc in before.items())
+
+
+def test_restoring_out_of_order_warns(unet):
+    outer = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    inner = zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)
+    with pytest.warns(RuntimeWarning, match="reverse order"):
+        outer.restore()
+    inner.restore()
+    assert zs2_kernels.is_installed(unet)  # the outer installation is back, as the warning said
+
+
+@pytest.mark.parametrize("call", [lambda m: zs2_kernels.install_momentum_attention(m, 0.9, FRAMES),
+                                  zs2_kernels.is_installed], ids=["install", "is_installed"])
+def test_refuses_objects_without_attention_processors(call):
+    with pytest.raises(TypeError, match="unet must be a diffusers model"):
+        call(torch.nn.Linear(2, 2))
+
+    class Pipeline:
+        unet = None
+    with pytest.raises(TypeError, match="pass pipe.unet"):
+        call(Pipeline())
 
 
 def test_batch_not_multiple_of_frames_raises(unet):

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
+
+try:
+    from numpy import bool_ as numpy_bool
+except ImportError:  # numpy is optional for the library itself
+    numpy_bool = bool
 
 #: The float dtypes, by the names the command lines, settings and records use (one table for all of them).
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -24,8 +30,11 @@ def check_float_tensor(name: str, value) -> None:
 
 
 def check_number(name: str, value, low: float, high: float = math.inf) -> float:
-    """Return ``value`` as a float after checking it is a finite-or-inf real in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Return ``value`` as a float after checking it is a finite-or-inf real in [low, high].
+
+    Any real number type is accepted (NumPy scalars too), and a one-element tensor; bools are not numbers here.
+    """
+    if isinstance(value, (bool, numpy_bool)) or not isinstance(value, numbers.Real):
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
         else:
@@ -37,12 +46,13 @@ def check_number(name: str, value, low: float, high: float = math.inf) -> float:
 
 
 def check_int(name: str, value, low: int) -> int:
-    """Return ``value`` after checking it is an int >= low."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an int after checking it is an integer >= low (NumPy integers too; a symbolic
+    size while ``torch.compile`` traces stays symbolic)."""
+    if isinstance(value, (bool, numpy_bool)) or not isinstance(value, (numbers.Integral, torch.SymInt)):
         raise TypeError(f"{name} must be an int >= {low}, got {value!r}")
     if value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return value
+    return value if isinstance(value, torch.SymInt) else int(value)
 
 
 def dtype_from_name(name: str) -> torch.dtype:
@@ -51,6 +61,47 @@ def dtype_from_name(name: str) -> torch.dtype:
     if long not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {[*DTYPE_NAMES, *SHORT_DTYPE_NAMES]}, got {name!r}")
     return DTYPE_NAMES[long]
+
+
+def check_dtype(dtype) -> torch.dtype | None:
+    """None, a float torch dtype, or its name ("float16", "fp16", ...) as a torch dtype; anything else raises."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in FLOAT_DTYPES):
+        return dtype
+    if isinstance(dtype, str):
+        return dtype_from_name(dtype)
+    raise TypeError(f"dtype must be None, torch.float32/float16/bfloat16 or one of their names, got {dtype!r}")
+
+
+#: Seeds are 63-bit: every seeded stream (torch generators, Philox keys) takes them without wrapping.
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed) -> int:
+    """Return ``seed`` after checking it is an int in [0, 2**63) (larger ones would wrap onto smaller ones)."""
+    if isinstance(seed, (bool, numpy_bool)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    return int(seed)
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device that this machine can compute on; raises naming it otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, ...): {error}") from None
+    if parsed.type == "meta":
+        raise ValueError("device 'meta' holds no data and cannot sample; use cpu or cuda")
+    backend = getattr(torch, parsed.type, None)
+    if parsed.type != "cpu" and not (backend is not None and hasattr(backend, "is_available")
+                                     and backend.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine"
+                         f"{' (torch sees no CUDA GPU)' if parsed.type == 'cuda' else ''}")
+    if parsed.index is not None and parsed.type != "cpu" and parsed.index >= backend.device_count():
+        raise ValueError(f"device {device!r} does not exist: this machine has {backend.device_count()} "
+                         f"{parsed.type} device(s)")
+    return parsed
 
 
 def check_search(noise_lambda, search, line_steps: int = 0) -> float:

@@ -99,19 +99,26 @@ def _is_self_attention(name: str) -> bool:
 
 
 def _uncompiled(unet):
-    """The model a ``torch.compile``d module wraps (``_orig_mod``), where its attention processors live."""
+    """The model a ``torch.compile``d module wraps (``_orig_mod``), where its attention processors live.
+
+    Raises TypeError unless it is a diffusers model with attention processors (a UNet, a ControlNet...).
+    """
     while isinstance(getattr(unet, "_orig_mod", None), torch.nn.Module):
         unet = unet._orig_mod
+    if not (hasattr(unet, "attn_processors") and hasattr(unet, "set_attn_processor")):
+        hint = " (pass pipe.unet, not the pipeline)" if hasattr(unet, "unet") else ""
+        raise TypeError(f"unet must be a diffusers model with attention processors (attn_processors, "
+                        f"set_attn_processor), got {type(unet).__name__}{hint}")
     return unet
 
 
 class MomentumAttentionHandle:
     """Our processors installed on a UNet; ``restore()`` (or leaving the ``with`` block) puts the originals back."""
 
-    def __init__(self, unet, original: dict, layers: list):
+    def __init__(self, unet, layers: list, originals: list):
         self.unet = unet
-        self.original = original
         self.layers = layers  # (attention module, our processor) per self-attention layer
+        self.originals = originals  # the processor each of those layers had before
         self.processors = [processor for _, processor in layers]
         self._warned = False
 
@@ -137,7 +144,20 @@ class MomentumAttentionHandle:
         return intact
 
     def restore(self) -> None:
-        self.unet.set_attn_processor(dict(self.original))
+        """Put the original processors back on the layers that still run ours.
+
+        A layer whose processor was replaced meanwhile (by another installation, attention slicing...) is
+        left as found, with a warning: restore handles in the reverse order of installation (LIFO).
+        """
+        replaced = False
+        for (module, processor), original in zip(self.layers, self.originals):
+            if module.processor is processor:
+                module.set_processor(original)
+            else:
+                replaced = True
+        if replaced:
+            warnings.warn("restore() left layers whose processor had been replaced after installation as they "
+                          "are (restore nested installations in reverse order)", RuntimeWarning, stacklevel=2)
 
     def __enter__(self):
         return self
@@ -158,12 +178,13 @@ def install_momentum_attention(unet, momentum: float, num_frames: int, *, backen
     model = _uncompiled(unet)
     original = dict(model.attn_processors)
     replaced = dict(original)
-    layers = []
+    layers, originals = [], []
     for name, module in model.named_modules():
         if _is_self_attention(f"{name}.processor") and f"{name}.processor" in original:
             processor = TemporalMomentumAttnProcessor(momentum, num_frames, backend=backend)
             replaced[f"{name}.processor"] = processor
             layers.append((module, processor))
+            originals.append(original[f"{name}.processor"])
     if not layers:
         raise ValueError(f"{type(model).__name__} has no self-attention (attn1) layers to install momentum "
                          "attention on")
@@ -171,7 +192,7 @@ def install_momentum_attention(unet, momentum: float, num_frames: int, *, backen
     if any(module.processor is not processor for module, processor in layers):
         model.set_attn_processor(original)
         raise RuntimeError(f"set_attn_processor of {type(model).__name__} did not install momentum attention")
-    return MomentumAttentionHandle(model, original, layers)
+    return MomentumAttentionHandle(model, layers, originals)
 
 
 def is_installed(unet) -> bool:

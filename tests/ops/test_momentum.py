@@ -209,3 +209,56 @@ def test_op_accepts_strided_inputs(backend):
     expected, expected_state = reference.momentum_update(x.contiguous(), 0.7, init.contiguous(), return_state=True)
     torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(state, expected_state, rtol=1e-6, atol=1e-6)
+
+
+def _with_non_finite(x):
+    x = x.clone()
+    x[0, 1, 0], x[0, 2, 1], x[1, 0, 2], x[1, 3, 3] = float("inf"), float("-inf"), float("nan"), float("inf")
+    return x
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the interpreter
+@pytest.mark.parametrize("mu", [0.0, 0.5, 0.98, 1.0])
+@pytest.mark.parametrize("with_init", [False, True], ids=["no_init", "init"])
+def test_backends_agree_on_non_finite_input(mu, with_init):
+    """inf/NaN propagate by the formula mu·y + (1-mu)·x in every backend; mu = 0 and 1 are exact copies."""
+    x = _with_non_finite(torch.randn(2, 5, 4))
+    init = torch.tensor([[float("inf"), 1.0, -2.0, 0.5], [0.0, float("-inf"), 3.0, 1.0]]) if with_init else None
+    outputs = {backend: zs2_kernels.momentum_update(x, mu, init=init, backend=backend, return_state=True)
+               for backend in ("torch", "triton")}
+    for got, want in zip(outputs["triton"], outputs["torch"]):
+        torch.testing.assert_close(got, want, equal_nan=True)
+    y, state = outputs["torch"]
+    if mu == 0.0:
+        assert torch.equal(y.nan_to_num(), x.nan_to_num()) and torch.equal(state.nan_to_num(), x[:, -1].nan_to_num())
+    elif mu == 1.0:
+        first = x[:, 0] if init is None else init
+        assert torch.equal(y.nan_to_num(), first[:, None].expand_as(x).nan_to_num())
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_inputs_that_require_grad_are_detached(backend):
+    """The op is autograd-free: inputs that require grad run as their values, and no gradient flows."""
+    x = torch.randn(2, 4, 3, requires_grad=True)
+    init = torch.randn(2, 3, requires_grad=True)
+    y, state = zs2_kernels.momentum_update(x * 1, 0.7, init=init, backend=backend, return_state=True)
+    assert not y.requires_grad and not state.requires_grad
+    assert torch.equal(y, zs2_kernels.momentum_update(x.detach(), 0.7, init=init.detach(), backend=backend))
+
+
+def test_raw_call_on_meta_tensors_validates_and_gives_shapes():
+    """The dispatcher sends meta tensors to the fake implementation: it refuses what the op refuses."""
+    with pytest.raises(ValueError, match="init must have shape"):
+        torch.ops.zs2.momentum_update(X.to("meta"), 0.5, torch.randn(3, 4, device="meta"), "torch", False)
+    with pytest.raises(ValueError, match="momentum"):
+        torch.ops.zs2.momentum_update(X.to("meta"), 1.5, None, "torch", False)
+    y, state = torch.ops.zs2.momentum_update(X.to("meta"), 0.5, None, "torch", True)
+    assert y.shape == X.shape and y.is_meta and state.shape == (2, 4) and state.dtype == torch.float32
+
+
+def test_op_refuses_a_backend_that_cannot_run_on_the_device(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="triton"):
+        update_op(X, 0.5, None, "triton", False)
+    with pytest.raises(RuntimeError, match="cuda"):
+        torch.ops.zs2.momentum_update(X, 0.5, None, "cuda", False)

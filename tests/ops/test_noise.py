@@ -201,3 +201,60 @@ def test_raw_ops_validate_their_arguments(call, error, match):
     prev, cand = make(2, 50, 4)
     with pytest.raises(error, match=match):
         call(prev, cand, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_compose_treats_a_nan_alpha_as_zero(backend):
+    """A NaN alpha (from a raw call) gives the fresh candidate, in every backend, never a NaN frame."""
+    prev, cand = make(2, 100, 3)
+    index = torch.tensor([1, 2])
+    out = compose_op(prev, cand, index, torch.tensor([float("nan"), 0.5], dtype=torch.float64), 3, None, 1, backend)
+    torch.testing.assert_close(out[0], cand[1, 0])
+    torch.testing.assert_close(out[1], compose_op(prev, cand, index, torch.tensor([0.0, 0.5], dtype=torch.float64),
+                                                  3, None, 1, backend)[1])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_inputs_that_require_grad_are_detached(backend):
+    prev, cand = make(2, 100, 3)
+    got = search_frame_op(prev.requires_grad_(), cand.requires_grad_(), 3, None, 1, 0.1, "exact", 15, backend)
+    want = search_frame_op(prev.detach(), cand.detach(), 3, None, 1, 0.1, "exact", 15, backend)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w) and not g.requires_grad
+    out = compose_op(prev, cand, *want[:2], 3, None, 1, backend)
+    assert not out.requires_grad and not kl_sums_op(prev, cand, backend)[1].requires_grad
+
+
+def test_raw_calls_on_meta_tensors_validate_and_give_shapes():
+    prev, cand = (t.to("meta") for t in make(2, 50, 4))
+    with pytest.raises(ValueError, match="candidates"):
+        torch.ops.zs2.kl_sums(prev, cand[:, :1], "torch")
+    with pytest.raises(ValueError, match="noise_lambda"):
+        torch.ops.zs2.search_frame(prev, cand, 4, None, 1, -0.1, "exact", 15, "torch")
+    a_sum, c_sum = torch.ops.zs2.kl_sums(prev, cand, "torch")
+    assert a_sum.shape == (2,) and c_sum.shape == (2, 4) and c_sum.is_meta
+
+
+def test_ops_refuse_a_backend_that_cannot_run_on_the_device(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    prev, cand = make(2, 50, 4)
+    with pytest.raises(RuntimeError, match="triton"):
+        kl_sums_op(prev, cand, "triton")
+    with pytest.raises(RuntimeError, match="cuda"):
+        torch.ops.zs2.search_frame(prev, cand, 4, None, 1, 0.1, "exact", 15, "cuda")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("search", ["exact", "paper"])
+def test_backends_agree_when_exp_of_the_previous_frame_overflows(search):
+    """A previous frame beyond float32 exp's range (|p| > 88) has no finite statistic: every backend keeps the
+    first candidate with alpha 0 (a fresh frame) or the same alpha, never a NaN alpha."""
+    prev, cand = make(3, 500, 8)
+    prev[1, 3] = 100.0
+    prev[2] *= 50
+    got = search_frame_op(prev, cand, 8, None, 1, 0.1, search, 15, "triton")
+    want = search_frame_op(prev, cand, 8, None, 1, 0.1, search, 15, "torch")
+    assert got[0].tolist() == want[0].tolist()
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[2], want[2], rtol=0, atol=1e-5, equal_nan=True)
+    assert not want[1].isnan().any()

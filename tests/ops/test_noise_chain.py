@@ -170,3 +170,15 @@ def test_generator_list_gives_one_stream_per_video():
     assert torch.equal(pair[:1], alone)
     with pytest.raises(ValueError, match="one generator per video"):
         zs2_kernels.dependency_noise((2, 4, 3, 8), 0.1, generator=generators(3))
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    import numpy as np
+    want = zs2_kernels.dependency_noise((1, 3, 4, 8, 8), 0.1, seed=1, random_candidates=4)
+    got = zs2_kernels.dependency_noise((np.int64(1), 3, 4, 8, 8), np.float32(0.1), seed=np.int64(1),
+                                       random_candidates=np.int64(4))
+    assert torch.equal(got, want.to(got.dtype)) or torch.allclose(got, want)
+    x = torch.randn(2, 3, 4)
+    assert torch.equal(zs2_kernels.momentum_update(x, np.float64(0.5)), zs2_kernels.momentum_update(x, 0.5))
+    with pytest.raises(TypeError, match="seed"):
+        zs2_kernels.dependency_noise((1, 2, 4), seed=np.bool_(True))

@@ -44,16 +44,32 @@ def _update_eager(x: Tensor, momentum: float, init: Optional[Tensor], backend: s
     """EMA along dim 1 of x [G, F, N], continuing from ``init`` [G, N] (a previous chunk's state) if given.
 
     Returns ``(y, state)``: state is the float32 running value after the last frame [G, N] when
-    ``return_state``, else None (not computed: it costs a write per element of a frame).
+    ``return_state``, else None (not computed: it costs a write per element of a frame). Autograd-free:
+    inputs are detached, no gradient flows. mu = 0 and mu = 1 are exact copies whatever the values
+    (the update formula would turn 0·inf into NaN there); every backend agrees on them.
     """
     module = IMPLEMENTATIONS[backend]
     _check(x, momentum, init)
-    x = x.contiguous()
+    resolve_backend(x.device, backend)  # raises when this backend cannot run on x's device
+    x = x.detach().contiguous()
     if init is not None:
-        init = init.to(torch.float32).contiguous()  # exact; the kernels read the state in float32
+        init = init.detach().to(torch.float32).contiguous()  # exact; the kernels read the state in float32
+    if momentum in (0.0, 1.0):
+        return _copy_frames(x, momentum, init, return_state)
     if return_state:
         return module.momentum_update(x, momentum, init, return_state=True)
     return module.momentum_update(x, momentum, init), None
+
+
+def _copy_frames(x: Tensor, momentum: float, init: Optional[Tensor],
+                 return_state: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """The EMA at mu = 0 (y = x) and mu = 1 (every frame is init, or frame 0): copies, no arithmetic."""
+    if momentum == 0.0:
+        y, last = x.clone(), x[:, -1]
+    else:
+        last = x[:, 0] if init is None else init
+        y = last.to(x.dtype).unsqueeze(1).expand(x.shape).contiguous()
+    return y, last.to(torch.float32, copy=True) if return_state else None
 
 
 def _update(x: Tensor, momentum: float, init: Optional[Tensor], backend: str,
@@ -68,6 +84,7 @@ update_op = Op("momentum_update", _update, eager=_update_eager)
 
 @update_op.register_fake
 def _(x, momentum, init, backend, return_state=False):
+    _check(x, momentum, init)  # a raw call on meta tensors refuses what the real op refuses
     state_shape = (x.shape[0], x.shape[2]) if return_state else (0,)
     return x.new_empty(x.shape), x.new_empty(state_shape, dtype=torch.float32)
 
@@ -78,7 +95,8 @@ def momentum_update(x: Tensor, momentum: float, *, init: Tensor | None = None, b
 
     Args:
         x: float32/float16/bfloat16 tensor with at least 2 dims, frames on dim 1.
-        momentum: mu in [0, 1]. 0 returns x; 1 repeats frame 0 (or ``init``) on every frame.
+        momentum: mu in [0, 1]. 0 returns x; 1 repeats frame 0 (or ``init``) on every frame (both exactly,
+            also for non-finite values). Elsewhere inf/NaN propagate as the formula says (mu·inf = inf).
         init: the running value after the previous chunk's last frame, shape ``x.shape[:1] + x.shape[2:]``;
             then y_0 = mu·init + (1-mu)·x_0. Pass the ``state`` returned by the previous chunk (float32):
             a video processed chunk by chunk then equals the video processed whole bit for bit, in every
@@ -88,6 +106,7 @@ def momentum_update(x: Tensor, momentum: float, *, init: Tensor | None = None, b
 
     Returns y, a new tensor of x's shape and dtype (accumulated in float32); with ``return_state``,
     ``(y, state)``: the float32 running value after the last frame, shape ``x.shape[:1] + x.shape[2:]``.
+    The op is autograd-free: no gradient flows through it (inputs that require grad are detached).
     """
     check_float_tensor("x", x)
     if x.dim() < 2:

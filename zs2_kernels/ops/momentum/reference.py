@@ -24,15 +24,15 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
     in_place = compute == x.dtype  # accumulate straight into the output: one pass per frame, no copy
     state = None if init is None else init.to(compute)
     # unbind: all frame views in one call (per-frame slicing doubled the cost on small tensors).
+    # mu*state + (1-mu)*frame, the kernels' formula (torch.lerp rounds alike but turns inf into NaN).
     for frame, out in zip(x.unbind(1), y.unbind(1)):
-        frame = frame.to(compute)
         if state is None:
-            state = frame
+            state = frame.to(compute)
+        elif in_place:
+            state = torch.mul(frame, 1.0 - momentum, out=out).add_(state, alpha=momentum)
+            continue
         else:
-            # lerp(frame, state, mu) = mu*state + (1-mu)*frame in one pass, exact at mu = 0 and mu = 1.
-            state = torch.lerp(frame, state, momentum, out=out if in_place else None)
-            if in_place:
-                continue
+            state = frame.to(compute).mul_(1.0 - momentum).add_(state, alpha=momentum)
         out.copy_(state)
     if not return_state:
         return y

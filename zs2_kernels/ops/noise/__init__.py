@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..._checks import (check_float_tensor, check_int, check_same_device, check_same_device_dtype,
                         check_search)
+from ..backend import resolve_backend
 from ..registry import BackendTable, Op
 
 IMPLEMENTATIONS = BackendTable(__name__, {"torch": ".reference", "triton": ".triton", "cuda": ".cuda"})
@@ -35,8 +36,8 @@ def _check_seeds(seeds, batch: int, device) -> None:
 def _check_frame(prev, candidates, num_candidates, seeds, backend) -> None:
     """What every noise op relies on: prev [B, D]; candidates [R, B, D] like prev with R = num_candidates, or
     None with Philox keys ``seeds`` [B] int64 (Triton only)."""
-    IMPLEMENTATIONS[backend]  # an unknown backend raises, naming the accepted ones
     check_float_tensor("prev", prev)
+    resolve_backend(prev.device, backend)  # an unknown backend, or one that cannot run on prev's device, raises
     if prev.dim() != 2 or prev.numel() == 0:
         raise ValueError(f"prev must be [B, D] with B, D >= 1, got shape {tuple(prev.shape)}")
     check_int("num_candidates", num_candidates, 1)
@@ -52,12 +53,17 @@ def _check_frame(prev, candidates, num_candidates, seeds, backend) -> None:
                          f"got {tuple(candidates.shape)}")
 
 
+def _detached(prev: Tensor, candidates: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """The ops are autograd-free: no gradient flows, whatever requires grad."""
+    return prev.detach(), None if candidates is None else candidates.detach()
+
+
 def _kl_sums(prev: Tensor, candidates: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     """The batched KL check: A [B] = mean exp(p)·p and C [B, R] = mean exp(p)·n_r, float32."""
     if not isinstance(candidates, Tensor):
         raise TypeError(f"candidates must be a tensor [R, B, D], got {type(candidates).__name__}")
     _check_frame(prev, candidates, candidates.shape[0] if candidates.dim() else 0, None, backend)
-    return IMPLEMENTATIONS[backend].kl_sums(prev, candidates)
+    return IMPLEMENTATIONS[backend].kl_sums(prev.detach(), candidates.detach())
 
 
 kl_sums_op = Op("kl_sums", _kl_sums)
@@ -65,6 +71,7 @@ kl_sums_op = Op("kl_sums", _kl_sums)
 
 @kl_sums_op.register_fake
 def _(prev, candidates, backend):
+    _check_frame(prev, candidates, candidates.shape[0] if candidates.dim() else 0, None, backend)
     batch = prev.shape[0]
     return (prev.new_empty((batch,), dtype=torch.float32),
             prev.new_empty((batch, candidates.shape[0]), dtype=torch.float32))
@@ -78,6 +85,7 @@ def _search_frame(prev: Tensor, candidates: Optional[Tensor], num_candidates: in
     check_int("frame", frame, 0)
     check_search(noise_lambda, search, line_steps)
     module = IMPLEMENTATIONS[backend]
+    prev, candidates = _detached(prev, candidates)
     if candidates is None:
         return module.search_frame_philox(prev, seeds, frame, num_candidates, noise_lambda, search, line_steps)
     return module.search_frame(prev, candidates, noise_lambda, search, line_steps)
@@ -88,6 +96,8 @@ search_frame_op = Op("search_frame", _search_frame)
 
 @search_frame_op.register_fake
 def _(prev, candidates, num_candidates, seeds, frame, noise_lambda, search, line_steps, backend):
+    _check_frame(prev, candidates, num_candidates, seeds, backend)
+    check_search(noise_lambda, search, line_steps)
     batch = prev.shape[0]
     return (prev.new_empty((batch,), dtype=torch.int64), prev.new_empty((batch,), dtype=torch.float64),
             prev.new_empty((batch,), dtype=torch.float64))
@@ -106,6 +116,7 @@ def _compose(prev: Tensor, candidates: Optional[Tensor], index: Tensor, alpha: T
             raise ValueError(f"{name} must be a {dtype} tensor of shape {tuple(prev.shape[:1])}, got {value!r}")
         check_same_device(name, value, "prev", prev)
     module = IMPLEMENTATIONS[backend]
+    prev, candidates = _detached(prev, candidates)
     if candidates is None:
         return module.compose_philox(prev, seeds, frame, num_candidates, index, alpha)
     return module.compose(prev, candidates, index, alpha)
@@ -116,6 +127,7 @@ compose_op = Op("compose", _compose)
 
 @compose_op.register_fake
 def _(prev, candidates, index, alpha, num_candidates, seeds, frame, backend):
+    _check_frame(prev, candidates, num_candidates, seeds, backend)
     return torch.empty_like(prev)
 
 

@@ -9,12 +9,13 @@ only two means of the previous frame (the batched KL check); every frame stays e
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 from numpy.random import SeedSequence
 
-from ..._checks import FLOAT_DTYPES, check_int, check_search
+from ..._checks import FLOAT_DTYPES, check_int, check_search, check_seed
 from ..backend import resolve_backend
 from . import compose_op, philox_normal_op, search_frame_op
 
@@ -22,11 +23,13 @@ from . import compose_op, philox_normal_op, search_frame_op
 def _check_shape(shape) -> tuple[int, ...]:
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
-    if not isinstance(shape, (tuple, list)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                                       for s in shape):
         raise TypeError(f"shape must be a tuple of ints (B, F, *rest), got {shape!r}")
+    shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"shape must be (B, F, *rest) with every size >= 1, got {tuple(shape)}")
-    return tuple(shape)
+        raise ValueError(f"shape must be (B, F, *rest) with every size >= 1, got {shape}")
+    return shape
 
 
 def video_seeds(seed: int, videos: int) -> list[int]:
@@ -34,8 +37,9 @@ def video_seeds(seed: int, videos: int) -> list[int]:
 
     The rule behind every seeded draw of this library: video v of a batch sampled with ``seed`` gets the
     same noise whatever else shares the batch, and streams of different (seed, v) are independent (a
-    plain ``seed + v`` would make seed 0's second video seed 1's first).
+    plain ``seed + v`` would make seed 0's second video seed 1's first). ``seed`` is in [0, 2**63).
     """
+    check_seed(seed)
     return [int(SeedSequence(seed, spawn_key=(video,)).generate_state(1, np.uint64)[0] >> 1)
             for video in range(videos)]
 
@@ -112,9 +116,12 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
             frames; a lambda above what an independent candidate reaches gives independent frames.
         search: "exact" (random stage, then alpha solved so the achieved KL equals lambda) or "paper"
             (the published line stage on its float32 trajectory: from alpha = 0.1 in steps of 0.1, a
-            trial above 1 rejected, the best evaluated alpha kept; at lambda <= 0.01 it typically stops
-            near alpha = 0.98 with the statistic above lambda, since its steps cannot get closer).
-        random_candidates: R >= 1 candidates of the random stage; line_steps: L >= 0 ("paper" only).
+            trial above 1 rejected, the best evaluated alpha kept; at lambda <= 0.01, lambda = 0 included,
+            it typically stops near alpha = 0.98 with the statistic near but not at lambda, since its
+            steps cannot get closer).
+        random_candidates: R >= 1 candidates of the random stage; line_steps: L >= 0 ("paper" only; each
+            step is scalar work per video on the device, so cost grows linearly but stays small: the
+            published value 15 is far below the cost of one candidate pass).
         generator: a torch.Generator, drawn from for the whole batch at once (diffusers' convention: a
             video's noise then depends on the batch), or a list of B generators, one per video.
             Candidates are drawn on the generators' device and moved to ``device``, so the same CPU
@@ -139,7 +146,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if seed is not None:
-        seed = check_int("seed", seed, 0)
+        seed = check_seed(seed)
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
     device = torch.device(device)

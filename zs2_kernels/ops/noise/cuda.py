@@ -62,7 +62,7 @@ def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, a
     prev = lib.rows(prev)
     candidates = candidates.contiguous()
     index = index.to(torch.int64).clamp(0, R - 1).contiguous()
-    alpha = alpha.to(torch.float64).clamp(0, 1).contiguous()
+    alpha = alpha.to(torch.float64).nan_to_num(nan=0.0).clamp(0, 1).contiguous()
     out = torch.empty(B, D, dtype=prev.dtype, device=device)
     with torch.cuda.device(device):
         lib.check_status(library, library.zs2_compose(

@@ -45,11 +45,11 @@ def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tens
 def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype.
 
-    alpha is clamped to [0, 1] and the index to [0, R), as the kernels do (never NaN, never out of bounds).
+    alpha is clamped to [0, 1] (NaN to 0: a fresh candidate) and the index to [0, R), as the kernels do.
     """
     index = index.clamp(0, candidates.shape[0] - 1)
     chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)].float()
-    alpha = alpha.double().clamp(0, 1)
+    alpha = alpha.double().nan_to_num(nan=0.0).clamp(0, 1)
     keep = alpha.sqrt().float()[:, None]
     fresh = (1 - alpha).sqrt().float()[:, None]
     return (keep * prev.float() + fresh * chosen).to(prev.dtype)
@@ -100,7 +100,8 @@ def _exact_alpha(a_sum, c_best, noise_lambda):
     shifted = a_sum - noise_lambda
     spread = (a_sum * a_sum + c_best * c_best - shifted * shifted).clamp(min=0).sqrt() * c_best.abs()
     norm = a_sum * a_sum + c_best * c_best
-    candidates = torch.stack([(a_sum * shifted + spread) / norm, (a_sum * shifted - spread) / norm]).clamp(0, 1)
+    candidates = torch.stack([(a_sum * shifted + spread) / norm, (a_sum * shifted - spread) / norm])
+    candidates = candidates.nan_to_num(nan=0.0).clamp(0, 1)  # NaN (inf/inf when exp(p) overflows): 0, as fmax
     residual = ((1 - candidates) * a_sum - (1 - candidates * candidates).sqrt() * c_best - noise_lambda).abs()
     s = candidates.gather(0, residual.argmin(dim=0, keepdim=True))[0]
     s = torch.where(a_sum - c_best - noise_lambda > 0, s, torch.zeros_like(s))

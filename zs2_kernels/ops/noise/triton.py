@@ -162,7 +162,8 @@ def _compose_kernel(prev_ptr, cand_ptr, seeds_ptr, index_ptr, alpha_ptr, out_ptr
     offsets = (pid % num_blocks) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < dim
     # alpha and index are clamped: they may come from a raw op call, and checking them would synchronise.
-    alpha = tl.minimum(tl.maximum(tl.load(alpha_ptr + b), 0.0), 1.0)
+    alpha = tl.load(alpha_ptr + b)
+    alpha = tl.minimum(tl.maximum(tl.where(alpha == alpha, alpha, 0.0), 0.0), 1.0)  # NaN: 0, a fresh candidate
     keep = tl.sqrt(alpha).to(tl.float32)
     fresh = tl.sqrt(1.0 - alpha).to(tl.float32)
     r = tl.minimum(tl.maximum(tl.load(index_ptr + b), 0), tl.cast(num_candidates, tl.int64) - 1)
