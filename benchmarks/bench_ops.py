@@ -52,8 +52,8 @@ from typing import Callable
 
 import torch
 
-from common import (add_output_argument, checked_device, default_output, make_record, run_environment, save_results,
-                    summarize_seconds)
+from common import (add_output_argument, checked_device, default_output, make_record, refuse_out_of_range,
+                    run_environment, save_results, summarize_seconds)
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library, resolve_backend
@@ -431,6 +431,8 @@ def parse_args(argv=None):
     add_output_argument(parser, "ops")
     args = parser.parse_args(argv)
     device = checked_device(parser, args.device)
+    refuse_out_of_range(parser, args, {"repeats": (1, math.inf), "reference_repeats": (1, math.inf),
+                                       "compile_timeout": (1e-3, math.inf)})
     on_cuda = device.type == "cuda"
     if args.smoke:
         args.shapes = "smoke"
@@ -444,8 +446,10 @@ def parse_args(argv=None):
     unknown = [op for op in args.ops if op not in REFERENCE_IMPL]
     if unknown:
         parser.error(f"--ops must be a comma-separated subset of {list(REFERENCE_IMPL)}, got {unknown}")
-    args.repeats = args.repeats or (2 if args.smoke else 5)
-    args.reference_repeats = args.reference_repeats or (1 if args.smoke else 3)
+    if args.repeats is None:
+        args.repeats = 2 if args.smoke else 5
+    if args.reference_repeats is None:
+        args.reference_repeats = 1 if args.smoke else 3
     if args.compile_timeout is None:
         args.compile_timeout = 10.0 if args.smoke else (600.0 if on_cuda else 90.0)
     args.out = args.out or default_output("ops", device)

@@ -19,16 +19,18 @@ slow drift (thermal, other jobs) hits all of them alike; the median over rounds 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 import torch
 
-from common import (add_output_argument, checked_device, default_output, make_record, run_environment, save_results,
-                    summarize_seconds)
+from common import (add_output_argument, checked_device, default_output, make_record, refuse_out_of_range,
+                    run_environment, save_results, summarize_seconds)
 
 import zs2_kernels
 from random_models import STYLES, random_pipeline
+from zs2_kernels._checks import SEED_LIMIT
 from zs2_kernels.ops import resolve_backend
 
 IMPLS = ("plain_ddim", "zs2", "zs2_reference", "text2video_zero")
@@ -117,6 +119,10 @@ def run(args) -> list[dict]:
     factor = pipe.vae_scale_factor
     args.height = args.height or pipe.unet.config.sample_size * factor
     args.width = args.width or pipe.unet.config.sample_size * factor
+    for name in ("height", "width"):
+        if getattr(args, name) % factor:
+            raise SystemExit(f"--{name} must be a multiple of the model's VAE factor {factor}, "
+                             f"got {getattr(args, name)}")
     samples = {name: [] for name in IMPLS}
     stages = {name: [] for name in IMPLS}
     errors = {}
@@ -206,15 +212,16 @@ def parse_args(argv=None):
     add_output_argument(parser, "sampler")
     args = parser.parse_args(argv)
     device = checked_device(parser, args.device)
+    refuse_out_of_range(parser, args, {
+        "frames": (1, math.inf), "steps": (1, math.inf), "repeats": (1, math.inf), "height": (8, math.inf),
+        "width": (8, math.inf), "guidance_scale": (0, math.inf), "noise_lambda": (0, math.inf),
+        "momentum": (0, 1), "seed": (0, SEED_LIMIT - 1)})
     on_cuda = device.type == "cuda"
     defaults = {"frames": 2, "steps": 3, "repeats": 1} if args.smoke else (
         {"frames": 16, "steps": 50, "repeats": 5} if on_cuda else {"frames": 8, "steps": 10, "repeats": 3})
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ("frames", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     args.dtype = args.dtype or ("fp16" if on_cuda else "fp32")
     args.out = args.out or default_output("sampler", device)
     return args

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zs2_kernels._checks import check_device, check_number
 from zs2_kernels.environment import describe, device_name
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -66,11 +67,29 @@ def add_output_argument(parser, prefix: str) -> None:
 
 
 def checked_device(parser, name: str) -> torch.device:
-    """The ``--device`` as a torch.device; a parser error when CUDA is asked for and torch sees no GPU."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no GPU")
-    return device
+    """The ``--device`` as a torch.device this machine can compute on; a parser error naming it otherwise."""
+    try:
+        return check_device(name)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
+
+
+def refuse_out_of_range(parser, args, ranges: dict) -> None:
+    """A parser error naming the flag for every argument outside its [low, high] range, or not finite.
+
+    ``ranges`` maps an argument's name (as in ``args``) to ``(low, high)``; None values (defaults still to be
+    filled in) pass. Benchmarks must never measure, then fail on a NaN at the JSON save.
+    """
+    for name, (low, high) in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            check_number(name, value, low, high)
+        except (TypeError, ValueError) as error:
+            parser.error(f"--{name.replace('_', '-')}: {error}")
+        if not math.isfinite(value):
+            parser.error(f"--{name.replace('_', '-')} must be finite, got {value}")
 
 
 def make_record(environment: dict, **fields) -> dict:

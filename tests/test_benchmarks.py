@@ -128,3 +128,37 @@ def test_git_revision_can_be_given_for_a_shipped_tree(monkeypatch):
     assert git_revision() == "0123abc (tree shipped to a GPU machine)"
     monkeypatch.delenv("ZS2_GIT_REVISION")
     assert git_revision() == "unknown" or git_revision()[:40].isalnum()
+
+
+def load_benchmark(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"zs2_benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script, args, flag", [
+    ("bench_sampler", ["--guidance-scale", "nan"], "--guidance-scale"),
+    ("bench_sampler", ["--guidance-scale", "inf"], "--guidance-scale"),
+    ("bench_sampler", ["--noise-lambda", "-1"], "--noise-lambda"),
+    ("bench_sampler", ["--momentum", "1.5"], "--momentum"),
+    ("bench_sampler", ["--seed", "-1"], "--seed"),
+    ("bench_sampler", ["--height", "0"], "--height"),
+    ("bench_sampler", ["--frames", "0"], "--frames"),
+    ("bench_sampler", ["--device", "tpu"], "--device"),
+    ("bench_sampler", ["--device", "meta"], "--device"),
+    ("bench_ops", ["--repeats", "0"], "--repeats"),
+    ("bench_ops", ["--reference-repeats", "-2"], "--reference-repeats"),
+    ("bench_ops", ["--compile-timeout", "0"], "--compile-timeout"),
+    ("bench_ops", ["--compile-timeout", "nan"], "--compile-timeout"),
+    ("bench_ops", ["--device", "cuda:7"], "--device"),
+])
+def test_benchmarks_refuse_bad_arguments_before_work(script, args, flag, monkeypatch, capsys):
+    """Every number is checked when parsed (a NaN guidance once crashed only at the JSON save, after measuring)."""
+    module = load_benchmark(script, monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--device", "cpu", *args])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err
