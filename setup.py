@@ -8,6 +8,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 LIBRARY = Path("zs2_kernels") / "_lib" / "libzs2_cuda.so"
+EVAL_REQUIRES = ["torchmetrics>=1.4", "scikit-learn>=1.3", "scipy", "matplotlib"]
 
 
 def _load_csrc_build():
@@ -62,13 +63,10 @@ setup(
         "tqdm",
         "imageio>=2.30",
         "imageio-ffmpeg",
-        "torchmetrics>=1.4",
-        "scikit-learn>=1.3",
-        "scipy",
-        "matplotlib",
     ],
+    # eval: the ablation study (zs2-ablate) and the embedded model's training scripts; sampling needs none of it.
     # torch-fidelity (Inception FID) depends on torchvision, which would pull a second, CUDA build of torch.
-    extras_require={"test": ["pytest>=8"], "inception": ["torch-fidelity"]},
+    extras_require={"eval": EVAL_REQUIRES, "test": ["pytest>=8", *EVAL_REQUIRES], "inception": ["torch-fidelity"]},
     entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
                                     "zs2-ablate = zs2_kernels.evaluation.cli:ablate_main"]},
     cmdclass={"build_py": BuildWithCuda},

@@ -68,7 +68,7 @@ def test_search_from_sums_reproduces_literal_trajectory(search, noise_lambda):
 
 
 def test_paper_search_never_returns_alpha_one_above_zero_lambda():
-    """The float32 trajectory rejects 1.0000001 (tests/test_paper_search.py compares with the published code):
+    """The float32 trajectory rejects 1.0000001 (tests/ops/test_paper_search.py compares with the published code):
     lambda = 0.01 ends at the last accepted trial 0.98, lambda = 1.0 stays low and near its target."""
     prev, cand = make(2, 16384, 10, seed=1)
     sums = reference.kl_sums(prev.double(), cand.double())
