@@ -2,11 +2,12 @@
 
     0  _checks, _atomic, environment, embedded (the shipped weights' paths)
     1  ops/            the two op families and what they share; no diffusers
-    2  attention, loading, video_io
-    3  sampler
-    4  cli, the package's face (__init__)
-    5  embedded.digits (the digit data and classifier: evaluation and training only)
-    6  evaluation/ (the ablation study, its metrics and report)
+    2  attention, loading, memory, video_io
+    3  video_mode (ZS² for any pipeline: attention + the noise hook)
+    4  sampler
+    5  cli, the package's face (__init__)
+    6  embedded.digits (the digit data and classifier: evaluation and training only)
+    7  evaluation/ (the ablation study, its metrics and report)
 
 A module may import modules of lower layers, and modules of its own group (``ops.*`` among themselves,
 ``evaluation.*`` among themselves). Function-local imports count: a lazy import is still a dependency.
@@ -22,11 +23,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "zs2_kernels"
 LAYERS = {
     "zs2_kernels._checks": 0, "zs2_kernels._atomic": 0, "zs2_kernels.environment": 0, "zs2_kernels.embedded": 0,
     "zs2_kernels.ops": 1,
-    "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.video_io": 2,
-    "zs2_kernels.sampler": 3,
-    "zs2_kernels.cli": 4, "zs2_kernels": 4,
-    "zs2_kernels.embedded.digits": 5,
-    "zs2_kernels.evaluation": 6,
+    "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.memory": 2,
+    "zs2_kernels.video_io": 2,
+    "zs2_kernels.video_mode": 3,
+    "zs2_kernels.sampler": 4,
+    "zs2_kernels.cli": 5, "zs2_kernels": 5,
+    "zs2_kernels.embedded.digits": 6,
+    "zs2_kernels.evaluation": 7,
 }
 #: Third-party packages a layer must not import (the ops run without diffusers or transformers).
 FORBIDDEN_EXTERNAL = {1: ("diffusers", "transformers")}

@@ -68,3 +68,44 @@ def tiny_pipeline(style="sd15", seed=0):
     return StableDiffusionPipeline(vae=_vae(), text_encoder=CLIPTextModel(_text_config(len(tokenizer))),
                                    tokenizer=tokenizer, unet=unet, scheduler=_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
+
+
+def tiny_variant(kind, seed=0):
+    """Tiny pipelines of the other diffusers families, sharing ``tiny_pipeline``'s components.
+
+    kind: "controlnet", "multi-controlnet", "pix2pix" (a UNet with 8 input channels: latents + image),
+    "img2img", "sdxl-controlnet" or "sdxl-img2img". Control images are 16 x 16 (the UNet's native size).
+    """
+    from diffusers import (ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionInstructPix2PixPipeline, StableDiffusionXLControlNetPipeline,
+                           StableDiffusionXLImg2ImgPipeline)
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    base = tiny_pipeline("sdxl" if kind.startswith("sdxl") else "sd15", seed=seed)
+    components = {name: value for name, value in base.components.items() if value is not None}
+    torch.manual_seed(seed + 1)
+
+    def controlnet():
+        net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(8, 16))
+        with torch.no_grad():  # its output convolutions start at zero: a fresh ControlNet would change nothing
+            for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+                conv.weight.normal_(std=0.1)
+        return net
+
+    if kind == "controlnet":
+        return StableDiffusionControlNetPipeline(**base.components, controlnet=controlnet())
+    if kind == "multi-controlnet":
+        return StableDiffusionControlNetPipeline(**base.components,
+                                                 controlnet=MultiControlNetModel([controlnet(), controlnet()]))
+    if kind == "sdxl-controlnet":
+        return StableDiffusionXLControlNetPipeline(**components, controlnet=controlnet())
+    if kind == "pix2pix":
+        config = {**base.unet.config, "in_channels": 8}
+        components["unet"] = UNet2DConditionModel.from_config(config)
+        return StableDiffusionInstructPix2PixPipeline(**components, safety_checker=None, feature_extractor=None,
+                                                      requires_safety_checker=False)
+    if kind == "img2img":
+        return StableDiffusionImg2ImgPipeline(**base.components)
+    if kind == "sdxl-img2img":
+        return StableDiffusionXLImg2ImgPipeline(**components)
+    raise ValueError(f"unknown kind {kind!r}")

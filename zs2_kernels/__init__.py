@@ -9,6 +9,7 @@ from .ops.backend import BACKENDS, resolve_backend
 from .ops.momentum import momentum_update
 from .ops.noise.chain import dependency_noise
 from .sampler import VideoOutput, sample_video
+from .video_mode import initial_latents, video_mode
 
 __version__ = "0.1.0"
 
@@ -18,11 +19,13 @@ __all__ = [
     "TemporalMomentumAttnProcessor",
     "VideoOutput",
     "dependency_noise",
+    "initial_latents",
     "install_momentum_attention",
     "is_installed",
     "load_pipeline",
     "momentum_update",
     "resolve_backend",
     "sample_video",
+    "video_mode",
     "__version__",
 ]
