@@ -9,7 +9,7 @@ from .ops.backend import BACKENDS, resolve_backend
 from .ops.momentum import momentum_update
 from .ops.noise.chain import dependency_noise
 from .sampler import VideoOutput, sample_video
-from .video_mode import initial_latents, video_mode
+from .any_pipeline import initial_latents, video_mode
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,9 @@ outermost, then videos, then frames, i.e. ``prompt=[p] * num_frames`` (videos on
 The noise hook wraps the pipeline's ``prepare_latents`` and, while it runs, swaps the ``randn_tensor`` of
 the module that defines it: the only noise drawn there is the initial noise (text-to-image pipelines) or the
 noise added to the encoded image (image-to-image pipelines, which take no ``latents=``). A user who passes
-``latents=`` keeps them (make them with :func:`initial_latents`).
+``latents=`` keeps them (make them with :func:`initial_latents`). A stochastic scheduler's per-step noise
+(Euler ancestral, DDPM, DDIM with eta > 0, SDE-DPM++) is hooked the same way in its ``step``: fresh
+independent noise on every frame at every step would undo the dependency noise model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from numpy.random import SeedSequence
 
 from ._checks import check_int, check_number, check_search, check_seed
 from .attention import MomentumAttentionHandle, install_momentum_attention
@@ -36,6 +40,17 @@ class NoiseSettings:
     search: str = "exact"
     seed: int | None = None
     backend: str | None = None
+    draws: int = field(default=0, init=False)  # noise draws since the pipeline call began
+
+    def first_stream(self) -> int:
+        """The initial noise's stream (0); a new pipeline call: its step noise starts over at stream 1."""
+        self.draws = 0
+        return 0
+
+    def next_stream(self) -> int:
+        """The stream of a scheduler's next per-step draw: 1, 2, ... within one pipeline call."""
+        self.draws += 1
+        return self.draws
 
     def __post_init__(self):
         check_int("num_frames", self.num_frames, 1)
@@ -43,19 +58,30 @@ class NoiseSettings:
         if self.seed is not None:
             self.seed = check_seed(self.seed)
 
-    def draw(self, shape, generator=None, device=None, dtype=None) -> torch.Tensor:
-        """Noise of ``shape`` = (videos · frames, *latent) with every video's frames one chain, or an error."""
+    def draw(self, shape, generator=None, device=None, dtype=None, stream: int = 0) -> torch.Tensor:
+        """Noise of ``shape`` = (videos · frames, *latent) with every video's frames one chain, or an error.
+
+        ``stream`` 0 is the initial noise (seeded by ``seed`` itself, as :func:`initial_latents`); a
+        stochastic scheduler's k-th draw uses stream k, seeded by (seed, k), independent of the others.
+        """
         batch, *latent = shape
         if batch % self.num_frames:
             raise ValueError(f"the pipeline drew noise for {batch} images, not a multiple of num_frames "
                              f"({self.num_frames}): pass num_frames prompts per video, e.g. prompt=[p] * "
                              f"{self.num_frames}, and num_images_per_prompt=1")
         videos = batch // self.num_frames
-        source = {"seed": self.seed} if self.seed is not None else {"generator": _per_video(generator, videos,
-                                                                                               self.num_frames)}
+        if self.seed is not None:
+            source = {"seed": self.seed if stream == 0 else _stream_seed(self.seed, stream)}
+        else:
+            source = {"generator": _per_video(generator, videos, self.num_frames)}
         noise = dependency_noise((videos, self.num_frames, *latent), self.noise_lambda, search=self.search,
                                  device=device, dtype=dtype or torch.float32, backend=self.backend, **source)
         return noise.reshape(batch, *latent)
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for draw ``stream`` of a seeded run, independent of the other streams' (SeedSequence)."""
+    return int(SeedSequence(seed, spawn_key=(1, stream)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _per_video(generator, videos: int, num_frames: int):
@@ -87,8 +113,9 @@ class VideoMode:
         for handle in reversed(self.handles):
             handle.restore()  # warns about layers whose processor was replaced meanwhile
         self.handles.clear()
-        if "prepare_latents" in vars(self.pipe):
-            del self.pipe.prepare_latents  # the class's method shows through again
+        for owner, method in ((self.pipe, "prepare_latents"), (getattr(self.pipe, "scheduler", None), "step")):
+            if owner is not None and method in vars(owner):
+                delattr(owner, method)  # the class's method shows through again
 
 
 def _models_with_attention(pipe) -> list:
@@ -103,29 +130,49 @@ def _models_with_attention(pipe) -> list:
     return models
 
 
-def _hook_noise(pipe, noise: NoiseSettings) -> None:
-    """Wrap ``pipe.prepare_latents`` so that its noise draw is the dependency chain (see the module doc)."""
-    prepare_latents = getattr(pipe, "prepare_latents", None)
-    if prepare_latents is None or not hasattr(prepare_latents, "__func__"):
-        raise TypeError(f"{type(pipe).__name__} has no prepare_latents method to draw the dependency noise in")
-    module_globals = prepare_latents.__func__.__globals__
+#: Schedulers that add fresh noise at every step by other means than randn_tensor (torchsde's Brownian tree):
+#: their noise cannot be made a dependency chain, and independent per-frame noise would undo it.
+UNCHAINABLE_SCHEDULERS = ("DPMSolverSDEScheduler", "CosineDPMSolverMultistepScheduler")
+
+
+def _draw_chains_in(owner, method: str, noise: NoiseSettings, stream) -> None:
+    """Wrap ``owner.<method>`` (an instance attribute shadowing the class's) so that every ``randn_tensor``
+    draw of the module defining it returns dependency chains; ``stream()`` gives each draw's stream index."""
+    bound = getattr(owner, method)
+    module_globals = bound.__func__.__globals__
     if "randn_tensor" not in module_globals:
-        raise TypeError(f"{type(pipe).__name__}.prepare_latents does not draw its noise with diffusers' "
-                        "randn_tensor; pass latents=zs2_kernels.initial_latents(...) instead")
+        raise TypeError(f"{type(owner).__name__}.{method} does not draw its noise with diffusers' randn_tensor"
+                        + ("; pass latents=zs2_kernels.initial_latents(...) instead" if method == "prepare_latents"
+                           else ""))
 
     def chain_noise(shape, generator=None, device=None, dtype=None, layout=None):
-        return noise.draw(shape, generator=generator, device=device, dtype=dtype)
+        return noise.draw(shape, generator=generator, device=device, dtype=dtype, stream=stream())
 
-    def prepare_latents_with_chain(*args, **kwargs):
+    def with_chains(*args, **kwargs):
         with _HOOK_LOCK:
             original = module_globals["randn_tensor"]
             module_globals["randn_tensor"] = chain_noise
             try:
-                return prepare_latents(*args, **kwargs)
+                return bound(*args, **kwargs)
             finally:
                 module_globals["randn_tensor"] = original
 
-    pipe.prepare_latents = prepare_latents_with_chain
+    setattr(owner, method, with_chains)
+
+
+def _hook_noise(pipe, noise: NoiseSettings) -> None:
+    """The pipeline's initial noise (stream 0) and its scheduler's per-step noise (streams 1, 2, ...) as chains."""
+    if not hasattr(getattr(pipe, "prepare_latents", None), "__func__"):
+        raise TypeError(f"{type(pipe).__name__} has no prepare_latents method to draw the dependency noise in")
+    scheduler = pipe.scheduler
+    if type(scheduler).__name__ in UNCHAINABLE_SCHEDULERS:
+        raise ValueError(f"{type(scheduler).__name__} adds independent noise to every frame at every step (from "
+                         "a Brownian tree, which cannot be made a dependency chain), undoing the dependency "
+                         "noise model: use a deterministic scheduler (DDIM, DPM++ 2M, UniPC, Euler) or one that "
+                         "draws with randn_tensor (Euler ancestral, DDPM, DDIM with eta > 0, SDE-DPM++)")
+    _draw_chains_in(pipe, "prepare_latents", noise, noise.first_stream)
+    if "randn_tensor" in scheduler.step.__func__.__globals__:
+        _draw_chains_in(scheduler, "step", noise, noise.next_stream)
 
 
 @contextlib.contextmanager

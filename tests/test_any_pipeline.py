@@ -196,3 +196,42 @@ def test_nested_video_mode_is_refused():
             with zs2_kernels.video_mode(pipe, FRAMES):
                 pass
         assert zs2_kernels.is_installed(pipe.unet)  # the outer block is intact
+
+
+def test_stochastic_scheduler_noise_is_a_chain_per_step(monkeypatch):
+    """Euler ancestral adds fresh noise at every step: in video_mode each draw is a dependency chain of its own
+    stream (seeded by (seed, step)), and the same seed gives the same video on every call."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from zs2_kernels import any_pipeline as module
+
+    pipe = make("sd15")
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    drawn = []
+    draw = module.NoiseSettings.draw
+    monkeypatch.setattr(module.NoiseSettings, "draw",
+                        lambda self, *a, **k: drawn.append((k["stream"], draw(self, *a, **k))) or drawn[-1][1])
+    with zs2_kernels.video_mode(pipe, FRAMES, momentum=0.5, noise_lambda=0.001, seed=SEED):
+        first = call(pipe, "sd15")
+        again = call(pipe, "sd15")
+    torch.testing.assert_close(first, again)
+    streams = [stream for stream, _ in drawn]
+    assert streams == [0, 1, 2, 0, 1, 2]  # initial noise, then one draw per step; a new call starts over
+    for stream, noise in drawn[1:3]:
+        expected = zs2_kernels.dependency_noise((1, FRAMES, *noise.shape[1:]), 0.001,
+                                                seed=module._stream_seed(SEED, stream)).reshape(noise.shape)
+        assert torch.equal(noise, expected)
+        assert torch.nn.functional.cosine_similarity(noise[0].flatten(), noise[1].flatten(), dim=0) > 0.9
+    assert not torch.equal(drawn[1][1], drawn[2][1])
+    assert "step" not in vars(pipe.scheduler)
+
+
+def test_scheduler_whose_noise_cannot_be_chained_is_refused():
+    from diffusers import DDIMScheduler
+
+    pipe = make("sd15")
+    pipe.scheduler = type("DPMSolverSDEScheduler", (DDIMScheduler,), {}).from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="Brownian tree"):
+        with zs2_kernels.video_mode(pipe, FRAMES):
+            pass
+    assert not zs2_kernels.is_installed(pipe.unet) and "prepare_latents" not in vars(pipe)
