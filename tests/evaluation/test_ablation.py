@@ -1,7 +1,9 @@
-"""The ablation study on a tiny pipeline: outputs, resume after kill -9, 2-process gloo run, bad input."""
+"""The ablation study on a tiny pipeline: outputs, resume after kill -9, 2-process gloo run, reruns with other
+settings, independence of the thread count, bad input."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,8 @@ import torch
 from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation import cli as ablate_cli
-from zs2_kernels.evaluation.ablation import IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, study_configs, unit_seed
+from zs2_kernels.evaluation.ablation import (IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, Ablation, source_identity,
+                                            study_configs, unit_seed)
 from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +96,91 @@ def test_resume_after_kill_gives_the_same_table(model_dir, prompts_file, uninter
     assert (out / "results.md").read_text() == (uninterrupted / "results.md").read_text()
 
 
+def unit_files(out) -> dict:
+    return {p: p.stat().st_mtime_ns for p in Path(out).glob("units/*/*.json")}
+
+
+def test_a_rerun_with_other_settings_computes_them_beside_the_old_units(model_dir, prompts_file, uninterrupted,
+                                                                         tmp_path):
+    """Units are keyed by what determines them: a rerun into a used folder never reports the old rows."""
+    other_model = tmp_path / "other-model"
+    tiny_pipeline("sd15", seed=1).save_pretrained(other_model, safe_serialization=True)
+    used = tmp_path / "used"
+    shutil.copytree(uninterrupted, used)
+    first = unit_files(used)
+    changes = {"frames": ["--frames", "2"], "steps": ["--steps", "1"], "guidance": ["--guidance", "2.5"],
+               "height": ["--height", "8"], "model": ["--model", str(other_model)]}
+    for count, (setting, extra) in enumerate(changes.items(), start=2):
+        assert ablate_cli.ablate_main(args(model_dir, prompts_file, used, *extra)) == 0
+        assert len(unit_files(used)) == 16 * count, setting
+        units = json.loads((used / "results.json").read_text())["units"]
+        before = json.loads((uninterrupted / "results.json").read_text())["units"][0]["key"][setting]
+        assert len(units) == 16 and all(u["key"][setting] != before for u in units), setting
+    # The first settings' units are still there, untouched: asking for them again computes nothing.
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, used)) == 0
+    assert {p: t for p, t in unit_files(used).items() if p in first} == first
+    assert (used / "results.md").read_text() == (uninterrupted / "results.md").read_text()
+
+
+def test_swapped_prompt_lines_give_each_prompt_its_own_rows(model_dir, uninterrupted, tmp_path):
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_text("the number 7\na handwritten digit one\n")
+    used, fresh = tmp_path / "used", tmp_path / "fresh"
+    shutil.copytree(uninterrupted, used)
+    for out in (used, fresh):
+        assert ablate_cli.ablate_main(args(model_dir, str(swapped), out)) == 0
+
+    def rows(out):
+        return [(u["config_name"], u["prompt"], u["seed"], u["metrics"], u["noise"])
+                for u in json.loads((out / "results.json").read_text())["units"]]
+
+    assert rows(used) == rows(fresh)
+
+
+def test_model_identity_follows_the_content(model_dir, tmp_path, monkeypatch):
+    """A folder is known by its configuration and weights (a copy keeps it, an edit changes it); a hub id by the
+    commit it resolves to."""
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    assert source_identity(str(copy)) == source_identity(model_dir)
+    (copy / "notes.md").write_text("not loaded")
+    assert source_identity(str(copy)) == source_identity(model_dir)
+    config = copy / "unet" / "config.json"
+    config.write_text(config.read_text().replace('"sample_size": 8', '"sample_size": 16'))
+    assert source_identity(str(copy)) != source_identity(model_dir)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--org--name"
+    (repo / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("a" * 40) / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert source_identity("org/name") == "hub:org/name@" + "a" * 40
+
+
+def test_a_units_video_does_not_depend_on_the_thread_count(model_dir, prompts_file, tmp_path, monkeypatch):
+    """A float32 convolution on the CPU splits its sums by thread count; units are sampled on one thread."""
+    videos = {}
+    finish = Ablation._finish_unit
+
+    def spy(self, unit, frames, *rest):
+        videos.setdefault(unit.path.name, []).append(frames.copy())
+        finish(self, unit, frames, *rest)
+
+    monkeypatch.setattr(Ablation, "_finish_unit", spy)
+    threads = torch.get_num_threads()
+    try:
+        for count in (2, 1):
+            torch.set_num_threads(count)
+            assert ablate_cli.ablate_main(args(model_dir, prompts_file, tmp_path / str(count), "--seeds", "1",
+                                               "--metrics", "consistency")) == 0
+            assert torch.get_num_threads() == count
+    finally:
+        torch.set_num_threads(threads)
+    assert len(videos) == 8 and all(len(v) == 2 and np.array_equal(*v) for v in videos.values())
+
+
 def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupted, tmp_path):
     out = tmp_path / "ranks"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
@@ -111,6 +199,8 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--metrics", "clip,speed"], "--metrics"),
         (["--seeds", "0"], "--seeds"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
+        (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
+        (["--width", "0"], "--width must be a positive multiple of the model's downscale factor 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
         (["--scorer", "clip"], "--clip-model"),
         (["--scorer", "clip", "--clip-model", "/nonexistent/clip"], "--clip-model"),
@@ -119,6 +209,34 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
 def test_bad_input(model_dir, prompts_file, tmp_path, capsys, extra, message):
     assert ablate_cli.ablate_main(args(model_dir, prompts_file, tmp_path / "o", *extra)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path):
+    """The command line, as users run it: a message naming the argument and its range, no traceback, and no
+    output folder left behind (all cases at once, each in its own process)."""
+    no_gpu = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    cases = {("--guidance", "nan"): "--guidance must be in [0.0, 1000.0], got nan",
+             ("--height", "30"): "--height must be a positive multiple of the model's downscale factor 4, got 30",
+             ("--device", no_gpu): f"--device: device '{no_gpu}' is not available",
+             ("--device", "tpu"): "--device: device 'tpu' is not a device name"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = {case: subprocess.Popen([sys.executable, str(ROOT / "python" / "ablate.py"), *case, "--out",
+                                    str(tmp_path / str(index))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)
+            for index, case in enumerate(cases)}
+    for index, (case, process) in enumerate(runs.items()):
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 2 and cases[case] in err and "Traceback" not in err, (case, err)
+        assert not (tmp_path / str(index)).exists(), case
+
+
+@pytest.mark.parametrize("module", sorted(ablate_cli.EVAL_MODULES))
+def test_missing_evaluation_dependencies_name_the_extra(module, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # what an interpreter without the package finds
+    assert ablate_cli.ablate_main(["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert ablate_cli.EVAL_MODULES[module] in err and "pip install 'zs2_kernels[eval]'" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_prompt_files(model_dir, tmp_path, capsys):

@@ -110,12 +110,12 @@ def test_ablation_refuses_pickled_inception_weights_before_sampling(tiny_clip_di
 
     torch.save({"w": torch.ones(1)}, tmp_path / "inception.pth")
     (tmp_path / "prompts.txt").write_text("a cat\n")
-    code = ablate_main(["--out", str(tmp_path / "out"), "--model", "not-loaded-before-the-checks",
-                        "--scorer", "clip", "--clip-model", tiny_clip_dir,
+    code = ablate_main(["--out", str(tmp_path / "out"), "--scorer", "clip", "--clip-model", tiny_clip_dir,
                         "--inception-weights", str(tmp_path / "inception.pth"),
                         "--prompts", str(tmp_path / "prompts.txt")])
     assert code == 2
     assert "--inception-weights must be a .safetensors file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- with torch-fidelity

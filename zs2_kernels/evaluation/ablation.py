@@ -2,18 +2,22 @@
 momentum sweep, with prompt fidelity, FID, consistency and motion metrics.
 
 Work is split into units (configuration, prompt, seed); units of one configuration are sampled in fixed
-batches with one generator per video, so a unit's result does not depend on which process or which run
-computed it. Each finished unit is written atomically (features .npz first, then the .json that marks it
-done), a rerun skips finished units, and after any interruption a rerun ends with the same tables. Under
+batches with one generator per video, on one CPU thread, so a unit's result does not depend on which process
+or which run computed it. A unit's file is named by a key over everything that determines it (the model's
+content, sampler settings, prompt text, seed, configuration, batch size, metrics, library and study version,
+op backend, dtype, device type): a rerun with other settings computes its units beside the old ones and
+never reads those. Each finished unit is written atomically (features .npz first, then the .json that marks
+it done), a rerun skips finished units, and after any interruption a rerun ends with the same tables. Under
 ``torchrun`` batches are sharded across ranks (the output folder must be shared); rank 0 writes the tables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,9 +25,13 @@ import numpy as np
 import torch
 
 from . import metrics as zm
+from .. import __version__
 from .._atomic import atomic_write
-from .._checks import dtype_from_name
+from .._checks import check_device, check_number, dtype_from_name
 from ..environment import describe
+from ..loading import resolve_model_location
+from ..ops.backend import resolve_backend
+from ..sampler import MAX_GUIDANCE
 from ..video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
@@ -33,6 +41,11 @@ LAMBDAS = (0.001, 0.01, 0.1, 1.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
 SEARCH_MODES = ("paper", "exact")
 GRID_SIDE = 128  # pixels per frame in the GIF grid
+#: Part of every unit's key: bump it when a change to the sampler or the metrics changes what a unit holds
+#: (units of another version are then recomputed beside the old ones, never mixed in).
+STUDY_VERSION = 2
+#: The files of a model folder its numbers depend on: configuration and weights (pickles are never loaded).
+IDENTITY_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +151,67 @@ def _write_json(path: Path, payload) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, sort_keys=True)))
 
 
+def source_identity(source: str) -> str:
+    """What a model's numbers come from: sha256 over a file, or over a folder's configuration and weights files
+    (relative names and bytes, so a moved copy keeps its identity and an edited file changes it); for a hub id,
+    the id and the commit it resolves to (online: the hub's latest; offline: the cached one)."""
+    path = Path(source).expanduser()
+    if path.is_file() or path.is_dir():
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*") if p.suffix in IDENTITY_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0".encode())
+            with open(file, "rb") as handle:
+                while chunk := handle.read(1 << 23):
+                    digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+    from huggingface_hub import snapshot_download
+
+    return f"hub:{source}@{Path(snapshot_download(source, allow_patterns='*.json')).name}"
+
+
+def _model_resolution(location: str, height: int | None, width: int | None) -> tuple[int, int]:
+    """--height/--width (default: the model's size), checked against the VAE's downscale factor as the sampler
+    checks them, but from the configuration files alone: a bad size is refused before any weights load."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    factor = 2 ** (len(AutoencoderKL.load_config(location, subfolder="vae")["block_out_channels"]) - 1)
+    default = UNet2DConditionModel.load_config(location, subfolder="unet")["sample_size"] * factor
+    sizes = tuple(default if value is None else value for value in (height, width))
+    for name, value in zip(("--height", "--width"), sizes):
+        if value < factor or value % factor:
+            raise ValueError(f"{name} must be a positive multiple of the model's downscale factor {factor}, "
+                             f"got {value}")
+    return sizes
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run on one intra-op thread. A float32 convolution on the CPU splits its sums by thread count, so a video
+    sampled on two threads differs in the last bits from the same video on one, enough to move a uint8 pixel
+    and a printed digit of the table; the study's numbers must not depend on how its work was split."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------- the study
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One video of the study and the file that holds its result (named by its key)."""
+
+    config: Config
+    prompt_index: int
+    seed: int
+    key: dict
+    path: Path
+
+
 class Ablation:
     """Validates settings (before any heavy work), runs this rank's units, and writes the outputs on rank 0."""
 
@@ -159,6 +232,12 @@ class Ablation:
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
+        check_number("--guidance", settings.guidance, 0.0, MAX_GUIDANCE)
+        if settings.device is not None:
+            try:
+                check_device(settings.device)
+            except ValueError as error:
+                raise ValueError(f"--device: {error}") from None
         self.out = Path(settings.out)
         self._check_out_writable()
         self.reference_folder = None
@@ -167,11 +246,24 @@ class Ablation:
             if not self.reference_folder.is_dir() or not _image_files(self.reference_folder):
                 raise ValueError(f"--reference-images {self.reference_folder} is not a folder with images "
                                  "(.png/.jpg/.jpeg)")
+        location = resolve_model_location(settings.model)
+        try:
+            self.height, self.width = _model_resolution(location, settings.height, settings.width)
+            model_identity = source_identity(location)
+        except OSError as error:
+            raise ValueError(f"--model {location!r} could not be read: {error}") from error
         self.rank, self.world = _distributed_rank_world()
         self.device = _rank_device(settings.device, self.rank)
         self.scorer = self._make_scorer()
         if self.uses_image_prior:
             self.configs = self.configs + [IMAGE_PRIOR]
+        self.run_key = {
+            "study_version": STUDY_VERSION, "library_version": __version__, "model": model_identity,
+            "dtype": str(dtype_from_name(settings.dtype)) if settings.dtype else "as stored",
+            "device": self.device.type, "backend": resolve_backend(self.device), "frames": settings.frames,
+            "steps": settings.steps, "guidance": settings.guidance, "height": self.height, "width": self.width,
+            "metrics": sorted(settings.metrics), "scorer": [type(self.scorer).__name__, self.scorer.fid_name],
+            "scorer_sources": [source_identity(source) for source in self.scorer.sources]}
 
     @property
     def uses_image_prior(self) -> bool:
@@ -179,12 +271,14 @@ class Ablation:
                 and self.scorer.reference_name is None)
 
     def _check_out_writable(self) -> None:
-        try:
-            (self.out / "units").mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.out, prefix=".probe-")
-            probe.close()
-        except OSError as error:
-            raise PermissionError(f"--out {self.out} is not writable: {error}") from error
+        """Refuse an --out that cannot become a writable folder, creating nothing: a refused run leaves no trace."""
+        existing = self.out.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise PermissionError(f"--out {self.out} is not writable: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"--out {self.out} is not writable: no write permission on {existing}")
 
     def _make_scorer(self) -> zm.Scorer:
         settings = self.settings
@@ -205,20 +299,26 @@ class Ablation:
                               inception_weights=settings.inception_weights, fid_feature=settings.fid_feature)
 
     # ---------------------------------------------------------------- units
-    def units(self) -> list[tuple[Config, int, int]]:
-        return [(config, p, s) for config in self.configs for p in range(len(self.prompts))
-                for s in range(self.settings.seeds)]
-
-    def batches(self) -> list[list[tuple[Config, int, int]]]:
-        """Fixed batches (same configuration, consecutive units), independent of what is already done."""
+    def batches(self) -> list[list[Unit]]:
+        """Fixed batches (same configuration, consecutive units), independent of what is already done. A unit's
+        key holds its batch's size: a video's last bits depend on the size of the UNet batch it was sampled in."""
         out = []
         for config in self.configs:
-            mine = [u for u in self.units() if u[0] == config]
-            out += [mine[i:i + self.settings.batch] for i in range(0, len(mine), self.settings.batch)]
+            mine = [(p, s) for p in range(len(self.prompts)) for s in range(self.settings.seeds)]
+            for i in range(0, len(mine), self.settings.batch):
+                chunk = mine[i:i + self.settings.batch]
+                out.append([self._unit(config, p, s, len(chunk)) for p, s in chunk])
         return out
 
-    def unit_path(self, config: Config, prompt_index: int, seed: int) -> Path:
-        return self.out / "units" / config.slug / f"p{prompt_index:03d}-s{seed:03d}.json"
+    def _unit(self, config: Config, prompt_index: int, seed: int, batch_size: int) -> Unit:
+        key = self.run_key | {"config": dataclasses.asdict(config), "prompt": self.prompts[prompt_index],
+                              "prompt_index": prompt_index, "seed": seed, "batch": batch_size}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.out / "units" / config.slug / f"p{prompt_index:03d}-s{seed:03d}-{digest}.json"
+        return Unit(config, prompt_index, seed, key, path)
+
+    def units(self) -> list[Unit]:
+        return [unit for batch in self.batches() for unit in batch]
 
     def run(self, progress: bool = True) -> dict | None:
         """Run this rank's unfinished units, then (rank 0) aggregate; returns the summary on rank 0."""
@@ -227,41 +327,44 @@ class Ablation:
         from ..loading import load_pipeline
 
         started = time.perf_counter()
+        (self.out / "units").mkdir(parents=True, exist_ok=True)
         mine = [b for i, b in enumerate(self.batches()) if i % self.world == self.rank]
-        todo = [b for b in mine if not all(self.unit_path(*u).is_file() for u in b)]
-        if todo:
-            dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else None
-            pipe = load_pipeline(self.settings.model, device=self.device, dtype=dtype)
-            bar = tqdm(total=sum(len(b) for b in mine), initial=sum(len(b) for b in mine if b not in todo),
-                       desc=f"ablation units (rank {self.rank}/{self.world})", disable=not progress or self.rank != 0)
-            for batch in todo:
-                self._run_batch(pipe, batch)
-                bar.update(len(batch))
-            bar.close()
-        _barrier(self.world)
-        if self.rank != 0:
-            return None
-        return self.aggregate(time.perf_counter() - started)
+        todo = [b for b in mine if not all(u.path.is_file() for u in b)]
+        with _one_thread():
+            if todo:
+                dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else None
+                pipe = load_pipeline(self.settings.model, device=self.device, dtype=dtype)
+                bar = tqdm(total=sum(len(b) for b in mine), initial=sum(len(b) for b in mine if b not in todo),
+                           desc=f"ablation units (rank {self.rank}/{self.world})",
+                           disable=not progress or self.rank != 0)
+                for batch in todo:
+                    self._run_batch(pipe, batch)
+                    bar.update(len(batch))
+                bar.close()
+            _barrier(self.world)
+            if self.rank != 0:
+                return None
+            return self.aggregate(time.perf_counter() - started)
 
-    def _run_batch(self, pipe, batch) -> None:
+    def _run_batch(self, pipe, batch: list[Unit]) -> None:
         from ..sampler import sample_video
 
-        config = batch[0][0]
+        config = batch[0].config
         settings = self.settings
-        generators = [torch.Generator().manual_seed(unit_seed(config, p, seed)) for _, p, seed in batch]
-        result = sample_video(pipe, [self.prompts[p] for _, p, _ in batch], num_frames=settings.frames,
-                              height=settings.height, width=settings.width, num_inference_steps=settings.steps,
+        generators = [torch.Generator().manual_seed(unit_seed(config, u.prompt_index, u.seed)) for u in batch]
+        result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=settings.frames,
+                              height=self.height, width=self.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
                               momentum=config.momentum, search=config.search,
                               dependency_noise=config.dependency_noise, momentum_attention=config.momentum_attention,
                               generator=generators, output_type="np", progress=False)
         seconds = result.stats["timings"]["total"] / len(batch)
-        for video, (config, prompt_index, seed) in enumerate(batch):
-            self._finish_unit(config, prompt_index, seed, result.frames[video], result.stats, video, seconds)
+        for video, unit in enumerate(batch):
+            self._finish_unit(unit, result.frames[video], result.stats, video, seconds)
 
-    def _finish_unit(self, config, prompt_index, seed, frames, stats, video, seconds) -> None:
+    def _finish_unit(self, unit: Unit, frames, stats, video, seconds) -> None:
         frames_u8 = zm.to_uint8_chw(frames)
-        prompt = self.prompts[prompt_index]
+        prompt = self.prompts[unit.prompt_index]
         values = {}
         arrays = {}
         if "clip" in self.settings.metrics:
@@ -273,38 +376,34 @@ class Ablation:
         if "fid" in self.settings.metrics:
             arrays["fid_features"] = self.scorer.fid_features(frames_u8).numpy()
         noise = {}
-        if config.dependency_noise:
+        if unit.config.dependency_noise:
             for key in ("achieved_kl", "alpha", "correlation"):
                 pairs = np.asarray(stats[key][video], dtype=np.float64)
                 noise[key] = float(pairs.mean()) if pairs.size else None
-        if prompt_index == 0 and seed == 0:
+        if unit.prompt_index == 0 and unit.seed == 0:
             arrays["grid_frames"] = to_uint8(frames, max(1, GRID_SIDE // max(frames.shape[1:3])))
-        path = self.unit_path(config, prompt_index, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        npz = path.with_suffix(".npz")
-        atomic_write(npz, lambda tmp: _save_npz(tmp, arrays))
-        _write_json(path, {"config": dataclasses.asdict(config), "prompt": prompt, "prompt_index": prompt_index,
-                           "seed": seed, "metrics": values, "noise": noise, "seconds": seconds,
-                           "device": stats["device"], "backend": stats["backend"]})
+        unit.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(unit.path.with_suffix(".npz"), lambda tmp: _save_npz(tmp, arrays))
+        _write_json(unit.path, {"key": unit.key, "config": dataclasses.asdict(unit.config), "prompt": prompt,
+                                "prompt_index": unit.prompt_index, "seed": unit.seed, "metrics": values,
+                                "noise": noise, "seconds": seconds, "device": stats["device"],
+                                "backend": stats["backend"]})
 
     # ---------------------------------------------------------------- outputs
     def aggregate(self, wall_time: float) -> dict:
         """Read every unit, compute per-configuration means, 95% intervals and FID; write all outputs."""
         from . import report
 
-        units = []
-        for config, p, s in self.units():
-            record = json.loads(self.unit_path(config, p, s).read_text())
-            record["config_name"] = config.name
-            units.append(record)
+        study = self.units()
+        units = [json.loads(unit.path.read_text()) | {"config_name": unit.config.name} for unit in study]
         summary = {config.name: report.summarise([u for u in units if u["config_name"] == config.name])
                    for config in self.configs}
         if "fid" in self.settings.metrics:
-            fid = zm.FeatureFID(self._reference_features())
+            fid = zm.FeatureFID(self._reference_features(study))
             for config in self.configs:
                 if config is IMAGE_PRIOR:
                     continue
-                fake = np.concatenate([self._fid_features(unit) for unit in self.units() if unit[0] == config])
+                fake = np.concatenate([_fid_features(unit) for unit in study if unit.config == config])
                 summary[config.name]["fid"] = {"mean": fid.distance(torch.from_numpy(fake)), "ci95": None,
                                                "n": int(fake.shape[0])}
         results = {
@@ -322,20 +421,17 @@ class Ablation:
         report.write_csv(self.out / "results.csv", units)
         report.write_markdown(self.out / "results.md", results, self.configs)
         report.write_plots(self.out, results, self.configs)
-        grid = [(c.name, np.load(self.unit_path(c, 0, 0).with_suffix(".npz"))["grid_frames"]) for c in self.configs]
+        grid = [(u.config.name, np.load(u.path.with_suffix(".npz"))["grid_frames"]) for u in study
+                if u.prompt_index == 0 and u.seed == 0]
         report.write_gif_grid(self.out / "samples.gif", grid)
         return results
 
-    def _reference_features(self) -> torch.Tensor:
+    def _reference_features(self, study: list[Unit]) -> torch.Tensor:
         if self.reference_folder is not None:
             return self.scorer.fid_features(_load_images(self.reference_folder))
         if self.scorer.reference_name is not None:
             return self.scorer.fid_features(self.scorer.reference_images())
-        return torch.from_numpy(np.concatenate([self._fid_features(unit) for unit in self.units()
-                                                if unit[0] == IMAGE_PRIOR]))
-
-    def _fid_features(self, unit) -> np.ndarray:
-        return np.load(self.unit_path(*unit).with_suffix(".npz"))["fid_features"]
+        return torch.from_numpy(np.concatenate([_fid_features(unit) for unit in study if unit.config == IMAGE_PRIOR]))
 
     def _fid_reference_name(self) -> str:
         if self.reference_folder is not None:
@@ -345,6 +441,10 @@ class Ablation:
         else:
             source = "image prior: per-frame independent samples of the same model and prompts"
         return f"{self.scorer.fid_name} vs {source}"
+
+
+def _fid_features(unit: Unit) -> np.ndarray:
+    return np.load(unit.path.with_suffix(".npz"))["fid_features"]
 
 
 def _save_npz(path, arrays) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 
 from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES
@@ -13,6 +14,14 @@ from .inception import FEATURE_LAYERS
 
 #: The defaults of the command line are the settings' own (one source).
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(AblationSettings)}
+#: What the study imports beyond the sampler (the ``eval`` extra), by module: its package on the index.
+EVAL_MODULES = {"torchmetrics": "torchmetrics", "scipy": "scipy", "sklearn": "scikit-learn",
+                "matplotlib": "matplotlib"}
+
+
+def missing_eval_packages() -> list[str]:
+    """The evaluation's packages that are not installed (they are imported late: checked before any work)."""
+    return [package for module, package in EVAL_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
 def ablate_parser() -> argparse.ArgumentParser:
@@ -47,6 +56,11 @@ def ablate_parser() -> argparse.ArgumentParser:
 
 def ablate_main(argv=None) -> int:
     args = ablate_parser().parse_args(argv)
+    missing = missing_eval_packages()
+    if missing:
+        print(f"zs2-ablate: error: the ablation study needs {', '.join(missing)} (not installed): "
+              "pip install 'zs2_kernels[eval]' (in a checkout: pip install -e '.[eval]')", file=sys.stderr)
+        return 2
     try:
         settings = AblationSettings(
             out=args.out, study=args.study, model=args.model,

@@ -65,6 +65,7 @@ class Scorer(Protocol):
     name: str  #: recorded with the results
     fid_name: str  #: the feature space of its FID
     reference_name: str | None  #: its built-in real images for FID, or None (the study then uses an image prior)
+    sources: tuple[str, ...]  #: the files, folders or hub ids its numbers come from (in every unit's key)
 
     def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
         """How well frames (uint8 [F, 3, H, W]) show the prompt: metric name -> value."""
@@ -92,6 +93,7 @@ class DigitScorer:
         self.device = torch.device(device)
         self.classifier = load_digit_classifier(device=self.device)
         self.name = f"digit-classifier ({classifier_weights_path().name})"
+        self.sources = (str(classifier_weights_path()),)
 
     def _prepare(self, frames_u8: torch.Tensor) -> torch.Tensor:
         return frames_u8.to(self.device).float() / 127.5 - 1.0
@@ -174,6 +176,7 @@ class ClipScorer:
         # Loaded now, so missing weights stop a study before any sampling.
         self._inception = load_inception(fid_feature, inception_weights).to(self.device) if with_fid else None
         self.fid_name = f"inception-{fid_feature}"
+        self.sources = (model_path, *([inception_weights] if with_fid and inception_weights else []))
 
     @torch.no_grad()
     def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
