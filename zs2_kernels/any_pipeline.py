@@ -113,9 +113,8 @@ class VideoMode:
         for handle in reversed(self.handles):
             handle.restore()  # warns about layers whose processor was replaced meanwhile
         self.handles.clear()
-        for owner, method in ((self.pipe, "prepare_latents"), (getattr(self.pipe, "scheduler", None), "step")):
-            if owner is not None and method in vars(owner):
-                delattr(owner, method)  # the class's method shows through again
+        unhook(self.pipe, "prepare_latents")
+        unhook(getattr(self.pipe, "scheduler", None), "step")
 
 
 def _models_with_attention(pipe) -> list:
@@ -160,19 +159,36 @@ def _draw_chains_in(owner, method: str, noise: NoiseSettings, stream) -> None:
     setattr(owner, method, with_chains)
 
 
-def _hook_noise(pipe, noise: NoiseSettings) -> None:
-    """The pipeline's initial noise (stream 0) and its scheduler's per-step noise (streams 1, 2, ...) as chains."""
-    if not hasattr(getattr(pipe, "prepare_latents", None), "__func__"):
-        raise TypeError(f"{type(pipe).__name__} has no prepare_latents method to draw the dependency noise in")
-    scheduler = pipe.scheduler
+def check_chainable(scheduler) -> None:
+    """Raise ValueError for a scheduler whose per-step noise cannot be made a dependency chain."""
     if type(scheduler).__name__ in UNCHAINABLE_SCHEDULERS:
         raise ValueError(f"{type(scheduler).__name__} adds independent noise to every frame at every step (from "
                          "a Brownian tree, which cannot be made a dependency chain), undoing the dependency "
                          "noise model: use a deterministic scheduler (DDIM, DPM++ 2M, UniPC, Euler) or one that "
                          "draws with randn_tensor (Euler ancestral, DDPM, DDIM with eta > 0, SDE-DPM++)")
-    _draw_chains_in(pipe, "prepare_latents", noise, noise.first_stream)
+
+
+def chain_step_noise(scheduler, noise: NoiseSettings) -> None:
+    """Make the per-step noise of a stochastic ``scheduler`` dependency chains (streams 1, 2, ... of ``noise``);
+    deterministic schedulers are left alone. Undo with :func:`unhook`."""
+    check_chainable(scheduler)
     if "randn_tensor" in scheduler.step.__func__.__globals__:
         _draw_chains_in(scheduler, "step", noise, noise.next_stream)
+
+
+def unhook(owner, method: str) -> None:
+    """Remove a wrapper :func:`_draw_chains_in` put on ``owner`` (the class's method shows through again)."""
+    if owner is not None and method in vars(owner):
+        delattr(owner, method)
+
+
+def _hook_noise(pipe, noise: NoiseSettings) -> None:
+    """The pipeline's initial noise (stream 0) and its scheduler's per-step noise (streams 1, 2, ...) as chains."""
+    if not hasattr(getattr(pipe, "prepare_latents", None), "__func__"):
+        raise TypeError(f"{type(pipe).__name__} has no prepare_latents method to draw the dependency noise in")
+    check_chainable(pipe.scheduler)
+    _draw_chains_in(pipe, "prepare_latents", noise, noise.first_stream)
+    chain_step_noise(pipe.scheduler, noise)
 
 
 @contextlib.contextmanager
