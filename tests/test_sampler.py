@@ -214,7 +214,22 @@ def test_dependency_noise_raises_adjacent_similarity_and_lambda_lowers_it():
         (dict(output_type="gif"), ValueError, "output_type"),
         (dict(search="fast"), ValueError, "search"),
         (dict(negative_prompt=["a", "b", "c"]), ValueError, "negative_prompt"),
+        (dict(prompt=["a", "b"], negative_prompt=["x"]), ValueError, "negative_prompt"),
+        (dict(negative_prompt=3), TypeError, "negative_prompt"),
         (dict(seed=1, generator=torch.Generator()), ValueError, "seed"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(seed=2**63), ValueError, "seed"),
+        (dict(seed=2**70), ValueError, "seed"),
+        (dict(seed=1.0), TypeError, "seed"),
+        (dict(guidance_scale=float("inf")), ValueError, "guidance_scale"),
+        (dict(guidance_scale=1e30), ValueError, "guidance_scale"),
+        (dict(dtype="float64"), ValueError, "dtype"),
+        (dict(dtype=torch.float64), TypeError, "dtype"),
+        (dict(device="tpu"), ValueError, "device"),
+        (dict(device="meta"), ValueError, "device"),
+        (dict(device="cuda:7"), ValueError, "device"),
+        pytest.param(dict(device="cuda"), ValueError, "device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without CUDA")),
     ],
 )
 def test_bad_input(pipe, kwargs, error, name):
@@ -248,3 +263,46 @@ def test_progress_bar_is_the_pipelines_own(pipe, capsys):
         assert "100%" not in capsys.readouterr().err
     finally:
         pipe.set_progress_bar_config(disable=False)
+
+
+def test_negative_prompt_string_or_one_per_prompt_changes_the_result(pipe):
+    """A string applies to every prompt (same as a list repeating it); either changes the video."""
+    kwargs = dict(seed=0, guidance_scale=4.0, output_type="latent", **FAST)
+    plain = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs).frames
+    string = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], negative_prompt="blurry", **kwargs).frames
+    listed = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], negative_prompt=["blurry", "blurry"], **kwargs).frames
+    per_prompt = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], negative_prompt=["blurry", "a cow"], **kwargs)
+    torch.testing.assert_close(string, listed, rtol=0, atol=0)
+    assert (string - plain).abs().amax(dim=(1, 2, 3, 4)).min() > 1e-3
+    torch.testing.assert_close(per_prompt.frames[0], string[0], rtol=0, atol=0)
+    assert (per_prompt.frames[1] - string[1]).abs().max() > 1e-3
+
+
+def test_seeds_use_all_63_bits(pipe):
+    """seed=0 and seed=2**32 (equal in their low 32 bits) give different videos; 2**63 - 1 is accepted."""
+    kwargs = dict(output_type="latent", **FAST)
+    low = zs2_kernels.sample_video(pipe, "a cat", seed=0, **kwargs).frames
+    high = zs2_kernels.sample_video(pipe, "a cat", seed=2**32, **kwargs).frames
+    assert (low - high).abs().max() > 1e-3
+    zs2_kernels.sample_video(pipe, "a cat", seed=2**63 - 1, dependency_noise=False, **kwargs)
+    with pytest.raises(ValueError, match="seed"):
+        zs2_kernels.dependency_noise((1, 2, 4), seed=2**63)
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "bf16"])
+def test_dtype_names_are_accepted_and_the_callers_pipeline_is_given_back_unchanged(model_dir, name):
+    """dtype="bfloat16" runs in bfloat16; the float32 pipeline passed in comes back bit for bit, also after an
+    error mid-run (a cast down and back up would round its weights)."""
+    pipe = zs2_kernels.load_pipeline(model_dir)
+    before = {key: value.clone() for key, value in pipe.unet.state_dict().items()}
+    out = zs2_kernels.sample_video(pipe, "a cat", seed=0, dtype=name, **FAST)
+    assert out.stats["dtype"] == "bfloat16"
+
+    def boom(*args):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        zs2_kernels.sample_video(pipe, "a cat", seed=0, dtype=name, callback_on_step_end=boom, **FAST)
+    assert all(module.dtype == torch.float32 for module in (pipe.unet, pipe.vae, pipe.text_encoder))
+    for key, value in pipe.unet.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)

@@ -89,8 +89,8 @@ def check_device(device) -> torch.device:
     """``device`` as a torch.device that this machine can compute on; raises naming it otherwise."""
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, ...): {error}") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, ...)") from None
     if parsed.type == "meta":
         raise ValueError("device 'meta' holds no data and cannot sample; use cpu or cuda")
     backend = getattr(torch, parsed.type, None)

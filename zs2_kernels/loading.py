@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -45,7 +49,79 @@ def _dtype_keyword() -> str:
     return "dtype"
 
 
-def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None):
+#: Library log lines that tell our users nothing they can act on: transformers' image processors fall back
+#: from torchvision (which would pull a CUDA torch from the package index), and the tokenizers' over-length
+#: notes (one of them repeats the whole cut-off prompt; ``sample_video`` warns once, briefly, instead).
+QUIET_LOG_LINES = ("requires torchvision", "Token indices sequence length is longer",
+                   "was truncated because CLIP can only handle")
+
+
+class _QuietFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(line in record.getMessage() for line in QUIET_LOG_LINES)
+
+
+@contextlib.contextmanager
+def quiet_library_logs(progress: bool = True):
+    """Within the block, drop :data:`QUIET_LOG_LINES` from diffusers' and transformers' logs, and (``progress``
+    False) their loading progress bars; everything else they log still shows."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    handlers = [h for name in ("diffusers", "transformers") for h in logging.getLogger(name).handlers]
+    bars = [library for library in libraries if not progress and library.is_progress_bar_enabled()]
+    quiet = _QuietFilter()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    for library in bars:
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+        for library in bars:
+            library.enable_progress_bar()
+
+
+def _hub_folder(hub_id: str) -> Path:
+    """The local snapshot folder of a hub id, after fetching its small config files (cache only when offline)."""
+    from huggingface_hub import hf_hub_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    try:
+        index = hf_hub_download(hub_id, "model_index.json")
+        for part in ("unet", "vae"):
+            hf_hub_download(hub_id, f"{part}/config.json")
+    except Exception as error:  # the hub client's errors of every kind: network, missing repo or file, offline
+        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the hub or in the local cache"
+        raise OSError(f"model {hub_id!r}: could not find its pipeline files {where}: "
+                      f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    return Path(index).parent
+
+
+def read_model_config(model=None) -> dict:
+    """What the checks need before any weights load: {"unet": config, "vae": config, "weights": bytes}.
+
+    ``weights`` is the size of the safetensors files on disk (0 for a hub id whose weights are not yet in
+    the cache). Raises FileNotFoundError/OSError naming the model when it cannot be found or read.
+    """
+    location = resolve_model_location(model)
+    folder = Path(location) if Path(location).is_dir() else _hub_folder(location)
+    configs = {}
+    for part in ("unet", "vae"):
+        path = folder / part / "config.json"
+        try:
+            configs[part] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(f"model {location!r} has no readable {part}/config.json ({error}); zs2 needs a "
+                                    "text-to-image latent diffusion pipeline such as StableDiffusionPipeline") from None
+    configs["weights"] = sum(path.stat().st_size for path in folder.rglob("*.safetensors") if path.is_file())
+    return configs
+
+
+def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, progress: bool = True):
     """Load a diffusers text-to-image pipeline (Stable Diffusion 1.x/2.x or SDXL) for video sampling.
 
     Args:
@@ -54,15 +130,18 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None):
             safetensors only; pickled checkpoints are refused.
         device: move the pipeline there (default: leave it on CPU).
         dtype: torch dtype of the weights (default: as stored).
+        progress: show the libraries' loading progress bars.
     """
     from diffusers import DiffusionPipeline
 
     location = resolve_model_location(model)
-    kwargs = {"use_safetensors": True}
+    # Said explicitly, so diffusers does not warn that accelerate is missing (loading works without it).
+    kwargs = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
     if dtype is not None:
         kwargs[_dtype_keyword()] = dtype
     try:
-        pipe = DiffusionPipeline.from_pretrained(location, **kwargs)
+        with quiet_library_logs(progress):
+            pipe = DiffusionPipeline.from_pretrained(location, **kwargs)
     except OSError as error:
         raise OSError(f"could not load pipeline {location!r}: {error}") from error
     for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):

@@ -1,0 +1,52 @@
+"""The memory estimate against measured peaks, and runs that cannot fit refused before any allocation.
+
+Peaks are measured in fresh subprocesses as the growth of peak resident memory (``getrusage`` maxrss)
+over the resident memory just before the ``sample_video`` call (the loaded model and libraries excluded,
+as the estimate excludes them): tracemalloc does not see torch's allocations.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import zs2_kernels
+from zs2_kernels.memory import estimate_memory
+
+MEASURE = """
+import json, resource, sys
+import zs2_kernels
+frames, chunk = int(sys.argv[1]), (int(sys.argv[2]) or None)
+pipe = zs2_kernels.load_pipeline()
+zs2_kernels.sample_video(pipe, "the number 3", num_frames=2, num_inference_steps=1, progress=False, seed=0)
+with open("/proc/self/statm") as handle:
+    before = int(handle.read().split()[1]) * resource.getpagesize()
+zs2_kernels.sample_video(pipe, "the number 3", num_frames=frames, frame_chunk=chunk, num_inference_steps=1,
+                         guidance_scale=4.0, progress=False, seed=0)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+@pytest.mark.parametrize("frames, chunk", [(64, None), (256, None), (1024, 96)])
+def test_estimate_is_within_2x_of_the_measured_peak(frames, chunk):
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(frames), str(chunk or 0)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    config = zs2_kernels.load_pipeline()
+    estimate = estimate_memory(config.unet.config, config.vae.config, videos=1, frames=frames, height=32, width=32,
+                               chunk=chunk).total
+    assert measured / 2 <= estimate <= measured * 2, (frames, chunk, estimate, measured)
+
+
+def test_a_run_that_cannot_fit_is_refused_naming_frames_and_chunk(monkeypatch):
+    """10^7 frames would need terabytes: refused at once (no allocation, no minutes of silence)."""
+    pipe = zs2_kernels.load_pipeline()
+    with pytest.raises(MemoryError, match=r"num_frames.*GiB|GiB.*num_frames") as error:
+        zs2_kernels.sample_video(pipe, "the number 3", num_frames=10**7, num_inference_steps=1, progress=False)
+    assert "frame_chunk" in str(error.value)
+    monkeypatch.setattr("zs2_kernels.memory.available_memory", lambda device: 2**30)
+    with pytest.raises(MemoryError, match="set frame_chunk"):
+        zs2_kernels.sample_video(pipe, "the number 3", num_frames=5000, num_inference_steps=1, progress=False)
