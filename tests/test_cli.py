@@ -1,5 +1,7 @@
-"""The sample CLI: writes .gif/.mp4/PNG folders that read back with the right frame count; bad input."""
+"""The sample CLI: writes .gif/.mp4/PNG folders that read back with the right frame count; bad input refused
+before any work (and before any weights load); nothing of the user's is ever lost."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels import cli
@@ -74,17 +77,15 @@ def test_missing_model_path(tmp_path, capsys):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
-def test_failure_while_writing_leaves_no_partial_file(model_dir, tmp_path, monkeypatch):
-    import imageio.v3 as iio
-
+def test_failure_while_writing_leaves_no_partial_file(model_dir, tmp_path, monkeypatch, capsys):
     def broken_write(path, *args, **kwargs):
         with open(path, "wb") as handle:
             handle.write(b"GIF89a partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(iio, "imwrite", broken_write)
-    with pytest.raises(OSError, match="disk full"):
-        run_cli(model_dir, tmp_path / "v.gif")
+    assert run_cli(model_dir, tmp_path / "v.gif") == 1
+    assert "disk full" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,3 +96,159 @@ def test_script_entry_point_runs(model_dir, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "v.gif").is_file() and read_video(tmp_path / "v.gif").shape[0] == 2
+
+
+def run_subprocess(*args, cwd=None, timeout=300):
+    """zs2-sample in a fresh process, offline (as a user runs it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "zs2_kernels.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+@pytest.fixture
+def no_weights_load(monkeypatch):
+    """Fail the test if any pipeline weights load: refusals must come first."""
+    from diffusers import DiffusionPipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the refusal")
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize("out", [".", "", "mydata"])
+def test_an_output_folder_never_deletes_anything(tmp_path, out):
+    """--out . / "" (an unset shell variable) / an existing non-empty folder: refused, every file still there."""
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "mydata" / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_subprocess("--prompt", "the number 3", "--frames", "2", "--steps", "1", "--out", out, cwd=tmp_path)
+    assert result.returncode == 2 and "--out" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "mydata" / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mydata", "notes.txt", "thesis.tex"]
+
+
+def test_png_frames_go_into_an_existing_empty_folder(model_dir, tmp_path):
+    (tmp_path / "frames").mkdir()
+    assert run_cli(model_dir, tmp_path / "frames") == 0
+    assert read_video(tmp_path / "frames").shape[0] == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fps", "0"], "--fps"),
+        (["--fps", "-5"], "--fps"),
+        (["--guidance", "inf"], "--guidance"),
+        (["--guidance", "1e30"], "--guidance"),
+        (["--device", "tpu"], "--device"),
+        (["--device", "meta"], "--device"),
+        (["--device", "cuda:7"], "--device"),
+        pytest.param(["--device", "cuda"], "--device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without CUDA")),
+        (["--seed", str(2**63)], "--seed"),
+        (["--seed", "-1"], "--seed"),
+        (["--model", "nobody/no-such-model"], "--model"),
+        (["--height", "30"], "--height"),
+        (["--frames", "10000000"], "--frames"),
+    ],
+)
+def test_refused_before_any_weights_load(tmp_path, capsys, no_weights_load, extra, message):
+    """Each bad value exits 2 with a message naming its flag, before any weights load (embedded model's config)."""
+    code = cli.sample_main(["--prompt", "the number 3", "--out", str(tmp_path / "v.gif"), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {message}:" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_good_arguments_get_past_the_checks_to_loading(tmp_path, no_weights_load):
+    """The control of the test above: the same command with good values reaches the weights."""
+    with pytest.raises(AssertionError, match="weights were loaded"):
+        cli.sample_main(["--prompt", "the number 3", "--negative-prompt", "", "--out", str(tmp_path / "v.gif")])
+
+
+def test_memory_refusal_names_frames_chunk_and_the_estimate(tmp_path, capsys, no_weights_load):
+    assert cli.sample_main(["--prompt", "3", "--frames", "10000000", "--out", str(tmp_path / "v.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "--frames" in err and "--chunk" in err and "GiB" in err
+
+
+@pytest.mark.parametrize(
+    "make, out, message",
+    [
+        (lambda p: p.mkdir(), "x.gif", "not a file"),
+        (lambda p: p.write_text("a file"), "frames", "not a folder"),
+        (lambda p: None, "/proc/x.gif", "cannot create files"),
+    ],
+)
+def test_output_paths_of_the_wrong_kind_are_refused(tmp_path, capsys, no_weights_load, make, out, message):
+    target = tmp_path / out
+    make(target)
+    assert cli.sample_main(["--prompt", "3", "--out", str(target)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_model_is_named_even_when_out_is_missing(tmp_path, capsys):
+    code = cli.sample_main(["--model", str(tmp_path / "nope"), "--prompt", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model" in err and "does not exist" in err and "--out: required" in err
+
+
+def test_every_output_path_is_checked_before_sampling(model_dir, tmp_path, capsys, no_weights_load):
+    """Two prompts write v_0.gif and v_1.gif; v_1.gif cannot be written (a folder): refused, nothing written."""
+    (tmp_path / "v_1.gif").mkdir()
+    code = cli.sample_main(["--model", model_dir, "--prompt", "a", "--prompt", "b", "--out", str(tmp_path / "v.gif")])
+    assert code == 2 and "v_1.gif" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v_1.gif"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_umask_permissions(model_dir, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        assert run_cli(model_dir, tmp_path / "v.gif") == 0
+        assert run_cli(model_dir, tmp_path / "frames") == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "v.gif").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "frames" / "frame_0000.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+SIGTERM_WHILE_WRITING = """
+import os, signal, sys, time
+import imageio.v3 as iio
+from zs2_kernels import cli
+
+def interrupted_write(path, *args, **kwargs):
+    with open(path, "wb") as handle:
+        handle.write(b"GIF89a partial")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+iio.imwrite = interrupted_write
+sys.exit(cli.sample_main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_writing_leaves_the_previous_file_and_no_temporary(model_dir, tmp_path):
+    (tmp_path / "v.gif").write_bytes(b"the previous video")
+    result = subprocess.run([sys.executable, "-c", SIGTERM_WHILE_WRITING, "--model", model_dir, "--prompt", "a cat",
+                             "--frames", "2", "--steps", "1", "--no-progress", "--out", str(tmp_path / "v.gif")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["v.gif"]
+    assert (tmp_path / "v.gif").read_bytes() == b"the previous video"
+
+
+def test_negative_prompt_and_quiet_output(tmp_path):
+    """A string --negative-prompt for two prompts works; the libraries' non-actionable warnings, loading bars
+    (--no-progress) and a 10,000-character prompt's tokenizer notes are gone; one short truncation warning."""
+    result = run_subprocess("--prompt", "the number 3", "--prompt", "7" * 10_000, "--negative-prompt", "the number 8",
+                            "--frames", "2", "--steps", "1", "--no-progress", "--out", str(tmp_path / "v.gif"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v_0.gif", "v_1.gif"]
+    for noise in ("accelerate", "torchvision", "Loading pipeline components", "Loading weights", "Token indices",
+                  "truncated because"):
+        assert noise not in result.stderr, result.stderr[-2000:]
+    assert "cut there" in result.stderr and len(result.stderr) < 1000, result.stderr[-2000:]

@@ -1,4 +1,8 @@
-"""Command line: ``zs2-sample`` (also ``python python/sample.py``) makes a video with ZS²."""
+"""Command line: ``zs2-sample`` (also ``python python/sample.py``) makes a video with ZS².
+
+Every argument, the output paths and the model's configs (resolution, memory) are checked before any
+weights load; bad input exits 2 with one line per problem, a failed run exits 1 with a message.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, dtype_from_name
+from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, check_device, dtype_from_name
 
 MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscaled so the video is viewable
+#: sample_video's argument names and the flags that set them, so a refusal names the flag the user typed.
+FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+         "noise_lambda": "--lambda", "momentum": "--momentum", "frame_chunk": "--chunk", "negative_prompt":
+         "--negative-prompt", "prompt": "--prompt", "search": "--search", "seed": "--seed", "height": "--height",
+         "width": "--width"}
 
 
 def sample_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zs2-sample", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
-    parser.add_argument("--prompt", action="append", required=True, help="text prompt; repeat for several videos")
-    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--prompt", action="append", help="text prompt (required); repeat for several videos")
+    parser.add_argument("--negative-prompt", default=None, help="negative prompt, used for every prompt")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (<= 1: none)")
     parser.add_argument("--lambda", dest="noise_lambda", type=float, default=0.01, help="KL target of the noise chain")
     parser.add_argument("--momentum", type=float, default=0.98, help="mu of temporal momentum attention")
     parser.add_argument("--search", choices=SEARCH_MODES, default="exact")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="in [0, 2**63)")
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="UNet frames per call (bounds memory)")
@@ -34,7 +43,7 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES], default=None,
                         help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--out", required=True, help=".gif, .mp4, or a folder name for PNG frames")
+    parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -45,42 +54,124 @@ def _output_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{index}{out.suffix}") for index in range(count)]
 
 
-def sample_main(argv=None) -> int:
+class _Refusals:
+    """Problems found before any work, each named by its flag; all are reported together."""
+
+    def __init__(self):
+        self.messages = []
+
+    def check(self, flag, check):
+        """``check()``'s result, or None after recording its error under ``flag`` (or the flag it names)."""
+        try:
+            return check()
+        except (ValueError, TypeError, OSError, MemoryError) as error:
+            message = str(error)
+            named = next((f for name, f in FLAGS.items() if message.startswith(name + " ")), flag)
+            self.messages.append(f"{named}: {message}")
+            return None
+
+    def report(self) -> int:
+        for message in self.messages:
+            print(f"zs2-sample: error: {message}", file=sys.stderr)
+        return 2 if self.messages else 0
+
+
+def _check_before_loading(args, refusals: _Refusals):
+    """Everything but the weights: arguments, output paths, the model's configs (resolution, memory).
+
+    Returns (output paths, device, dtype, (height, width)), or None with the problems in ``refusals``.
+    """
+    from .loading import read_model_config, resolve_model_location
+    from .memory import check_fits, estimate_memory
+    from .sampler import check_inputs, check_resolution
+    from .video_io import check_fps, check_output_path
+
+    location = refusals.check("--model", lambda: resolve_model_location(args.model))
+    if not args.prompt:
+        refusals.messages.append("--prompt: required (a text prompt; repeat for several videos)")
+    if args.out is None:
+        refusals.messages.append("--out: required (.gif, .mp4, or a new folder name for PNG frames)")
+    else:
+        refusals.check("--out", lambda: check_output_path(args.out))
+    if refusals.messages:
+        return None
+    paths = refusals.check("--out", lambda: [check_output_path(p) for p in _output_paths(Path(args.out),
+                                                                                           len(args.prompt))])
+    refusals.check("--fps", lambda: check_fps(args.fps))
+    device = refusals.check("--device", lambda: check_device(args.device or ("cuda" if _has_cuda() else "cpu")))
+    refusals.check("--prompt", lambda: check_inputs(args.prompt, args.negative_prompt, args.frames, args.steps,
+                                                    args.guidance, args.noise_lambda, args.momentum, args.search,
+                                                    args.chunk, "np", 8, 1, args.seed, None))
+    if refusals.messages:
+        return None
+    config = refusals.check("--model", lambda: read_model_config(location))
+    if config is None:
+        return None
+    factor = 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+    size = refusals.check("--height", lambda: check_resolution(factor, config["unet"]["sample_size"] * factor,
+                                                               args.height, args.width))
+    if size is None:
+        return None
+    dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
+    upscale = _upscale(size)
+    # Written frames: the upscaled uint8 pixels and about two more copies inside the GIF/MP4 writer.
+    output = 3 * 3 * size[0] * upscale * size[1] * upscale
+    estimate = estimate_memory(config["unet"], config["vae"], videos=len(args.prompt), frames=args.frames,
+                               height=size[0], width=size[1], chunk=args.chunk, guidance=args.guidance > 1.0,
+                               dtype=dtype, weights=config["weights"], output_per_frame=output)
+    refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk"))
+    return None if refusals.messages else (paths, device, dtype, size)
+
+
+def _has_cuda() -> bool:
     import torch
 
-    from .sampler import sample_video
-    from .video_io import check_output_path, write_video
+    return torch.cuda.is_available()
 
-    args = sample_parser().parse_args(argv)
-    try:
-        out = check_output_path(args.out)
-    except (ValueError, OSError) as error:
-        print(f"zs2-sample: error: --out: {error}", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype_from_name(args.dtype or ("float16" if device.startswith("cuda") else "float32"))
-    try:
-        result = sample_video(args.model, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
-                              height=args.height, width=args.width, num_inference_steps=args.steps,
-                              guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
-                              search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
-                              progress=not args.no_progress)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"zs2-sample: error: {error}", file=sys.stderr)
-        return 2
-    videos = result.frames
-    upscale = max(1, -(-MIN_WRITTEN_SIDE // max(videos.shape[2:4])))
-    for path, video in zip(_output_paths(out, len(videos)), videos):
-        write_video(np.asarray(video), path, fps=args.fps, upscale=upscale)
-        print(f"wrote {path} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]} px, upscaled x{upscale})")
-    stats = result.stats
+
+def _upscale(size) -> int:
+    return max(1, -(-MIN_WRITTEN_SIDE // max(size)))
+
+
+def _summary(stats: dict) -> dict:
     summary = {key: stats[key] for key in ("backend", "device", "dtype", "search", "noise_lambda") if key in stats}
     for key in ("achieved_kl", "alpha", "correlation"):
         if key in stats:
             values = np.asarray(stats[key], dtype=np.float64)
             summary[f"{key}_mean"] = round(float(values.mean()), 6) if values.size else None
     summary["seconds"] = {k: round(v, 3) for k, v in stats["timings"].items()}
-    print("noise statistics:", json.dumps(summary))
+    return summary
+
+
+def sample_main(argv=None) -> int:
+    args = sample_parser().parse_args(argv)
+    refusals = _Refusals()
+    checked = _check_before_loading(args, refusals)
+    if checked is None:
+        return refusals.report()
+    paths, device, dtype, (height, width) = checked
+
+    from .sampler import sample_video
+    from .video_io import write_video
+
+    try:
+        result = sample_video(args.model, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
+                              height=height, width=width, num_inference_steps=args.steps,
+                              guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
+                              search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
+                              progress=not args.no_progress)
+    except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
+        print(f"zs2-sample: error: {error}", file=sys.stderr)
+        return 1
+    upscale = _upscale((height, width))
+    for path, video in zip(paths, result.frames):
+        try:
+            write_video(np.asarray(video), path, fps=args.fps, upscale=upscale)
+        except (ValueError, OSError) as error:
+            print(f"zs2-sample: error: writing {path} failed: {error}", file=sys.stderr)
+            return 1
+        print(f"wrote {path} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]} px, upscaled x{upscale})")
+    print("noise statistics:", json.dumps(_summary(result.stats)))
     return 0
 
 

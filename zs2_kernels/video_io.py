@@ -1,31 +1,68 @@
-"""Writing videos: .gif, .mp4 or a folder of PNGs, atomically (a failure leaves no partial output)."""
+"""Writing videos: .gif, .mp4 or a folder of PNGs, atomically (a failure leaves no partial output, and
+nothing that was there before is removed)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ._atomic import atomic_write
+from ._checks import check_int
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
+def _protected(path: Path) -> bool:
+    """The current folder, one of its ancestors (``/`` included) or the home folder: never an output folder."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    return resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve()
+
+
+def _check_writable_folder(folder: Path, path: Path) -> None:
+    """Raise unless a file can really be created in ``folder`` (permission bits do not bind root; /proc, ...)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the folder of output path {path} does not exist: {folder}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise PermissionError(f"cannot write output path {path}: cannot create files in {folder} "
+                              f"({error.strerror or error})") from None
+
+
 def check_output_path(path) -> Path:
-    """Validate an output path before any work: a .gif/.mp4 file or a PNG folder (no suffix) in an existing folder."""
+    """Validate an output path before any work, and return it.
+
+    A .gif/.mp4 file (replaced if it exists) or a PNG folder that does not exist yet or is empty, in an
+    existing writable folder. Never the current folder, its ancestors or the home folder, a non-empty
+    folder, or an existing entry of the other kind: an output never removes anything it did not create.
+    """
+    if not str(path).strip():
+        raise ValueError("output path is empty")
     path = Path(path).expanduser()
     if path.suffix and path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"output path {path} has unsupported extension {path.suffix!r}; use .gif, .mp4, or a "
                          "folder name without extension for PNG frames")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"the folder of output path {path} does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"the folder of output path {path} is not writable: {parent}")
+    if _protected(path):
+        raise ValueError(f"output path {path} is the current folder, one of its parents or the home folder; "
+                         "name a new folder for PNG frames")
+    if path.suffix and path.exists() and not path.is_file():
+        raise ValueError(f"output path {path} exists and is not a file; a {path.suffix} video replaces only a file")
+    if not path.suffix and path.exists():
+        if not path.is_dir():
+            raise ValueError(f"output path {path} exists and is not a folder; PNG frames go to a new folder")
+        if any(path.iterdir()):
+            raise ValueError(f"output folder {path} is not empty; PNG frames go to a new or empty folder "
+                             "(nothing in it is deleted)")
+    _check_writable_folder(path.parent, path)
     return path
+
+
+def check_fps(fps) -> int:
+    """Frames per second of a written video: an int >= 1."""
+    return check_int("fps", fps, 1)
 
 
 def to_uint8(frames: np.ndarray, upscale: int = 1) -> np.ndarray:
@@ -43,6 +80,7 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
     import imageio.v3 as iio
 
     path = check_output_path(path)
+    fps = check_fps(fps)
     pixels = to_uint8(frames, upscale)
     suffix = path.suffix.lower()
     if suffix == ".gif":
@@ -52,13 +90,9 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
         atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".mp4", plugin="FFMPEG", fps=fps,
                                                    macro_block_size=2))
     else:
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        def write_frames(folder):
             for index, frame in enumerate(pixels):
-                iio.imwrite(staging / f"frame_{index:04d}.png", frame)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                iio.imwrite(Path(folder) / f"frame_{index:04d}.png", frame)
+
+        atomic_write(path, write_frames, folder=True)
     return path
