@@ -168,11 +168,16 @@ def check_chainable(scheduler) -> None:
                          "draws with randn_tensor (Euler ancestral, DDPM, DDIM with eta > 0, SDE-DPM++)")
 
 
+def draws_step_noise(scheduler) -> bool:
+    """True when ``scheduler.step`` may draw fresh noise with diffusers' randn_tensor (ancestral, DDPM, eta > 0)."""
+    return "randn_tensor" in scheduler.step.__func__.__globals__
+
+
 def chain_step_noise(scheduler, noise: NoiseSettings) -> None:
     """Make the per-step noise of a stochastic ``scheduler`` dependency chains (streams 1, 2, ... of ``noise``);
     deterministic schedulers are left alone. Undo with :func:`unhook`."""
     check_chainable(scheduler)
-    if "randn_tensor" in scheduler.step.__func__.__globals__:
+    if draws_step_noise(scheduler):
         _draw_chains_in(scheduler, "step", noise, noise.next_stream)
 
 

@@ -1,8 +1,9 @@
 """``sample_video``: ZS² text-to-video sampling with any diffusers text-to-image latent diffusion pipeline.
 
-DDIM (eta = 0) with classifier-free guidance over a batch laid out (guidance half, video, frame);
-initial latents from the dependency noise model; temporal momentum attention installed on the UNet
-for the call and always restored. ``frame_chunk`` bounds memory for long videos while giving the same
+A scheduler (DDIM by default, see :mod:`zs2_kernels.schedulers`) with classifier-free guidance over a batch
+laid out (guidance half, video, frame); initial latents from the dependency noise model (and a stochastic
+scheduler's per-step noise too); temporal momentum attention installed on the UNet for the call and always
+restored. ``frame_chunk`` bounds memory for long videos while giving the same
 result (the momentum state is carried from chunk to chunk).
 """
 
@@ -10,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_device, check_dtype, check_int, check_number, check_search, check_seed
+from ._checks import SEED_LIMIT, check_device, check_dtype, check_int, check_number, check_search, check_seed
+from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .attention import install_momentum_attention
-from .loading import load_pipeline, quiet_library_logs
+from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
+from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
 from .ops.backend import resolve_backend
 from .ops.noise.chain import dependency_noise as make_dependency_noise
 from .ops.noise.chain import video_generators
+from .schedulers import SCHEDULERS, make_scheduler
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -40,42 +43,29 @@ class VideoOutput:
     stats: dict = field(default_factory=dict)
 
 
-def _check_prompts(prompt):
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise TypeError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"prompt must contain non-empty strings, got {p!r}")
-    return list(prompts)
-
-
-def _check_negative_prompts(negative_prompt, count: int):
-    """None, or one negative prompt per prompt: a string applies to every prompt, a list must have ``count``."""
-    if negative_prompt is None:
-        return None
-    if isinstance(negative_prompt, str):
-        return [negative_prompt] * count
-    if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(n, str) for n in negative_prompt):
-        raise TypeError(f"negative_prompt must be None, a string or a list of strings, got {negative_prompt!r}")
-    if len(negative_prompt) != count:
-        raise ValueError(f"negative_prompt must be a string (used for every prompt) or a list of {count} "
-                         f"(one per prompt), got a list of {len(negative_prompt)}")
-    return list(negative_prompt)
-
-
+#: The prompt when neither prompt nor prompt_embeds is given (made for the embedded digits model).
+DEFAULT_PROMPT = "a handwritten digit 3"
 #: Far past any useful scale (Stable Diffusion uses 5-15); larger ones only overflow the noise prediction.
 MAX_GUIDANCE = 1000.0
 
 
 def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda, momentum,
-                 search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator):
+                 search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator, *,
+                 embeddings: PromptEmbeddings | None = None, scheduler="ddim"):
     """Validate everything that needs no model; raise naming the argument and the accepted range.
 
-    Returns the prompts and the negative prompts (None or one per prompt) as lists.
+    Returns the prompts (None when ``embeddings`` replace them) and the negative prompts (None or one per
+    prompt) as lists.
     """
-    prompts = _check_prompts(prompt)
-    negatives = _check_negative_prompts(negative_prompt, len(prompts))
+    if embeddings is not None and prompt is not None:
+        raise ValueError("pass either prompt or prompt_embeds, not both")
+    prompts = None if embeddings is not None else check_prompts(DEFAULT_PROMPT if prompt is None else prompt)
+    count = embeddings.count if embeddings is not None else len(prompts)
+    if embeddings is not None and embeddings.negative_prompt_embeds is not None and negative_prompt is not None:
+        raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
+    negatives = check_negative_prompts(negative_prompt, count)
+    if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
+        make_scheduler(scheduler, {})  # raises for anything but a known name or a scheduler instance
     check_int("num_frames", num_frames, 1)
     check_int("num_inference_steps", num_inference_steps, 1)
     check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
@@ -94,7 +84,7 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
     generators = generator if isinstance(generator, (list, tuple)) else [generator]
     if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
         raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
-    videos = len(prompts) * num_videos_per_prompt
+    videos = count * num_videos_per_prompt
     if isinstance(generator, (list, tuple)) and len(generator) != videos:
         raise ValueError(f"generator list must have one generator per video ({videos} = prompts x "
                          f"num_videos_per_prompt), got {len(generator)}")
@@ -115,31 +105,6 @@ def check_resolution(factor: int, native: int, height, width) -> tuple[int, int]
 def _check_resolution(pipe, height, width):
     factor = pipe.vae_scale_factor
     return check_resolution(factor, pipe.unet.config.sample_size * factor, height, width)
-
-
-def _is_sdxl(pipe) -> bool:
-    return getattr(pipe, "text_encoder_2", None) is not None or "text_time" == pipe.unet.config.get(
-        "addition_embed_type")
-
-
-def _encode_prompts(pipe, prompts, negative_prompt, device, guidance):
-    """Text conditioning per video: (embeds [V, L, D], negative embeds or None, added-cond kwargs or None)."""
-    if _is_sdxl(pipe):
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
-            negative_prompt=negative_prompt)
-        return embeds, negative, (pooled, negative_pooled)
-    embeds, negative = pipe.encode_prompt(prompts, device, 1, guidance, negative_prompt)
-    return embeds, negative, None
-
-
-def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
-    """SDXL's extra conditioning: pooled text embeds and (original size, crop, target size) time ids."""
-    projection_dim = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(
-        pooled.shape[-1])
-    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=dtype,
-                                      text_encoder_projection_dim=projection_dim).to(device)
-    return {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}
 
 
 def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend):
@@ -219,54 +184,8 @@ def _pipeline(model, device, dtype, progress):
             store[name] = tensor
 
 
-@dataclass
-class _Conditioning:
-    """Text conditioning of the UNet batch (guidance half, video), repeated per frame for a chunk length."""
-
-    embeds: torch.Tensor
-    added: dict | None
-    per_frames: dict = field(default_factory=dict)
-
-    def for_frames(self, frames: int):
-        """(encoder hidden states, SDXL added conditions) with each video's row repeated ``frames`` times."""
-        if frames not in self.per_frames:
-            extra = None if self.added is None else {k: v.repeat_interleave(frames, 0) for k, v in self.added.items()}
-            self.per_frames[frames] = (self.embeds.repeat_interleave(frames, dim=0), extra)
-        return self.per_frames[frames]
-
-
-def _warn_truncated(tokenizer, texts) -> None:
-    """One short warning naming the (negative) prompts cut at the text encoder's length, instead of the
-    libraries' notes that repeat the whole cut-off text (filtered by :func:`quiet_library_logs`)."""
-    limit = tokenizer.model_max_length
-    cut = [text[:40] for text in dict.fromkeys(texts) if len(tokenizer(text, truncation=False).input_ids) > limit]
-    if cut:
-        warnings.warn(f"{len(cut)} prompt(s) are longer than the text encoder's {limit} tokens and are cut there "
-                      f"(starting {', '.join(repr(c) for c in cut)})", stacklevel=4)
-
-
-def _encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guidance, height, width) -> _Conditioning:
-    """Prompt embeddings per video, the negative ones first when guidance is on (and SDXL's added conditions)."""
-    device = pipe._execution_device
-    with quiet_library_logs():
-        _warn_truncated(pipe.tokenizer, prompts + (negative_prompt or []) if guidance else prompts)
-        embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance)
-    embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
-    added = None
-    if pooled is not None:
-        added = _sdxl_added_conditions(pipe, pooled[0].repeat_interleave(videos_per_prompt, 0), height, width,
-                                       embeds.dtype, device)
-    if guidance:
-        embeds = torch.cat([negative.repeat_interleave(videos_per_prompt, dim=0), embeds])
-        if added is not None:
-            negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
-                                                    height, width, embeds.dtype, device)
-            added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
-    return _Conditioning(embeds, added)
-
-
 def _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guidance_scale, bar):
-    """One DDIM step over all frames, the UNet run on ``chunk`` frames at a time (momentum state carried);
+    """One scheduler step over all frames, the UNet run on ``chunk`` frames at a time (momentum state carried);
     ``bar`` (or None) advances once per UNet call, so long videos show progress within a step."""
     videos, num_frames = latents.shape[:2]
     halves = 2 if guidance_scale > 1.0 else 1
@@ -331,25 +250,34 @@ def _postprocess(pipe, latents, output_type, decode_chunk_size):
 
 
 @torch.no_grad()
-def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=None, num_frames: int = 8,
+def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: int = 8,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
                  search: str = "exact", dependency_noise: bool = True, momentum_attention: bool = True,
                  frame_chunk: int | None = None, seed: int | None = None, generator=None,
                  device=None, dtype: torch.dtype | None = None, output_type: str = "np", decode_chunk_size: int = 8,
                  num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
-                 backend: str | None = None) -> VideoOutput:
+                 backend: str | None = None, scheduler="ddim", prompt_embeds: torch.Tensor | None = None,
+                 negative_prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None) -> VideoOutput:
     """Sample videos with ZS² from a text-to-image diffusion model.
 
     Args:
         model: a diffusers pipeline object, a local pipeline folder, a hub id, or None for the embedded
             default model.
-        prompt: a string or list of strings (one video per prompt and per ``num_videos_per_prompt``).
+        prompt: a string or list of strings (one video per prompt and per ``num_videos_per_prompt``); default
+            "a handwritten digit 3" (for the embedded model) unless ``prompt_embeds`` are given.
         negative_prompt: a string (used for every prompt) or a list with one per prompt, for classifier-free
             guidance (ignored when guidance is off).
         num_frames: frames per video (>= 1). height/width: pixels, multiples of the VAE downscale factor
             (default: the model's native size).
-        num_inference_steps: DDIM steps (>= 1). guidance_scale: >= 0; <= 1 disables guidance (half the batch).
+        num_inference_steps: scheduler steps (>= 1). guidance_scale: >= 0; <= 1 disables guidance (half the batch).
+        scheduler: "ddim" (default), "dpm++" (DPM++ 2M: good videos in ~20 steps), "unipc", "euler", "euler-a",
+            or a diffusers scheduler instance (copied from its config, never stepped itself). A scheduler that
+            adds fresh noise every step (euler-a, DDPM, ...) draws it as dependency chains too (each step its
+            own stream of ``seed``), or its independent per-frame noise would undo the dependency noise.
+        prompt_embeds, negative_prompt_embeds: [P, L, D] embeddings instead of prompts (one video per row and
+            per ``num_videos_per_prompt``); pooled_prompt_embeds, negative_pooled_prompt_embeds: [P, D'] (SDXL).
         noise_lambda, search: the dependency noise model's KL target and search mode ("exact" or "paper").
         momentum: mu of temporal momentum attention in [0, 1].
         dependency_noise / momentum_attention: switch either component off (ablations; both off is
@@ -374,58 +302,91 @@ def sample_video(model=None, prompt="a handwritten digit 3", *, negative_prompt=
             "latents" entry replaces the latents (diffusers convention).
         backend: backend of the zs2 ops ("triton", "cuda", "torch"; default by device).
     """
+    embeddings = None if prompt_embeds is None else PromptEmbeddings(
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
+    if embeddings is None and any(e is not None for e in (negative_prompt_embeds, pooled_prompt_embeds,
+                                                          negative_pooled_prompt_embeds)):
+        raise ValueError("negative and pooled prompt embeddings need prompt_embeds")
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
-                                            decode_chunk_size, num_videos_per_prompt, seed, generator)
+                                            decode_chunk_size, num_videos_per_prompt, seed, generator,
+                                            embeddings=embeddings, scheduler=scheduler)
+    videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
     dtype = check_dtype(dtype)
     device = None if device is None else check_device(device)
-    from diffusers import DDIMScheduler
-
-    timings, started = {}, time.perf_counter()
+    started = time.perf_counter()
     with _pipeline(model, device, dtype, progress) as pipe:
-        height, width = _check_resolution(pipe, height, width)
-        device = pipe._execution_device
-        check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=len(prompts) * num_videos_per_prompt,
-                                   frames=num_frames, height=height, width=width, chunk=frame_chunk,
-                                   guidance=guidance_scale > 1.0, dtype=pipe.unet.dtype,
-                                   decode_chunk_size=decode_chunk_size), device, "num_frames", "frame_chunk")
-        backend = resolve_backend(torch.device(device), backend)
-        timings["load"] = time.perf_counter() - started
-
-        stage = time.perf_counter()
-        conditioning = _encode_conditioning(pipe, prompts, negative_prompt, num_videos_per_prompt,
-                                            guidance_scale > 1.0, height, width)
-        timings["encode_prompt"] = time.perf_counter() - stage
-
-        stage = time.perf_counter()
-        latent_shape = (len(prompts) * num_videos_per_prompt, num_frames, pipe.unet.config.in_channels,
-                        height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-        latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
-                                                noise_lambda=noise_lambda, search=search, generator=generator,
-                                                seed=seed, device=device, backend=backend)
-        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * scheduler.init_noise_sigma
-        timings["initial_noise"] = time.perf_counter() - stage
-
-        stage = time.perf_counter()
-        latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
-                           momentum_attention=momentum_attention, frame_chunk=frame_chunk,
-                           guidance_scale=guidance_scale, backend=backend, progress=progress,
-                           callback_on_step_end=callback_on_step_end)
-        timings["denoise"] = time.perf_counter() - stage
-
-        stage = time.perf_counter()
-        frames = _postprocess(pipe, latents, output_type, decode_chunk_size)
-        timings["decode"] = time.perf_counter() - stage
-        timings["total"] = time.perf_counter() - started
-
-        stats = {"backend": backend, "timings": timings, "num_frames": num_frames, "height": height, "width": width,
-                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                 "momentum": momentum if momentum_attention else None, "dependency_noise": dependency_noise,
-                 "momentum_attention": momentum_attention, "frame_chunk": frame_chunk, "device": str(device),
-                 "dtype": str(pipe.unet.dtype).replace("torch.", "")}
+        frames, stats, noise_stats = _sample(
+            pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings, videos=videos,
+            num_videos_per_prompt=num_videos_per_prompt, num_frames=num_frames, height=height, width=width,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_lambda=noise_lambda,
+            momentum=momentum, search=search, dependency_noise=dependency_noise,
+            momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
+            output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
+            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler)
     if noise_stats is not None:
         stats.update({"noise_lambda": noise_lambda, "search": search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
     return VideoOutput(frames=frames, stats=stats)
+
+
+def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
+            width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
+            momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
+            callback_on_step_end, backend, scheduler):
+    """The steps of :func:`sample_video` on a ready pipeline: (frames, stats, noise statistics or None)."""
+    timings = {}
+    height, width = _check_resolution(pipe, height, width)
+    device = pipe._execution_device
+    check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
+                               width=width, chunk=frame_chunk, guidance=guidance_scale > 1.0, dtype=pipe.unet.dtype,
+                               decode_chunk_size=decode_chunk_size), device, "num_frames", "frame_chunk")
+    backend = resolve_backend(torch.device(device), backend)
+    timings["load"] = time.perf_counter() - started
+
+    stage = time.perf_counter()
+    conditioning = encode_conditioning(pipe, prompts, negative_prompt, num_videos_per_prompt, guidance_scale > 1.0,
+                                       height, width, embeddings)
+    timings["encode_prompt"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    latent_shape = (videos, num_frames, pipe.unet.config.in_channels,
+                    height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
+                                            noise_lambda=noise_lambda, search=search, generator=generator, seed=seed,
+                                            device=device, backend=backend)
+    scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    if dependency_noise:
+        check_chainable(scheduler)
+        if draws_step_noise(scheduler):
+            chain_step_noise(scheduler, NoiseSettings(num_frames, noise_lambda, search, _step_seed(seed, generator),
+                                                      backend))
+    latents = latents * scheduler.init_noise_sigma
+    timings["initial_noise"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
+                       momentum_attention=momentum_attention, frame_chunk=frame_chunk, guidance_scale=guidance_scale,
+                       backend=backend, progress=progress, callback_on_step_end=callback_on_step_end)
+    timings["denoise"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    frames = _postprocess(pipe, latents, output_type, decode_chunk_size)
+    timings["decode"] = time.perf_counter() - stage
+    timings["total"] = time.perf_counter() - started
+    stats = {"backend": backend, "timings": timings, "num_frames": num_frames, "height": height, "width": width,
+             "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+             "scheduler": type(scheduler).__name__, "momentum": momentum if momentum_attention else None,
+             "dependency_noise": dependency_noise, "momentum_attention": momentum_attention,
+             "frame_chunk": frame_chunk, "device": str(device), "dtype": str(pipe.unet.dtype).replace("torch.", "")}
+    return frames, stats, noise_stats
+
+
+def _step_seed(seed, generator) -> int:
+    """The seed of a stochastic scheduler's per-step chains: ``seed``, else drawn from the (first) generator,
+    else from torch's global RNG."""
+    if seed is not None:
+        return seed
+    first = generator[0] if isinstance(generator, (list, tuple)) else generator
+    return int(torch.randint(0, SEED_LIMIT - 1, (1,), generator=first, device=first.device if first else "cpu"))

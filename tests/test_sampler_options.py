@@ -1,0 +1,123 @@
+"""sample_video's scheduler choice and prompt embeddings, on tiny pipelines (offline)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler
+from tiny_pipelines import tiny_pipeline
+
+import zs2_kernels
+from zs2_kernels import any_pipeline
+from zs2_kernels.schedulers import SCHEDULERS
+
+FAST = dict(num_frames=4, num_inference_steps=3, progress=False, output_type="latent")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline("sd15")
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    return tiny_pipeline("sdxl")
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_samples_and_chunked_equals_unchunked(pipe, name):
+    """All chunks of a step share one scheduler step (multistep solvers keep one history for the video)."""
+    kwargs = dict(seed=0, scheduler=name, momentum=0.7, **FAST)
+    whole = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs)
+    assert whole.stats["scheduler"] == SCHEDULERS[name][0] and torch.isfinite(whole.frames).all()
+    chunked = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], frame_chunk=3, **kwargs).frames
+    torch.testing.assert_close(chunked, whole.frames, rtol=1e-5, atol=1e-5)
+
+
+def test_schedulers_give_different_videos(pipe):
+    ddim = zs2_kernels.sample_video(pipe, "a cat", seed=0, **FAST).frames
+    assert not torch.allclose(ddim, zs2_kernels.sample_video(pipe, "a cat", seed=0, scheduler="dpm++", **FAST).frames)
+
+
+def test_ancestral_step_noise_is_chains_seeded_per_video(pipe, monkeypatch):
+    """Euler ancestral's per-step noise is drawn as dependency chains (one draw per step), from the seed: the
+    same seed gives the same video, and video 0 of a batch is the video sampled alone."""
+    streams = []
+    draw = any_pipeline.NoiseSettings.draw
+    monkeypatch.setattr(any_pipeline.NoiseSettings, "draw",
+                        lambda self, *a, **k: streams.append(k["stream"]) or draw(self, *a, **k))
+    kwargs = dict(seed=4, scheduler="euler-a", **FAST)
+    alone = zs2_kernels.sample_video(pipe, "a cat", **kwargs).frames
+    assert streams == [1, 2, 3]  # one chain per step
+    again = zs2_kernels.sample_video(pipe, "a cat", **kwargs).frames
+    batch = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs).frames
+    assert torch.equal(alone, again)
+    # Equal up to the UNet's batch-size rounding, amplified by Euler's sigma-scaled latents (max |latent| ~ 50).
+    torch.testing.assert_close(batch[:1], alone, rtol=0, atol=1e-3)
+    other = zs2_kernels.sample_video(pipe, "a cat", **{**kwargs, "seed": 5}).frames
+    assert (alone - other).abs().max() > 0.1
+
+
+def test_a_scheduler_instance_is_copied_not_stepped(pipe):
+    given = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    out = zs2_kernels.sample_video(pipe, "a cat", seed=0, scheduler=given, **FAST)
+    assert out.stats["scheduler"] == "EulerAncestralDiscreteScheduler"
+    assert given.num_inference_steps is None and "step" not in vars(given)
+
+
+def test_a_scheduler_whose_noise_cannot_be_chained_is_refused(pipe):
+    brownian = type("DPMSolverSDEScheduler", (DDIMScheduler,), {}).from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="Brownian tree"):
+        zs2_kernels.sample_video(pipe, "a cat", seed=0, scheduler=brownian, **FAST)
+    # Without the dependency noise model there is no chain to undo: it runs.
+    zs2_kernels.sample_video(pipe, "a cat", seed=0, scheduler=brownian, dependency_noise=False, **FAST)
+
+
+def test_prompt_embeds_give_the_prompts_video(pipe):
+    embeds, negative = pipe.encode_prompt(["a cat", "a dog"], "cpu", 1, True, ["a cow", "a cow"])
+    with_text = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], negative_prompt="a cow", seed=0, **FAST).frames
+    with_embeds = zs2_kernels.sample_video(pipe, prompt_embeds=embeds, negative_prompt_embeds=negative, seed=0,
+                                           **FAST).frames
+    assert torch.equal(with_embeds, with_text)
+    mixed = zs2_kernels.sample_video(pipe, prompt_embeds=embeds, negative_prompt="a cow", seed=0, **FAST).frames
+    assert torch.equal(mixed, with_text)
+
+
+def test_sdxl_prompt_embeds_with_pooled(sdxl):
+    embeds, negative, pooled, negative_pooled = sdxl.encode_prompt(prompt=["a cat"], device="cpu",
+                                                                   num_images_per_prompt=1,
+                                                                   do_classifier_free_guidance=True,
+                                                                   negative_prompt=["a cow"])
+    with_text = zs2_kernels.sample_video(sdxl, "a cat", negative_prompt="a cow", seed=0, **FAST).frames
+    with_embeds = zs2_kernels.sample_video(sdxl, prompt_embeds=embeds, negative_prompt_embeds=negative,
+                                           pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled,
+                                           seed=0, **FAST).frames
+    assert torch.equal(with_embeds, with_text)
+    with pytest.raises(ValueError, match="pooled_prompt_embeds"):
+        zs2_kernels.sample_video(sdxl, prompt_embeds=embeds, seed=0, **FAST)
+
+
+EMBEDS = torch.randn(2, 16, 32)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(prompt="a cat", prompt_embeds=EMBEDS), ValueError, "either prompt or prompt_embeds"),
+    (dict(prompt_embeds=EMBEDS[0]), TypeError, "prompt_embeds must be a float tensor with 3 dims"),
+    (dict(prompt_embeds=EMBEDS.long()), TypeError, "prompt_embeds"),
+    (dict(prompt_embeds=EMBEDS, negative_prompt_embeds=EMBEDS[:1]), ValueError, "negative_prompt_embeds"),
+    (dict(prompt_embeds=EMBEDS, negative_prompt_embeds=EMBEDS, negative_prompt="x"), ValueError,
+     "either negative_prompt or negative_prompt_embeds"),
+    (dict(prompt_embeds=EMBEDS, pooled_prompt_embeds=torch.randn(2, 8)), ValueError, "SDXL"),
+    (dict(prompt_embeds=EMBEDS, pooled_prompt_embeds=torch.randn(3, 8)), ValueError, "one row per prompt"),
+    (dict(negative_prompt_embeds=EMBEDS), ValueError, "need prompt_embeds"),
+    (dict(prompt_embeds=EMBEDS, generator=[torch.Generator()]), ValueError, "one generator per video"),
+    (dict(scheduler="dpm"), ValueError, "scheduler must be one of"),
+    (dict(scheduler=DDIMScheduler), TypeError, "scheduler must be one of"),
+])
+def test_bad_embeddings_and_schedulers_are_refused_before_work(pipe, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        zs2_kernels.sample_video(pipe, **{**FAST, "seed": None, **kwargs})
+
+
+def test_default_prompt_without_embeddings(pipe):
+    out = zs2_kernels.sample_video(pipe, seed=0, **{**FAST, "output_type": "np"})
+    assert out.frames.shape[0] == 1 and np.isfinite(out.frames).all()

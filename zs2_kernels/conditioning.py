@@ -1,0 +1,168 @@
+"""Text conditioning of a ZS² batch: prompts (or given prompt embeddings) checked and encoded once per video,
+then repeated per frame for the UNet batch laid out (guidance half, video, frame)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from .loading import quiet_library_logs
+
+
+def check_prompts(prompt):
+    """The prompts as a list of non-empty strings (a string is one prompt); raises naming ``prompt``."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise TypeError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt must contain non-empty strings, got {p!r}")
+    return list(prompts)
+
+
+def check_negative_prompts(negative_prompt, count: int):
+    """None, or one negative prompt per prompt: a string applies to every prompt, a list must have ``count``."""
+    if negative_prompt is None:
+        return None
+    if isinstance(negative_prompt, str):
+        return [negative_prompt] * count
+    if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(n, str) for n in negative_prompt):
+        raise TypeError(f"negative_prompt must be None, a string or a list of strings, got {negative_prompt!r}")
+    if len(negative_prompt) != count:
+        raise ValueError(f"negative_prompt must be a string (used for every prompt) or a list of {count} "
+                         f"(one per prompt), got a list of {len(negative_prompt)}")
+    return list(negative_prompt)
+
+
+@dataclass
+class PromptEmbeddings:
+    """Prompt embeddings given instead of prompts (diffusers' names); the pooled ones are SDXL's."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None = None
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def __post_init__(self):
+        _check_embeds("prompt_embeds", self.prompt_embeds, 3)
+        count = self.prompt_embeds.shape[0]
+        _check_embeds("negative_prompt_embeds", self.negative_prompt_embeds, 3, self.prompt_embeds.shape)
+        _check_embeds("pooled_prompt_embeds", self.pooled_prompt_embeds, 2)
+        if self.pooled_prompt_embeds is not None and self.pooled_prompt_embeds.shape[0] != count:
+            raise ValueError(f"pooled_prompt_embeds must have one row per prompt ({count}), "
+                             f"got shape {tuple(self.pooled_prompt_embeds.shape)}")
+        _check_embeds("negative_pooled_prompt_embeds", self.negative_pooled_prompt_embeds, 2,
+                      None if self.pooled_prompt_embeds is None else self.pooled_prompt_embeds.shape)
+
+    @property
+    def count(self) -> int:
+        """Prompts given (rows of prompt_embeds)."""
+        return self.prompt_embeds.shape[0]
+
+    def for_encode_prompt(self, sdxl: bool) -> dict:
+        """The keyword arguments of the pipeline's ``encode_prompt``; raises when the set does not fit the model."""
+        given = {name: value for name, value in vars(self).items() if value is not None}
+        if not sdxl:
+            pooled = [name for name in given if "pooled" in name]
+            if pooled:
+                raise ValueError(f"{pooled[0]} is for SDXL pipelines (two text encoders); this one has one")
+            return given
+        if "pooled_prompt_embeds" not in given:
+            raise ValueError("SDXL needs pooled_prompt_embeds beside prompt_embeds (encode_prompt returns both)")
+        if ("negative_prompt_embeds" in given) != ("negative_pooled_prompt_embeds" in given):
+            raise ValueError("SDXL needs negative_prompt_embeds and negative_pooled_prompt_embeds together")
+        return given
+
+
+def _check_embeds(name: str, value, dims: int, shape=None) -> None:
+    """None, or a float tensor with ``dims`` dims (and ``shape`` when given); raises naming ``name``."""
+    if value is None:
+        return
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != dims:
+        raise TypeError(f"{name} must be a float tensor with {dims} dims, got "
+                        f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+    if value.numel() == 0 or (shape is not None and value.shape != shape):
+        raise ValueError(f"{name} must have shape {tuple(shape) if shape is not None else 'non-empty'}, "
+                         f"got {tuple(value.shape)}")
+
+
+def is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None or "text_time" == pipe.unet.config.get(
+        "addition_embed_type")
+
+
+def _encode_prompts(pipe, prompts, negative_prompt, device, guidance, embeddings: PromptEmbeddings | None):
+    """Text conditioning per prompt: (embeds [P, L, D], negative embeds or None, SDXL pooled pair or None).
+
+    Given ``embeddings`` are used as they are; diffusers' ``encode_prompt`` encodes what is missing (e.g. the
+    negative prompt)."""
+    given = {} if embeddings is None else embeddings.for_encode_prompt(is_sdxl(pipe))
+    if is_sdxl(pipe):
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
+            negative_prompt=negative_prompt, **given)
+        return embeds, negative, (pooled, negative_pooled)
+    embeds, negative = pipe.encode_prompt(prompts, device, 1, guidance, negative_prompt, **given)
+    return embeds, negative, None
+
+
+def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
+    """SDXL's extra conditioning: pooled text embeds and (original size, crop, target size) time ids."""
+    projection_dim = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else int(
+        pooled.shape[-1])
+    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=dtype,
+                                      text_encoder_projection_dim=projection_dim).to(device)
+    return {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning of the UNet batch (guidance half, video), repeated per frame for a chunk length."""
+
+    embeds: torch.Tensor
+    added: dict | None
+    per_frames: dict = field(default_factory=dict)
+
+    def for_frames(self, frames: int):
+        """(encoder hidden states, SDXL added conditions) with each video's row repeated ``frames`` times."""
+        if frames not in self.per_frames:
+            extra = None if self.added is None else {k: v.repeat_interleave(frames, 0) for k, v in self.added.items()}
+            self.per_frames[frames] = (self.embeds.repeat_interleave(frames, dim=0), extra)
+        return self.per_frames[frames]
+
+
+def _warn_truncated(tokenizer, texts) -> None:
+    """One short warning naming the (negative) prompts cut at the text encoder's length, instead of the
+    libraries' notes that repeat the whole cut-off text (filtered by :func:`quiet_library_logs`)."""
+    limit = tokenizer.model_max_length
+    cut = [text[:40] for text in dict.fromkeys(texts) if len(tokenizer(text, truncation=False).input_ids) > limit]
+    if cut:
+        warnings.warn(f"{len(cut)} prompt(s) are longer than the text encoder's {limit} tokens and are cut there "
+                      f"(starting {', '.join(repr(c) for c in cut)})", stacklevel=4)
+
+
+def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guidance, height, width,
+                        embeddings: PromptEmbeddings | None = None) -> Conditioning:
+    """Prompt embeddings per video, the negative ones first when guidance is on (and SDXL's added conditions).
+
+    ``prompts`` is None when ``embeddings`` are given instead."""
+    device = pipe._execution_device
+    with quiet_library_logs():
+        texts = (prompts or []) + (negative_prompt or [] if guidance else [])
+        if texts and pipe.tokenizer is not None:
+            _warn_truncated(pipe.tokenizer, texts)
+        embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance, embeddings)
+    embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
+    added = None
+    if pooled is not None:
+        added = _sdxl_added_conditions(pipe, pooled[0].repeat_interleave(videos_per_prompt, 0), height, width,
+                                       embeds.dtype, device)
+    if guidance:
+        embeds = torch.cat([negative.repeat_interleave(videos_per_prompt, dim=0), embeds])
+        if added is not None:
+            negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
+                                                    height, width, embeds.dtype, device)
+            added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
+    return Conditioning(embeds, added)
