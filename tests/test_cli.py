@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny_pipelines import tiny_pipeline
 
-from zs2_kernels import cli
+from zs2_kernels import cli, sampler
 
 
 def read_video(path) -> np.ndarray:
@@ -44,6 +44,16 @@ def test_writes_video_that_reads_back(model_dir, tmp_path, capsys, name):
     assert frames.shape[0] == 3 and frames.shape[1] >= 256  # 16 px frames upscaled to >= 256
     printed = capsys.readouterr().out
     assert "wrote" in printed and "achieved_kl_mean" in printed
+
+
+def test_scheduler_choice(model_dir, tmp_path, capsys, monkeypatch):
+    used = []
+    sample_video = sampler.sample_video
+    monkeypatch.setattr(sampler, "sample_video", lambda *a, **k: used.append(k["scheduler"]) or sample_video(*a, **k))
+    assert run_cli(model_dir, tmp_path / "v.gif", "--scheduler", "dpm++") == 0 and used == ["dpm++"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(model_dir, tmp_path / "w.gif", "--scheduler", "dpm")
+    assert exit_info.value.code == 2 and "--scheduler" in capsys.readouterr().err
 
 
 def test_several_prompts_write_one_file_each(model_dir, tmp_path):
@@ -218,7 +228,7 @@ def test_outputs_get_the_umask_permissions(model_dir, tmp_path, umask):
 SIGTERM_WHILE_WRITING = """
 import os, signal, sys, time
 import imageio.v3 as iio
-from zs2_kernels import cli
+from zs2_kernels import cli, sampler
 
 def interrupted_write(path, *args, **kwargs):
     with open(path, "wb") as handle:

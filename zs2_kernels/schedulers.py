@@ -6,8 +6,6 @@ multistep solvers keep state across steps, and a user's instance must come out o
 
 from __future__ import annotations
 
-import diffusers
-
 #: name -> (diffusers class name, config overrides). DDIM is the default; the multistep solvers give good
 #: videos in ~20 steps; "euler-a" draws fresh noise every step (made a dependency chain, see any_pipeline).
 SCHEDULERS = {
@@ -22,7 +20,10 @@ SCHEDULERS = {
 def make_scheduler(scheduler, pipeline_config):
     """A fresh scheduler: ``scheduler`` a name of :data:`SCHEDULERS` (built from the pipeline's scheduler
     config, so the model's betas and prediction type carry over) or a diffusers scheduler instance (copied
-    from its own config)."""
+    from its own config). diffusers is imported here, not with the module: the command line's --help
+    reads :data:`SCHEDULERS` without it."""
+    import diffusers
+
     if isinstance(scheduler, str):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {list(SCHEDULERS)} or a diffusers scheduler instance, "
