@@ -50,7 +50,8 @@ setup(
     include_package_data=True,
     package_data={"zs2_kernels": ["DESIGN.md", "_lib/*.so"],
                   "zs2_kernels.embedded": ["*.safetensors", "digits-sd/*.json", "digits-sd/*/*.json",
-                                           "digits-sd/*/*.safetensors", "digits-sd/*/*.txt"],
+                                           "digits-sd/*/*.safetensors", "digits-sd/*/*.txt",
+                                           "digits-controlnet/*.json", "digits-controlnet/*.safetensors"],
                   "zs2_kernels.evaluation": ["data/*.txt"]},
     install_requires=[
         "torch>=2.4",
