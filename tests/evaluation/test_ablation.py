@@ -200,7 +200,7 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--seeds", "0"], "--seeds"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
-        (["--width", "0"], "--width must be a positive multiple of the model's downscale factor 2, got 0"),
+        (["--width", "0"], "--width must be an int >= 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
         (["--scorer", "clip"], "--clip-model"),
         (["--scorer", "clip", "--clip-model", "/nonexistent/clip"], "--clip-model"),
@@ -216,7 +216,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     output folder left behind (all cases at once, each in its own process)."""
     no_gpu = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
     cases = {("--guidance", "nan"): "--guidance must be in [0.0, 1000.0], got nan",
-             ("--height", "30"): "--height must be a positive multiple of the model's downscale factor 4, got 30",
+             ("--height", "30"): "--height must be a multiple of the model's downscale factor 4, got 30",
              ("--device", no_gpu): f"--device: device '{no_gpu}' is not available",
              ("--device", "tpu"): "--device: device 'tpu' is not a device name"}
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -29,9 +29,9 @@ from .. import __version__
 from .._atomic import atomic_write
 from .._checks import check_device, check_number, dtype_from_name
 from ..environment import describe
-from ..loading import resolve_model_location
+from ..loading import read_model_config, resolve_model_location
 from ..ops.backend import resolve_backend
-from ..sampler import MAX_GUIDANCE
+from ..sampler import MAX_GUIDANCE, check_resolution
 from ..video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum")
@@ -172,19 +172,18 @@ def source_identity(source: str) -> str:
     return f"hub:{source}@{Path(snapshot_download(source, allow_patterns='*.json')).name}"
 
 
-def _model_resolution(location: str, height: int | None, width: int | None) -> tuple[int, int]:
-    """--height/--width (default: the model's size), checked against the VAE's downscale factor as the sampler
-    checks them, but from the configuration files alone: a bad size is refused before any weights load."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    factor = 2 ** (len(AutoencoderKL.load_config(location, subfolder="vae")["block_out_channels"]) - 1)
-    default = UNet2DConditionModel.load_config(location, subfolder="unet")["sample_size"] * factor
-    sizes = tuple(default if value is None else value for value in (height, width))
-    for name, value in zip(("--height", "--width"), sizes):
-        if value < factor or value % factor:
-            raise ValueError(f"{name} must be a positive multiple of the model's downscale factor {factor}, "
-                             f"got {value}")
-    return sizes
+def _model_resolution(settings) -> tuple[int, int]:
+    """--height/--width (default: the model's size), checked as the sampler checks them but from the model's
+    configuration files alone: a bad size is refused before any weights load."""
+    try:
+        config = read_model_config(settings.model)
+    except OSError as error:
+        raise ValueError(f"--model: {error}") from None
+    factor = 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+    try:
+        return check_resolution(factor, config["unet"]["sample_size"] * factor, settings.height, settings.width)
+    except ValueError as error:  # its messages begin with the argument's name
+        raise ValueError(f"--{error}") from None
 
 
 @contextlib.contextmanager
@@ -246,12 +245,8 @@ class Ablation:
             if not self.reference_folder.is_dir() or not _image_files(self.reference_folder):
                 raise ValueError(f"--reference-images {self.reference_folder} is not a folder with images "
                                  "(.png/.jpg/.jpeg)")
-        location = resolve_model_location(settings.model)
-        try:
-            self.height, self.width = _model_resolution(location, settings.height, settings.width)
-            model_identity = source_identity(location)
-        except OSError as error:
-            raise ValueError(f"--model {location!r} could not be read: {error}") from error
+        self.height, self.width = _model_resolution(settings)
+        model_identity = source_identity(resolve_model_location(settings.model))
         self.rank, self.world = _distributed_rank_world()
         self.device = _rank_device(settings.device, self.rank)
         self.scorer = self._make_scorer()
