@@ -111,7 +111,7 @@ def _check_before_loading(args, refusals: _Refusals):
     config = refusals.check("--model", lambda: read_model_config(location))
     if config is None:
         return None
-    factor = 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+    factor = config["vae_scale_factor"]
     size = refusals.check("--height", lambda: check_resolution(factor, config["unet"]["sample_size"] * factor,
                                                                args.height, args.width))
     if size is None:

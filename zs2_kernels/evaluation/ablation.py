@@ -179,7 +179,7 @@ def _model_resolution(settings) -> tuple[int, int]:
         config = read_model_config(settings.model)
     except OSError as error:
         raise ValueError(f"--model: {error}") from None
-    factor = 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+    factor = config["vae_scale_factor"]
     try:
         return check_resolution(factor, config["unet"]["sample_size"] * factor, settings.height, settings.width)
     except ValueError as error:  # its messages begin with the argument's name
