@@ -3,7 +3,7 @@
     0  _checks, _atomic, environment, embedded (the shipped weights' paths)
     1  ops/            the two op families and what they share; no diffusers
     2  attention, loading, memory, schedulers, video_io
-    3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts and embeddings)
+    3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts and embeddings), control (ControlNet guidance)
     4  sampler
     5  cli, the package's face (__init__)
     6  embedded.digits (the digit data and classifier: evaluation and training only)
@@ -25,7 +25,7 @@ LAYERS = {
     "zs2_kernels.ops": 1,
     "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.memory": 2,
     "zs2_kernels.video_io": 2, "zs2_kernels.schedulers": 2,
-    "zs2_kernels.any_pipeline": 3, "zs2_kernels.conditioning": 3,
+    "zs2_kernels.any_pipeline": 3, "zs2_kernels.conditioning": 3, "zs2_kernels.control": 3,
     "zs2_kernels.sampler": 4,
     "zs2_kernels.cli": 5, "zs2_kernels": 5,
     "zs2_kernels.embedded.digits": 6,

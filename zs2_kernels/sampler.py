@@ -19,6 +19,7 @@ from ._checks import SEED_LIMIT, check_device, check_dtype, check_int, check_num
 from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .attention import install_momentum_attention
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
+from .control import control_frames, prepare_guidance
 from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
 from .ops.backend import resolve_backend
@@ -184,24 +185,27 @@ def _pipeline(model, device, dtype, progress):
             store[name] = tensor
 
 
-def _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guidance_scale, bar):
-    """One scheduler step over all frames, the UNet run on ``chunk`` frames at a time (momentum state carried);
-    ``bar`` (or None) advances once per UNet call, so long videos show progress within a step."""
+def _denoise_step(pipe, scheduler, latents, t, conditioning, handles, chunk, guidance_scale, bar, guidance, step):
+    """One scheduler step over all frames, the UNet (and ControlNets) run on ``chunk`` frames at a time (momentum
+    states carried); ``bar`` (or None) advances once per UNet call, so long videos show progress within a step."""
     videos, num_frames = latents.shape[:2]
     halves = 2 if guidance_scale > 1.0 else 1
-    if handle is not None:
+    for handle in handles:
         handle.check_installed()
         handle.reset_state()
     noise_pred = torch.empty_like(latents)
     for start in range(0, num_frames, chunk):
         stop = min(start + chunk, num_frames)
         frames = stop - start
-        if handle is not None:
+        for handle in handles:
             handle.set_num_frames(frames, carry_state=chunk < num_frames)
         block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
         model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(pipe.unet.dtype)
         hidden, extra = conditioning.for_frames(frames)
-        prediction = pipe.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra).sample.float()
+        residuals = {} if guidance is None else guidance.residuals(
+            model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves)
+        prediction = pipe.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra,
+                               **residuals).sample.float()
         if halves == 2:
             uncond, cond = prediction.chunk(2)
             prediction = uncond + guidance_scale * (cond - uncond)
@@ -212,22 +216,26 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guid
 
 
 def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_attention, frame_chunk, guidance_scale,
-             backend, progress, callback_on_step_end):
-    """The denoising loop, with momentum attention installed for it (and always restored)."""
+             backend, progress, callback_on_step_end, guidance=None):
+    """The denoising loop, with momentum attention installed on the UNet and any ControlNet for it (and always
+    restored)."""
     num_frames = latents.shape[1]
     chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
-    handle = install_momentum_attention(pipe.unet, momentum, chunk, backend=backend) if momentum_attention else None
+    handles = []
     steps = scheduler.timesteps
     calls = len(steps) * -(-num_frames // chunk)
     try:
+        for model in [pipe.unet, *(guidance.models if guidance is not None else [])] if momentum_attention else []:
+            handles.append(install_momentum_attention(model, momentum, chunk, backend=backend))
         with pipe.progress_bar(total=calls) if progress else contextlib.nullcontext() as bar:
             for step, t in enumerate(steps):
-                latents = _denoise_step(pipe, scheduler, latents, t, conditioning, handle, chunk, guidance_scale, bar)
+                latents = _denoise_step(pipe, scheduler, latents, t, conditioning, handles, chunk, guidance_scale, bar,
+                                        guidance, step)
                 if callback_on_step_end is not None:
                     returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
                     latents = returned.get("latents", latents)
     finally:
-        if handle is not None:
+        for handle in reversed(handles):
             handle.restore()
     # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
     if not torch.isfinite(latents).all():
@@ -250,7 +258,7 @@ def _postprocess(pipe, latents, output_type, decode_chunk_size):
 
 
 @torch.no_grad()
-def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: int = 8,
+def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: int | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
                  search: str = "exact", dependency_noise: bool = True, momentum_attention: bool = True,
@@ -259,40 +267,39 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                  num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
                  backend: str | None = None, scheduler="ddim", prompt_embeds: torch.Tensor | None = None,
                  negative_prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
-                 negative_pooled_prompt_embeds: torch.Tensor | None = None) -> VideoOutput:
+                 negative_pooled_prompt_embeds: torch.Tensor | None = None, control_video=None, controlnet=None,
+                 controlnet_conditioning_scale=1.0, control_guidance_start=0.0, control_guidance_end=1.0,
+                 guess_mode: bool = False) -> VideoOutput:
     """Sample videos with ZS² from a text-to-image diffusion model.
 
     Args:
-        model: a diffusers pipeline object, a local pipeline folder, a hub id, or None for the embedded
-            default model.
+        model: a diffusers pipeline object, a local pipeline folder, a hub id, or None (the embedded model).
         prompt: a string or list of strings (one video per prompt and per ``num_videos_per_prompt``); default
             "a handwritten digit 3" (for the embedded model) unless ``prompt_embeds`` are given.
-        negative_prompt: a string (used for every prompt) or a list with one per prompt, for classifier-free
-            guidance (ignored when guidance is off).
-        num_frames: frames per video (>= 1). height/width: pixels, multiples of the VAE downscale factor
-            (default: the model's native size).
+        negative_prompt: a string (for every prompt) or one per prompt (ignored when guidance is off).
+        num_frames: frames per video (>= 1; default 8, or the control video's length). height/width: pixels,
+            multiples of the VAE downscale factor (default: the control video's size, else the model's native).
+        control_video: guided video: frames steering every video frame through ``controlnet`` — a tensor
+            [F, C, H, W] or [V, F, C, H, W] in [0, 1], an array [(V,) F, H, W, C] (uint8 or [0, 1]) or PIL
+            images; one shared by every video or one per video; a list of them with a list of ControlNets.
+        controlnet: a ControlNetModel (on the UNet's device and dtype), a folder or hub id, or a list
+            (multi-ControlNet); None with the embedded model: its shipped digit ControlNet (condition:
+            ``zs2_kernels.embedded.digit_condition``). controlnet_conditioning_scale, control_guidance_start,
+            control_guidance_end, guess_mode: as in diffusers' ControlNet pipelines (one value or one per net).
         num_inference_steps: scheduler steps (>= 1). guidance_scale: >= 0; <= 1 disables guidance (half the batch).
-        scheduler: "ddim" (default), "dpm++" (DPM++ 2M: good videos in ~20 steps), "unipc", "euler", "euler-a",
-            or a diffusers scheduler instance (copied from its config, never stepped itself). A scheduler that
-            adds fresh noise every step (euler-a, DDPM, ...) draws it as dependency chains too (each step its
-            own stream of ``seed``), or its independent per-frame noise would undo the dependency noise.
+        scheduler: "ddim" (default), "dpm++" (DPM++ 2M), "unipc", "euler", "euler-a", or a diffusers scheduler
+            instance (copied, never stepped itself); per-step noise (euler-a, DDPM) is drawn as dependency chains.
         prompt_embeds, negative_prompt_embeds: [P, L, D] embeddings instead of prompts (one video per row and
             per ``num_videos_per_prompt``); pooled_prompt_embeds, negative_pooled_prompt_embeds: [P, D'] (SDXL).
         noise_lambda, search: the dependency noise model's KL target and search mode ("exact" or "paper").
-        momentum: mu of temporal momentum attention in [0, 1].
-        dependency_noise / momentum_attention: switch either component off (ablations; both off is
-            independent per-frame sampling).
-        frame_chunk: run the UNet on at most this many frames at a time (bounds memory for long videos). The
-            float32 momentum state is carried from chunk to chunk, so the result is the unchunked one bit for
-            bit wherever the UNet's own layers compute each sample independently of the batch size. On CPU
-            that holds in fp16/bf16 (and in fp32 for small layers); fp32 convolutions and matrix products on
-            CPU (oneDNN/MKL), and cuBLAS/cuDNN on a GPU, may pick other algorithms for other batch sizes: there
-            chunked and unchunked agree to within that rounding (about 1e-5 on the embedded model, CPU fp32).
-        seed / generator: reproducibility. With ``seed`` (an int in [0, 2**63)), video v of the batch depends
-            only on (seed, v), so sampling it alone or in any batch gives the same video (on one backend:
-            Triton's in-kernel Philox and the CPU generators draw different numbers). A list of CPU
-            generators, one per video, gives the same video on CPU and GPU; a single generator draws for the
-            whole batch (diffusers' rule).
+        momentum: mu of temporal momentum attention in [0, 1]. backend: of the zs2 ops (default by device).
+        dependency_noise / momentum_attention: switch either component off (both off: per-frame sampling).
+        frame_chunk: run the UNet on at most this many frames at a time (bounds memory for long videos); the
+            float32 momentum state is carried across chunks, so the result is the unchunked one up to the UNet's
+            own batch-size rounding (bit for bit on CPU in fp16/bf16; ~1e-5 on the embedded model in fp32).
+        seed / generator: with ``seed`` (an int in [0, 2**63)) video v's noise depends only on (seed, v), alone
+            or in any batch (per backend). A list of CPU generators, one per video, gives the same video on CPU
+            and GPU; a single generator draws for the whole batch (diffusers' rule).
         device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype);
             dtype as a torch dtype or a name ("float16", "bf16", ...). A pipeline passed in is moved/cast for
             the call only and given back with its own tensors, unchanged (its weights stay in memory meanwhile).
@@ -300,13 +307,12 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         progress: show a progress bar over the UNet calls (and loading bars when ``model`` is not a pipeline).
         callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned
             "latents" entry replaces the latents (diffusers convention).
-        backend: backend of the zs2 ops ("triton", "cuda", "torch"; default by device).
     """
-    embeddings = None if prompt_embeds is None else PromptEmbeddings(
-        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
-    if embeddings is None and any(e is not None for e in (negative_prompt_embeds, pooled_prompt_embeds,
-                                                          negative_pooled_prompt_embeds)):
-        raise ValueError("negative and pooled prompt embeddings need prompt_embeds")
+    embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
+                             negative_pooled_prompt_embeds)
+    if num_frames is None:
+        num_frames = 8 if control_video is None else control_frames(_first_clip(control_video, controlnet),
+                                                                    None).shape[1]
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
                                             decode_chunk_size, num_videos_per_prompt, seed, generator,
@@ -323,19 +329,49 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             momentum=momentum, search=search, dependency_noise=dependency_noise,
             momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
             output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
-            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler)
+            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler,
+            control=None if control_video is None else dict(
+                control_video=control_video, controlnet=controlnet, model=_model_source(model),
+                scale=controlnet_conditioning_scale, start=control_guidance_start, end=control_guidance_end,
+                guess_mode=guess_mode))
     if noise_stats is not None:
         stats.update({"noise_lambda": noise_lambda, "search": search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
     return VideoOutput(frames=frames, stats=stats)
 
 
+def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds):
+    """The given prompt embeddings, checked, or None."""
+    if prompt_embeds is None:
+        if any(e is not None for e in (negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)):
+            raise ValueError("negative and pooled prompt embeddings need prompt_embeds")
+        return None
+    return PromptEmbeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
+
+
+def _first_clip(control_video, controlnet):
+    """The (first) control video: with a list of ControlNets, control_video is a list with one per net."""
+    if isinstance(controlnet, (list, tuple)):
+        if not isinstance(control_video, (list, tuple)) or not control_video:
+            raise ValueError("with a list of ControlNets, control_video must be a list with one video per ControlNet")
+        return control_video[0]
+    return control_video
+
+
+def _model_source(model):
+    """Where the pipeline comes from (a path, hub id or None), also for a pipeline object."""
+    return (getattr(model, "name_or_path", None) or "") if hasattr(model, "unet") else model
+
+
 def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
             width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
             momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
-            callback_on_step_end, backend, scheduler):
+            callback_on_step_end, backend, scheduler, control):
     """The steps of :func:`sample_video` on a ready pipeline: (frames, stats, noise statistics or None)."""
     timings = {}
+    if control is not None and height is None and width is None:
+        height, width = control_frames(_first_clip(control["control_video"], control["controlnet"]),
+                                       num_frames).shape[-2:]
     height, width = _check_resolution(pipe, height, width)
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
@@ -347,6 +383,8 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
     stage = time.perf_counter()
     conditioning = encode_conditioning(pipe, prompts, negative_prompt, num_videos_per_prompt, guidance_scale > 1.0,
                                        height, width, embeddings)
+    guidance = None if control is None else prepare_guidance(pipe=pipe, num_frames=num_frames, videos=videos,
+                                                             height=height, width=width, **control)
     timings["encode_prompt"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -368,7 +406,8 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
     stage = time.perf_counter()
     latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
                        momentum_attention=momentum_attention, frame_chunk=frame_chunk, guidance_scale=guidance_scale,
-                       backend=backend, progress=progress, callback_on_step_end=callback_on_step_end)
+                       backend=backend, progress=progress, callback_on_step_end=callback_on_step_end,
+                       guidance=guidance)
     timings["denoise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()

@@ -1,0 +1,162 @@
+"""Guided video for ``sample_video``: a control video steering every frame through one or more ControlNets.
+
+The control frames are split with the latents chunk by chunk, and each ControlNet runs temporal momentum
+attention with its own state carried across chunks like the UNet's, so chunked equals unchunked. The
+computation per UNet call is diffusers' ``StableDiffusionControlNetPipeline``'s (guess mode included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_number
+from .embedded import controlnet_path, embedded_model_path
+
+#: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
+MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels")
+
+
+def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
+    """The control video as float32 [V or 1, F, 3, H, W] in [0, 1]; ``num_frames`` (if given) must be F.
+
+    Accepts a tensor [F, C, H, W] / [V, F, C, H, W] in [0, 1] (C 1 or 3), an array [F, H, W, C] /
+    [V, F, H, W, C] (uint8, or float in [0, 1]), or a list of PIL images (one video) or of such lists.
+    """
+    frames = _as_tensor(control_video)
+    if frames.dim() == 4:
+        frames = frames.unsqueeze(0)
+    if frames.dim() != 5 or frames.shape[2] not in (1, 3) or 0 in frames.shape:
+        raise ValueError(f"control_video must be [F, C, H, W] or [V, F, C, H, W] with C 1 or 3 (arrays and PIL: "
+                         f"channels last), got shape {tuple(frames.shape)}")
+    if not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
+        raise ValueError("control_video values must be in [0, 1] (uint8 arrays and PIL images are scaled by 1/255)")
+    if num_frames is not None and frames.shape[1] != num_frames:
+        raise ValueError(f"control_video has {frames.shape[1]} frames but num_frames is {num_frames}: give "
+                         "one control frame per video frame (or leave num_frames out to take the video's length)")
+    return frames.expand(-1, -1, 3, -1, -1).float()
+
+
+def _as_tensor(control_video) -> torch.Tensor:
+    if isinstance(control_video, torch.Tensor):
+        return control_video.detach().cpu()
+    if isinstance(control_video, (list, tuple)) and control_video and isinstance(control_video[0], (list, tuple)):
+        return torch.stack([_as_tensor(list(video)) for video in control_video])
+    if isinstance(control_video, (list, tuple)):
+        if not control_video or not all(hasattr(image, "convert") for image in control_video):
+            raise TypeError("control_video as a list must hold PIL images (or lists of them, one per video)")
+        control_video = np.stack([np.asarray(image.convert("RGB")) for image in control_video])
+    if not isinstance(control_video, np.ndarray):
+        raise TypeError(f"control_video must be a tensor, an array or PIL images, got {type(control_video).__name__}")
+    array = control_video.astype(np.float32) / 255.0 if control_video.dtype == np.uint8 else control_video
+    return torch.from_numpy(np.ascontiguousarray(array)).float().movedim(-1, -3)
+
+
+def load_controlnets(controlnet, model, unet, count: int):
+    """The ControlNet(s) to guide with, checked against ``unet``: a ControlNetModel, a folder or hub id, a list of
+    those (one per control video), or None for the embedded one (only with the embedded model)."""
+    from diffusers import ControlNetModel
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    if controlnet is None:
+        if model is not None and Path(str(model)).resolve() != embedded_model_path():
+            raise ValueError("control_video needs controlnet= (a ControlNetModel, folder or hub id) for this model; "
+                             "only the embedded model has a default ControlNet")
+        controlnet = controlnet_path()
+    nets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
+    if len(nets) != count:
+        raise ValueError(f"give one control video per ControlNet: {len(nets)} ControlNet(s), {count} control video(s)")
+    loaded = []
+    for net in nets:
+        if isinstance(net, (str, Path)):
+            net = ControlNetModel.from_pretrained(net, use_safetensors=True)
+        if not isinstance(net, ControlNetModel):
+            raise TypeError(f"controlnet must be a ControlNetModel, a folder or a hub id, got {type(net).__name__}")
+        wrong = [key for key in MATCHING_CONFIG if _listed(net.config.get(key)) != _listed(unet.config.get(key))]
+        if wrong:
+            raise ValueError(f"controlnet does not fit the UNet: {', '.join(wrong)} differ "
+                             f"({[net.config.get(k) for k in wrong]} vs {[unet.config.get(k) for k in wrong]})")
+        loaded.append(net.to(device=unet.device, dtype=unet.dtype))
+    return loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
+
+
+def _listed(value):
+    """Config values compare as lists: a config read from JSON has lists where one built in code has tuples."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class ControlGuidance:
+    """One or more ControlNets, their control videos [V, F, 3, H, W] (per net), scales and active step range."""
+
+    net: torch.nn.Module
+    videos: list
+    scales: list
+    starts: list
+    ends: list
+    guess_mode: bool
+
+    @property
+    def models(self) -> list:
+        """The ControlNet models (a MultiControlNetModel's nets each): where momentum attention goes."""
+        return list(getattr(self.net, "nets", [self.net]))
+
+    def residuals(self, model_input, t, step: int, steps: int, hidden, extra, frames: slice, halves: int) -> dict:
+        """The UNet's extra keyword arguments for this call: the ControlNet residuals of frames ``frames``."""
+        keep = [1.0 - float(step / steps < s or (step + 1) / steps > e) for s, e in zip(self.starts, self.ends)]
+        scales = [scale * k for scale, k in zip(self.scales, keep)]
+        images = [video[:, frames].flatten(0, 1) for video in self.videos]
+        guess = self.guess_mode and halves == 2
+        if guess:  # the ControlNet sees only the conditional half (diffusers' guess mode)
+            model_input, hidden = model_input.chunk(2)[1], hidden.chunk(2)[1]
+            extra = None if extra is None else {k: v.chunk(2)[1] for k, v in extra.items()}
+        else:
+            images = [torch.cat([image] * halves) for image in images]
+        multi = len(images) > 1
+        down, mid = self.net(model_input, t, encoder_hidden_states=hidden,
+                             controlnet_cond=images if multi else images[0],
+                             conditioning_scale=scales if multi else scales[0], guess_mode=self.guess_mode,
+                             added_cond_kwargs=extra, return_dict=False)
+        if guess:
+            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+            mid = torch.cat([torch.zeros_like(mid), mid])
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
+def prepare_guidance(control_video, controlnet, model, pipe, *, num_frames, videos, height, width, scale, start, end,
+                     guess_mode) -> ControlGuidance:
+    """Check and load everything guided sampling needs; control videos on the UNet's device and dtype."""
+    clips = control_video if isinstance(controlnet, (list, tuple)) else [control_video]
+    net = load_controlnets(controlnet, model, pipe.unet, len(clips))
+    count = len(clips)
+    scales, starts, ends = (_per_net(name, value, count) for name, value in
+                            (("controlnet_conditioning_scale", scale), ("control_guidance_start", start),
+                             ("control_guidance_end", end)))
+    for s, e in zip(starts, ends):
+        check_number("control_guidance_start", s, 0.0, 1.0)
+        check_number("control_guidance_end", e, 0.0, 1.0)
+        if s >= e:
+            raise ValueError(f"control_guidance_start ({s}) must be below control_guidance_end ({e})")
+    for value in scales:
+        check_number("controlnet_conditioning_scale", value, 0.0, 100.0)
+    tensors = []
+    for clip in clips:
+        frames = control_frames(clip, num_frames)
+        if frames.shape[0] not in (1, videos):
+            raise ValueError(f"control_video has {frames.shape[0]} videos; give one shared by all or one per video "
+                             f"({videos})")
+        if tuple(frames.shape[-2:]) != (height, width):
+            raise ValueError(f"control_video frames are {tuple(frames.shape[-2:])} pixels but the video is "
+                             f"{(height, width)}: pass height/width matching the control video")
+        tensors.append(frames.expand(videos, *frames.shape[1:]).to(pipe.unet.device, pipe.unet.dtype))
+    return ControlGuidance(net, tensors, scales, starts, ends, bool(guess_mode))
+
+
+def _per_net(name: str, value, count: int) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * count
+    if len(values) != count:
+        raise ValueError(f"{name} must be one number or one per ControlNet ({count}), got {len(values)}")
+    return values
