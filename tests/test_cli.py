@@ -262,3 +262,49 @@ def test_negative_prompt_and_quiet_output(tmp_path):
                   "truncated because"):
         assert noise not in result.stderr, result.stderr[-2000:]
     assert "cut there" in result.stderr and len(result.stderr) < 1000, result.stderr[-2000:]
+
+
+def moving_square_gif(path, frames=4):
+    video = np.zeros((frames, 64, 64, 3), np.uint8)
+    for f in range(frames):
+        video[f, 20:44, 8 + 6 * f:24 + 6 * f] = 255
+    iio.imwrite(path, video, duration=100, loop=0)
+    return path
+
+
+def test_control_video_guides_the_embedded_model(tmp_path):
+    """--control-video with --digit-condition: the embedded ControlNet follows plain frames; --frames defaults to
+    the guide's length."""
+    guide = moving_square_gif(tmp_path / "guide.gif")
+    assert cli.sample_main(["--prompt", "a handwritten digit 3", "--control-video", str(guide), "--digit-condition",
+                            "--steps", "1", "--no-progress", "--out", str(tmp_path / "v.gif")]) == 0
+    assert read_video(tmp_path / "v.gif").shape[0] == 4
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--frames", "3"], "it has 4 frames but --frames is 3"),
+    (["--controlnet", "x"], None),
+])
+def test_control_video_refusals(tmp_path, capsys, extra, message):
+    guide = moving_square_gif(tmp_path / "guide.gif")
+    args = ["--prompt", "a", "--out", str(tmp_path / "v.gif"), *extra]
+    if message is None:  # --controlnet without --control-video
+        message = "need --control-video"
+    else:
+        args += ["--control-video", str(guide)]
+    assert cli.sample_main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_read_control_video_from_gif_and_png_folder(tmp_path):
+    from zs2_kernels.video_io import read_control_video
+
+    frames = read_control_video(moving_square_gif(tmp_path / "g.gif"), (32, 16))
+    assert frames.shape == (4, 32, 16, 3) and frames.dtype == np.float32 and 0 <= frames.min() <= frames.max() <= 1
+    (tmp_path / "pngs").mkdir()
+    for index in range(3):
+        iio.imwrite(tmp_path / "pngs" / f"{index:03d}.png", np.full((8, 8, 3), 40 * index, np.uint8))
+    folder = read_control_video(tmp_path / "pngs", (8, 8))
+    assert folder.shape == (3, 8, 8, 3) and folder[2].mean() > folder[1].mean() > folder[0].mean()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_control_video(tmp_path / "missing.gif", (8, 8))

@@ -30,7 +30,7 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
     parser.add_argument("--prompt", action="append", help="text prompt (required); repeat for several videos")
     parser.add_argument("--negative-prompt", default=None, help="negative prompt, used for every prompt")
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=None, help="default 16, or the control video's length")
     parser.add_argument("--steps", type=int, default=25, help="scheduler steps")
     parser.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddim",
                         help="ddim (default); dpm++ (DPM++ 2M) and unipc give good videos in ~20 steps; euler-a "
@@ -46,6 +46,14 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES], default=None,
                         help="default: float16 on cuda, float32 on cpu")
+    parser.add_argument("--control-video", default=None,
+                        help="guide video (.gif, .mp4 or a folder of PNGs) for ControlNet guidance, resized to the "
+                             "video's size")
+    parser.add_argument("--controlnet", default=None,
+                        help="ControlNet folder or hub id (default with the embedded model: its digit ControlNet)")
+    parser.add_argument("--digit-condition", action="store_true",
+                        help="turn the control video's frames into the embedded ControlNet's condition first "
+                             "(zs2_kernels.embedded.digit_condition): guide with plain digit frames")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames")
     parser.add_argument("--no-progress", action="store_true")
@@ -102,8 +110,14 @@ def _check_before_loading(args, refusals: _Refusals):
     paths = refusals.check("--out", lambda: [check_output_path(p) for p in _output_paths(Path(args.out),
                                                                                            len(args.prompt))])
     refusals.check("--fps", lambda: check_fps(args.fps))
+    if args.control_video is None and (args.controlnet is not None or args.digit_condition):
+        refusals.messages.append("--controlnet/--digit-condition: need --control-video")
     device = refusals.check("--device", lambda: check_device(args.device or ("cuda" if _has_cuda() else "cpu")))
-    refusals.check("--prompt", lambda: check_inputs(args.prompt, args.negative_prompt, args.frames, args.steps,
+    if args.frames is None and args.control_video is None:
+        args.frames = 16
+    # With a control video and no --frames, its length is the frame count (read once the size is known).
+    frames = 1 if args.frames is None else args.frames
+    refusals.check("--prompt", lambda: check_inputs(args.prompt, args.negative_prompt, frames, args.steps,
                                                     args.guidance, args.noise_lambda, args.momentum, args.search,
                                                     args.chunk, "np", 8, 1, args.seed, None))
     if refusals.messages:
@@ -116,6 +130,10 @@ def _check_before_loading(args, refusals: _Refusals):
                                                                args.height, args.width))
     if size is None:
         return None
+    if args.control_video is not None:
+        control = refusals.check("--control-video", lambda: _control_video(args, size))
+        if control is None:
+            return None
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
     upscale = _upscale(size)
     # Written frames: the upscaled uint8 pixels and about two more copies inside the GIF/MP4 writer.
@@ -125,6 +143,25 @@ def _check_before_loading(args, refusals: _Refusals):
                                dtype=dtype, weights=config["weights"], output_per_frame=output)
     refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk"))
     return None if refusals.messages else (paths, device, dtype, size)
+
+
+def _control_video(args, size):
+    """The guide video read and resized (and made a digit condition); --frames defaults to its length."""
+    from .video_io import read_control_video
+
+    frames = read_control_video(args.control_video, size)
+    if args.digit_condition:
+        import torch
+
+        from .embedded import digit_condition
+
+        frames = digit_condition(torch.from_numpy(frames).movedim(-1, 1)).movedim(1, -1).numpy()
+    if args.frames is None:
+        args.frames = len(frames)
+    if len(frames) != args.frames:
+        raise ValueError(f"it has {len(frames)} frames but --frames is {args.frames}")
+    args.control = frames
+    return frames
 
 
 def _has_cuda() -> bool:
@@ -163,7 +200,8 @@ def sample_main(argv=None) -> int:
                               height=height, width=width, num_inference_steps=args.steps,
                               guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
                               search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
-                              progress=not args.no_progress, scheduler=args.scheduler)
+                              progress=not args.no_progress, scheduler=args.scheduler,
+                              control_video=getattr(args, "control", None), controlnet=args.controlnet)
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
         print(f"zs2-sample: error: {error}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import torch
 
 from ._checks import check_number
 from .embedded import controlnet_path, embedded_model_path
+from .loading import quiet_library_logs
 
 #: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
 MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels")
@@ -72,14 +73,19 @@ def load_controlnets(controlnet, model, unet, count: int):
     loaded = []
     for net in nets:
         if isinstance(net, (str, Path)):
-            net = ControlNetModel.from_pretrained(net, use_safetensors=True)
+            with quiet_library_logs():
+                net = ControlNetModel.from_pretrained(net, use_safetensors=True, low_cpu_mem_usage=False,
+                                                      torch_dtype=unet.dtype)
         if not isinstance(net, ControlNetModel):
             raise TypeError(f"controlnet must be a ControlNetModel, a folder or a hub id, got {type(net).__name__}")
         wrong = [key for key in MATCHING_CONFIG if _listed(net.config.get(key)) != _listed(unet.config.get(key))]
         if wrong:
             raise ValueError(f"controlnet does not fit the UNet: {', '.join(wrong)} differ "
                              f"({[net.config.get(k) for k in wrong]} vs {[unet.config.get(k) for k in wrong]})")
-        loaded.append(net.to(device=unet.device, dtype=unet.dtype))
+        if (net.device, net.dtype) != (unet.device, unet.dtype):
+            raise ValueError(f"controlnet is on {net.device} in {net.dtype}, the UNet on {unet.device} in "
+                             f"{unet.dtype}: move it (controlnet.to(...)) or pass its folder")
+        loaded.append(net)
     return loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
 
 

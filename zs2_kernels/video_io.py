@@ -1,5 +1,5 @@
 """Writing videos: .gif, .mp4 or a folder of PNGs, atomically (a failure leaves no partial output, and
-nothing that was there before is removed)."""
+nothing that was there before is removed); reading a guide video for ControlNet guidance."""
 
 from __future__ import annotations
 
@@ -96,3 +96,28 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
 
         atomic_write(path, write_frames, folder=True)
     return path
+
+
+def read_control_video(path, size: tuple[int, int]) -> np.ndarray:
+    """The frames of a .gif/.mp4 (or a folder of PNGs, in name order) as float32 [F, H, W, 3] in [0, 1], resized to
+    ``size`` = (height, width): a guide video for ``sample_video(control_video=...)``."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.png"))
+        if not files:
+            raise FileNotFoundError(f"control video folder {path} holds no .png frames")
+        frames = [iio.imread(file) for file in files]
+    elif path.is_file():
+        try:
+            frames = list(iio.imiter(path))
+        except Exception as error:  # imageio raises plugin-specific errors for unreadable files
+            raise ValueError(f"cannot read control video {path}: {error}") from None
+    else:
+        raise FileNotFoundError(f"control video {path} does not exist")
+    height, width = size
+    resized = [np.asarray(Image.fromarray(np.asarray(frame)[..., :3] if np.ndim(frame) == 3 else np.asarray(frame))
+                          .convert("RGB").resize((width, height), Image.BILINEAR)) for frame in frames]
+    return np.stack(resized).astype(np.float32) / 255.0
