@@ -235,3 +235,37 @@ def test_scheduler_whose_noise_cannot_be_chained_is_refused():
         with zs2_kernels.video_mode(pipe, FRAMES):
             pass
     assert not zs2_kernels.is_installed(pipe.unet) and "prepare_latents" not in vars(pipe)
+
+
+def test_img2img_with_a_seed_is_the_same_on_every_call():
+    """The VAE posterior sample inside Img2Img's prepare_latents is seeded too: torch's global RNG does not leak in."""
+    pipe = make("img2img")
+    with zs2_kernels.video_mode(pipe, FRAMES, seed=SEED):
+        torch.manual_seed(1)
+        first = call(pipe, "img2img")
+        torch.manual_seed(2)
+        again = call(pipe, "img2img")
+    assert torch.equal(first, again)
+
+
+def test_nesting_on_pipelines_that_share_a_scheduler_is_refused_clearly():
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = make("sd15")
+    other = StableDiffusionImg2ImgPipeline(**pipe.components)
+    with zs2_kernels.video_mode(pipe, FRAMES):
+        with pytest.raises(RuntimeError, match="already hooked by another video_mode"):
+            with zs2_kernels.video_mode(other, FRAMES):
+                pass
+        assert zs2_kernels.is_installed(pipe.unet) and "step" in vars(pipe.scheduler)  # the outer block intact
+    assert "step" not in vars(pipe.scheduler) and not zs2_kernels.is_installed(pipe.unet)
+
+
+def test_initial_latents_takes_dtype_names_and_refuses_seed_with_generator():
+    pipe = make("sd15")
+    assert zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED, dtype="fp16").dtype == torch.float16
+    with pytest.raises(ValueError, match="either seed or generator"):
+        zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED, generator=torch.Generator())
+    with pytest.raises(TypeError, match="momentum_attention must be True or False"):
+        with zs2_kernels.video_mode(pipe, FRAMES, momentum_attention="off"):
+            pass

@@ -308,3 +308,10 @@ def test_read_control_video_from_gif_and_png_folder(tmp_path):
     assert folder.shape == (3, 8, 8, 3) and folder[2].mean() > folder[1].mean() > folder[0].mean()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_control_video(tmp_path / "missing.gif", (8, 8))
+
+
+def test_a_video_path_ending_with_a_separator_is_refused(tmp_path):
+    from zs2_kernels.video_io import check_output_path
+
+    with pytest.raises(ValueError, match="ends with a separator"):
+        check_output_path(f"{tmp_path}/a.gif/")

@@ -3,7 +3,8 @@
     0  _checks, _atomic, environment, embedded (the shipped weights' paths)
     1  ops/            the two op families and what they share; no diffusers
     2  attention, loading, memory, schedulers, video_io
-    3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts and embeddings), control (ControlNet guidance)
+    3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts, embeddings),
+       control (ControlNet guidance)
     4  sampler
     5  cli, the package's face (__init__)
     6  embedded.digits (the digit data and classifier: evaluation and training only)

@@ -121,3 +121,18 @@ def test_bad_embeddings_and_schedulers_are_refused_before_work(pipe, kwargs, err
 def test_default_prompt_without_embeddings(pipe):
     out = zs2_kernels.sample_video(pipe, seed=0, **{**FAST, "output_type": "np"})
     assert out.frames.shape[0] == 1 and np.isfinite(out.frames).all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(dependency_noise="no"), TypeError, "dependency_noise must be True or False"),
+    (dict(momentum_attention=0), TypeError, "momentum_attention must be True or False"),
+    (dict(progress="yes"), TypeError, "progress"),
+    (dict(callback_on_step_end=3), TypeError, "callback_on_step_end must be callable"),
+    (dict(callback_on_step_end=lambda p, i, t, d: {"latents": d["latents"][:, :1]}), ValueError, "keep the shape"),
+    (dict(prompt=["a cat", 3]), TypeError, "prompt must contain strings"),
+    (dict(prompt=None, prompt_embeds=torch.randn(1, 16, 10)), ValueError, "cross_attention_dim"),
+    (dict(prompt=None, prompt_embeds=torch.randn(1, 16, 32, device="meta")), ValueError, "meta"),
+])
+def test_switches_callbacks_and_embeddings_are_checked(pipe, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        zs2_kernels.sample_video(pipe, **{"prompt": "a cat", "seed": 0, **FAST, **kwargs})

@@ -55,6 +55,13 @@ def check_int(name: str, value, low: int) -> int:
     return value if isinstance(value, torch.SymInt) else int(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` after checking it is a bool (a switch given "no" or 0 must not silently mean True)."""
+    if not isinstance(value, (bool, numpy_bool)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def dtype_from_name(name: str) -> torch.dtype:
     """The torch dtype of a name of :data:`DTYPE_NAMES` or :data:`SHORT_DTYPE_NAMES`."""
     long = SHORT_DTYPE_NAMES.get(name, name)

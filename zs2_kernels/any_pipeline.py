@@ -16,6 +16,7 @@ independent noise on every frame at every step would undo the dependency noise m
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from numpy.random import SeedSequence
 
-from ._checks import check_int, check_number, check_search, check_seed
+from ._checks import check_bool, check_dtype, check_int, check_number, check_search, check_seed
 from .attention import MomentumAttentionHandle, install_momentum_attention
 from .ops.noise.chain import dependency_noise
 
@@ -87,7 +88,8 @@ def _stream_seed(seed: int, stream: int) -> int:
 def _per_video(generator, videos: int, num_frames: int):
     """The pipeline call's generator as dependency_noise takes it: one generator, or one per video.
 
-    diffusers' per-image list (one per frame here) gives each video the generator of its first frame.
+    diffusers' per-image list (one per frame here) gives each video the generator of its first frame; a list of
+    one per video is taken too (initial_latents), though diffusers' own calls refuse it.
     """
     if generator is None or isinstance(generator, torch.Generator):
         return generator
@@ -107,14 +109,15 @@ class VideoMode:
     pipe: object
     noise: NoiseSettings
     handles: list[MomentumAttentionHandle] = field(default_factory=list)
+    hooked: list = field(default_factory=list)  # (owner, method) wrapped by this block, undone on restore
 
     def restore(self) -> None:
         """Restore the original processors (newest first) and remove the noise hook."""
         for handle in reversed(self.handles):
             handle.restore()  # warns about layers whose processor was replaced meanwhile
         self.handles.clear()
-        unhook(self.pipe, "prepare_latents")
-        unhook(getattr(self.pipe, "scheduler", None), "step")
+        while self.hooked:
+            unhook(*self.hooked.pop())
 
 
 def _models_with_attention(pipe) -> list:
@@ -187,13 +190,38 @@ def unhook(owner, method: str) -> None:
         delattr(owner, method)
 
 
-def _hook_noise(pipe, noise: NoiseSettings) -> None:
-    """The pipeline's initial noise (stream 0) and its scheduler's per-step noise (streams 1, 2, ...) as chains."""
+def _hook_noise(pipe, noise: NoiseSettings, hooked: list) -> None:
+    """The pipeline's initial noise (stream 0) and its scheduler's per-step noise (streams 1, 2, ...) as chains;
+    each (owner, method) wrapped is appended to ``hooked`` as soon as it is."""
     if not hasattr(getattr(pipe, "prepare_latents", None), "__func__"):
         raise TypeError(f"{type(pipe).__name__} has no prepare_latents method to draw the dependency noise in")
     check_chainable(pipe.scheduler)
+    if "step" in vars(pipe.scheduler):
+        raise RuntimeError("pipe.scheduler is already hooked by another video_mode (pipelines built from the same "
+                           "components share it): leave that block first, or give this pipeline its own scheduler")
     _draw_chains_in(pipe, "prepare_latents", noise, noise.first_stream)
+    hooked.append((pipe, "prepare_latents"))
+    if noise.seed is not None:
+        _seed_other_draws(pipe, noise.seed)
     chain_step_noise(pipe.scheduler, noise)
+    hooked.append((pipe.scheduler, "step"))
+
+
+def _seed_other_draws(pipe, seed: int) -> None:
+    """With a seed, prepare_latents' other random draws (Img2Img's VAE posterior sample) use a generator seeded by
+    it when the call gives none, so a seeded video is the same on every call, whatever torch's global RNG."""
+    chained = pipe.prepare_latents
+    signature = inspect.signature(type(pipe).prepare_latents)
+    if "generator" not in signature.parameters:
+        return
+
+    def seeded(*args, **kwargs):
+        bound = signature.bind(pipe, *args, **kwargs)
+        if bound.arguments.get("generator") is None:
+            bound.arguments["generator"] = torch.Generator().manual_seed(_stream_seed(seed, 0))
+        return chained(*bound.args[1:], **bound.kwargs)
+
+    pipe.prepare_latents = seeded
 
 
 @contextlib.contextmanager
@@ -212,7 +240,8 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
         momentum: mu in [0, 1] of temporal momentum attention (0: per-frame, 1: cross-frame to frame 0).
         noise_lambda, search: the dependency noise model's KL target and search mode.
         seed: each video's noise depends only on (seed, its index); None: the pipeline call's
-            ``generator`` (one, one per video, or diffusers' one per image), else torch's global RNG.
+            ``generator`` (one, or diffusers' one per image: each video uses its first frame's), else torch's
+            global RNG. With a seed, Img2Img's VAE sample is seeded too when the call passes no generator.
         momentum_attention / dependency_noise: switch either component off.
         backend: op backend (default: see :mod:`zs2_kernels.ops.backend`).
 
@@ -220,6 +249,8 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
     """
     noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend)
     momentum = check_number("momentum", momentum, 0.0, 1.0)
+    momentum_attention = check_bool("momentum_attention", momentum_attention)
+    dependency_noise = check_bool("dependency_noise", dependency_noise)
     models = _models_with_attention(pipe)
     if "prepare_latents" in vars(pipe):
         raise RuntimeError("pipe is already in video_mode (or its prepare_latents is patched): nest no further")
@@ -229,7 +260,7 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
             for model in models:
                 mode.handles.append(install_momentum_attention(model, momentum, num_frames, backend=backend))
         if dependency_noise:
-            _hook_noise(pipe, noise)
+            _hook_noise(pipe, noise, mode.hooked)
         yield mode
     finally:
         mode.restore()
@@ -246,6 +277,8 @@ def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int |
     dtype and on its device unless given.
     """
     noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend)
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
     videos = check_int("num_videos", num_videos, 1)
     factor = pipe.vae_scale_factor
     height = check_int("height", height if height is not None else pipe.unet.config.sample_size * factor, factor)
@@ -254,4 +287,5 @@ def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int |
         if value % factor:
             raise ValueError(f"{name} must be a multiple of the VAE factor {factor}, got {value}")
     shape = (videos * num_frames, pipe.vae.config.latent_channels, height // factor, width // factor)
-    return noise.draw(shape, generator=generator, device=device or pipe.unet.device, dtype=dtype or pipe.unet.dtype)
+    return noise.draw(shape, generator=generator, device=device or pipe.unet.device,
+                      dtype=check_dtype(dtype) or pipe.unet.dtype)

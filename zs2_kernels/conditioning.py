@@ -17,7 +17,9 @@ def check_prompts(prompt):
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise TypeError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
     for p in prompts:
-        if not isinstance(p, str) or not p.strip():
+        if not isinstance(p, str):
+            raise TypeError(f"prompt must contain strings, got {p!r}")
+        if not p.strip():
             raise ValueError(f"prompt must contain non-empty strings, got {p!r}")
     return list(prompts)
 
@@ -83,6 +85,8 @@ def _check_embeds(name: str, value, dims: int, shape=None) -> None:
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != dims:
         raise TypeError(f"{name} must be a float tensor with {dims} dims, got "
                         f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+    if value.is_meta:
+        raise ValueError(f"{name} is on the meta device (no data); pass real embeddings")
     if value.numel() == 0 or (shape is not None and value.shape != shape):
         raise ValueError(f"{name} must have shape {tuple(shape) if shape is not None else 'non-empty'}, "
                          f"got {tuple(value.shape)}")
@@ -149,6 +153,10 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
 
     ``prompts`` is None when ``embeddings`` are given instead."""
     device = pipe._execution_device
+    width = pipe.unet.config.cross_attention_dim
+    if embeddings is not None and embeddings.prompt_embeds.shape[-1] != width:
+        raise ValueError(f"prompt_embeds must have the text encoder's width {width} (the UNet's cross_attention_dim) "
+                         f"in the last dim, got {tuple(embeddings.prompt_embeds.shape)}")
     with quiet_library_logs():
         texts = (prompts or []) + (negative_prompt or [] if guidance else [])
         if texts and pipe.tokenizer is not None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import SEED_LIMIT, check_device, check_dtype, check_int, check_number, check_search, check_seed
+from ._checks import (SEED_LIMIT, check_bool, check_device, check_dtype, check_int, check_number, check_search,
+                      check_seed)
 from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .attention import install_momentum_attention
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
@@ -52,12 +53,14 @@ MAX_GUIDANCE = 1000.0
 
 def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda, momentum,
                  search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator, *,
-                 embeddings: PromptEmbeddings | None = None, scheduler="ddim"):
+                 embeddings: PromptEmbeddings | None = None, scheduler="ddim", switches: dict | None = None,
+                 callback_on_step_end=None):
     """Validate everything that needs no model; raise naming the argument and the accepted range.
 
     Returns the prompts (None when ``embeddings`` replace them) and the negative prompts (None or one per
     prompt) as lists.
     """
+    switches = switches or {}
     if embeddings is not None and prompt is not None:
         raise ValueError("pass either prompt or prompt_embeds, not both")
     prompts = None if embeddings is not None else check_prompts(DEFAULT_PROMPT if prompt is None else prompt)
@@ -65,6 +68,10 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
     if embeddings is not None and embeddings.negative_prompt_embeds is not None and negative_prompt is not None:
         raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
     negatives = check_negative_prompts(negative_prompt, count)
+    for name, value in switches.items():
+        check_bool(name, value)
+    if callback_on_step_end is not None and not callable(callback_on_step_end):
+        raise TypeError(f"callback_on_step_end must be callable or None, got {callback_on_step_end!r}")
     if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
         make_scheduler(scheduler, {})  # raises for anything but a known name or a scheduler instance
     check_int("num_frames", num_frames, 1)
@@ -233,16 +240,29 @@ def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_atten
                                         guidance, step)
                 if callback_on_step_end is not None:
                     returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
-                    latents = returned.get("latents", latents)
+                    latents = _returned_latents(returned, latents)
     finally:
         for handle in reversed(handles):
             handle.restore()
     # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
     if not torch.isfinite(latents).all():
         advice = ("try dtype=torch.float32" if pipe.unet.dtype != torch.float32
-                  else "the model diverged (a smaller guidance_scale may help)")
+                  else "check inputs for NaN/inf (prompt_embeds, a callback's latents); otherwise the model "
+                       "diverged (a smaller guidance_scale may help)")
         raise FloatingPointError(f"latents became NaN/inf during denoising (dtype {pipe.unet.dtype}); {advice}")
     return latents
+
+
+def _returned_latents(returned, latents):
+    """The latents a step-end callback returned (or the current ones), refused unless shaped like them."""
+    if not isinstance(returned, dict):
+        raise TypeError(f"callback_on_step_end must return a dict (or None), got {type(returned).__name__}")
+    new = returned.get("latents", latents)
+    if not isinstance(new, torch.Tensor) or new.shape != latents.shape:
+        raise ValueError(f"callback_on_step_end returned latents of shape "
+                         f"{tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__}; they must "
+                         f"keep the shape {tuple(latents.shape)} [videos, frames, c, h, w]")
+    return new.to(latents.dtype)
 
 
 def _postprocess(pipe, latents, output_type, decode_chunk_size):
@@ -303,20 +323,20 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype);
             dtype as a torch dtype or a name ("float16", "bf16", ...). A pipeline passed in is moved/cast for
             the call only and given back with its own tensors, unchanged (its weights stay in memory meanwhile).
-        output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call.
-        progress: show a progress bar over the UNet calls (and loading bars when ``model`` is not a pipeline).
-        callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned
-            "latents" entry replaces the latents (diffusers convention).
+        output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call. progress: bars.
+        callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned "latents"
+            entry (same shape) replaces the latents (diffusers convention).
     """
-    embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
-                             negative_pooled_prompt_embeds)
-    if num_frames is None:
-        num_frames = 8 if control_video is None else control_frames(_first_clip(control_video, controlnet),
-                                                                    None).shape[1]
+    embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
+    num_frames = num_frames if num_frames is not None else 8 if control_video is None else control_frames(
+        _first_clip(control_video, controlnet), None).shape[1]
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
                                             decode_chunk_size, num_videos_per_prompt, seed, generator,
-                                            embeddings=embeddings, scheduler=scheduler)
+                                            embeddings=embeddings, scheduler=scheduler, switches=dict(
+                                                dependency_noise=dependency_noise,
+                                                momentum_attention=momentum_attention, progress=progress,
+                                                guess_mode=guess_mode), callback_on_step_end=callback_on_step_end)
     videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
     dtype = check_dtype(dtype)
     device = None if device is None else check_device(device)

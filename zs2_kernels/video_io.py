@@ -41,6 +41,9 @@ def check_output_path(path) -> Path:
     """
     if not str(path).strip():
         raise ValueError("output path is empty")
+    if str(path).endswith(("/", "\\")) and Path(path).suffix:
+        raise ValueError(f"output path {path} ends with a separator (a folder) but has a video extension; "
+                         f"write the file {str(path).rstrip('/')} or name a folder without extension")
     path = Path(path).expanduser()
     if path.suffix and path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"output path {path} has unsupported extension {path.suffix!r}; use .gif, .mp4, or a "

@@ -182,3 +182,12 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
     assert torch.equal(zs2_kernels.momentum_update(x, np.float64(0.5)), zs2_kernels.momentum_update(x, 0.5))
     with pytest.raises(TypeError, match="seed"):
         zs2_kernels.dependency_noise((1, 2, 4), seed=np.bool_(True))
+
+
+def test_dtype_names_and_devices_checked_like_sample_video():
+    assert zs2_kernels.dependency_noise((1, 2, 4), seed=0, dtype="bf16").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="device"):
+        zs2_kernels.dependency_noise((1, 2, 4), seed=0, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            zs2_kernels.dependency_noise((1, 2, 4), seed=0, device="cuda")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.random import SeedSequence
 
-from ..._checks import FLOAT_DTYPES, check_int, check_search, check_seed
+from ..._checks import check_device, check_dtype, check_int, check_search, check_seed
 from ..backend import resolve_backend
 from . import compose_op, philox_normal_op, search_frame_op
 
@@ -130,7 +130,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
             on the Triton backend through per-video Philox keys (candidates regenerated in-kernel, never
             stored), elsewhere through per-video CPU generators. Neither seed nor generator: a seed is
             drawn from torch's global RNG.
-        device, dtype: of the output (the chain itself is computed in float32).
+        device, dtype: of the output (the chain itself is computed in float32); dtype also by name ("fp16").
         return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (each [B, F-1]),
             "candidate_index", and the "backend", "search" and "noise_lambda" used.
         backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.ops.backend`).
@@ -139,8 +139,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     noise_lambda = check_search(noise_lambda, search)
     num_candidates = check_int("random_candidates", random_candidates, 1)
     line_steps = check_int("line_steps", line_steps, 0)
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+    dtype = check_dtype(dtype) or torch.float32
     batch, num_frames = shape[:2]
     generator = _check_generators(generator, batch)
     if generator is not None and seed is not None:
@@ -149,7 +148,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         seed = check_seed(seed)
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
     backend = resolve_backend(device, backend)
 
     dim = math.prod(shape[2:])
