@@ -1,7 +1,8 @@
 """Command line: ``zs2-sample`` (also ``python python/sample.py``) makes a video with ZS².
 
 Every argument, the output paths and the model's configs (resolution, memory) are checked before any
-weights load; bad input exits 2 with one line per problem, a failed run exits 1 with a message.
+weights load; bad input exits 2 with one line per problem found (the sampling numbers are checked in one pass
+that stops at the first bad one), a failed run exits 1 with a message.
 """
 
 from __future__ import annotations
