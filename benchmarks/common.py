@@ -3,7 +3,7 @@
 Every record is one flat JSON object: the run's environment (device, versions, git revision, timestamp,
 ``run_id``) plus the benchmark's own fields. Records are appended to one JSON list per results file, and a
 markdown summary of the whole file is rewritten next to it (``.md``), one table per run and benchmark, so
-``bench_ops.py`` and ``bench_sampler.py`` can share a file (``run_gpu.sh`` does).
+``bench_ops.py``, ``bench_sampler.py`` and ``bench_scaling.py`` can share a file (``run_gpu.sh`` does).
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ TABLE_COLUMNS = {
         ("median s", "median_s", "{:.4g}"), ("p20 s", "p20_s", "{:.4g}"), ("p80 s", "p80_s", "{:.4g}"),
         ("time / plain DDIM", "time_ratio_plain_ddim", "{:.3g}"),
         ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"), ("note / error", "error_or_note", "{}"),
+    ],
+    "scaling": [
+        ("impl", "impl", "{}"), ("chunking", "chunking", "{}"), ("frames", "frames", "{}"), ("calls", "calls", "{}"),
+        ("median s", "median_s", "{:.4g}"), ("s / frame", "seconds_per_frame", "{:.4g}"),
+        ("peak MiB", "peak_mib", "{:.4g}"), ("baseline MiB", "baseline_mib", "{:.4g}"),
+        ("note / error", "error_or_note", "{}"),
+    ],
+    "scaling_goals": [
+        ("goal", "goal", "{}"), ("impl", "impl", "{}"), ("chunking", "chunking", "{}"),
+        ("measured", "value_label", "{}"), ("target", "target", "{}"), ("verdict", "verdict", "{}"),
+        ("detail", "detail", "{}"),
     ],
 }
 
@@ -78,18 +89,20 @@ def refuse_out_of_range(parser, args, ranges: dict) -> None:
     """A parser error naming the flag for every argument outside its [low, high] range, or not finite.
 
     ``ranges`` maps an argument's name (as in ``args``) to ``(low, high)``; None values (defaults still to be
-    filled in) pass. Benchmarks must never measure, then fail on a NaN at the JSON save.
+    filled in) pass, and a list (``nargs``) has every element checked. Benchmarks must never measure, then fail
+    on a NaN at the JSON save.
     """
     for name, (low, high) in ranges.items():
-        value = getattr(args, name)
-        if value is None:
-            continue
-        try:
-            check_number(name, value, low, high)
-        except (TypeError, ValueError) as error:
-            parser.error(f"--{name.replace('_', '-')}: {error}")
-        if not math.isfinite(value):
-            parser.error(f"--{name.replace('_', '-')} must be finite, got {value}")
+        values = getattr(args, name)
+        for value in values if isinstance(values, (list, tuple)) else [values]:
+            if value is None:
+                continue
+            try:
+                check_number(name, value, low, high)
+            except (TypeError, ValueError) as error:
+                parser.error(f"--{name.replace('_', '-')}: {error}")
+            if not math.isfinite(value):
+                parser.error(f"--{name.replace('_', '-')} must be finite, got {value}")
 
 
 def make_record(environment: dict, **fields) -> dict:
@@ -114,13 +127,17 @@ def _cell(record: dict, field: str, fmt: str) -> str:
 
 
 def render_markdown(records: list[dict]) -> str:
-    """A summary of every record in a results file: one section per run, one row per record."""
-    runs: dict[str, list[dict]] = {}
+    """A summary of every record in a results file: one section per run and benchmark, one row per record.
+
+    A run may write records of several benchmarks (``bench_scaling.py``: its points, then its goals), each
+    rendered as its own table.
+    """
+    runs: dict[tuple[str, str], list[dict]] = {}
     for record in records:
-        runs.setdefault(record.get("run_id", "unknown"), []).append(record)
+        runs.setdefault((record.get("run_id", "unknown"), record["benchmark"]), []).append(record)
     lines = ["# Benchmark results", "",
              "Generated from the JSON file of the same name (benchmarks/README.md explains every column).", ""]
-    for run_id, rows in runs.items():
+    for (run_id, _), rows in runs.items():
         first = rows[0]
         columns = TABLE_COLUMNS[first["benchmark"]]
         lines += [f"## {first['benchmark']}: {first['device_name']} ({first['device']}), {first['timestamp']}", "",
