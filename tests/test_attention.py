@@ -125,7 +125,7 @@ def test_carried_state_is_float32_and_holds_no_chunk(unet):
         handle.restore()
     for processor in handle.processors:
         state = processor.state
-        assert state.dtype == torch.float32 and state.dim() == 3 and state.shape[0] == 2 * VIDEOS
+        assert state.dtype == torch.float32 and state.dim() == 1 and state.numel() % (2 * VIDEOS) == 0
         assert state.untyped_storage().nbytes() == state.numel() * state.element_size()
 
 

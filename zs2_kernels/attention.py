@@ -28,8 +28,8 @@ class TemporalMomentumAttnProcessor:
         backend: backend of the momentum update (default: see :mod:`zs2_kernels.ops.backend`).
 
     ``carry_state`` (set by :class:`MomentumAttentionHandle` for chunked videos) keeps ``state``, the
-    float32 EMA value after the last frame (unrounded and in its own storage, not a view of the layer's
-    output), so the next chunk of frames continues the same recursion bit for bit.
+    float32 EMA value after the last frame, flat [G·tokens·channels] (unrounded and in its own storage, not a
+    view of the layer's output), so the next chunk of frames continues the same recursion bit for bit.
     """
 
     def __init__(self, momentum: float, num_frames: int, *, backend: str | None = None):
@@ -44,11 +44,11 @@ class TemporalMomentumAttnProcessor:
         if batch % self.num_frames:
             raise ValueError(f"the UNet batch ({batch}) is not a multiple of num_frames ({self.num_frames}); "
                              "the batch must be laid out (guidance half, video, frame)")
-        frames = hidden_states.view(batch // self.num_frames, self.num_frames, tokens, channels)
+        frames = hidden_states.view(batch // self.num_frames, self.num_frames, tokens * channels)
         smoothed, state = ema_frames(frames, self.momentum, self.state if self.carry_state else None,
                                      resolve_backend(frames.device, self.backend), self.carry_state)
         if self.carry_state:
-            self.state = state
+            self.state = state.view(-1)
         return smoothed.view(batch, tokens, channels)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
@@ -128,10 +128,18 @@ class MomentumAttentionHandle:
             processor.num_frames = num_frames
             processor.carry_state = carry_state
 
-    def reset_state(self) -> None:
-        """Forget carried EMA states (call before the first chunk of every denoising step)."""
+    def reset_state(self, *, traced: bool = False) -> None:
+        """Forget carried EMA states (call before the first chunk of every denoising step).
+
+        ``traced`` (the model runs compiled): the forgotten state is an empty float32 tensor on the model's
+        device whose sizes a compiled graph leaves unknown, so the first chunk runs the graph of the later ones
+        (the op reads an empty state as none); None would make a graph of its own.
+        """
         for processor in self.processors:
             processor.state = None
+            if traced:
+                processor.state = torch.empty(0, device=self.unet.device)
+                torch._dynamo.decorators.mark_unbacked(processor.state, 0)
 
     def check_installed(self) -> bool:
         """Warn once (and return False) if something replaced our processors since installation."""

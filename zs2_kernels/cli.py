@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, check_device, dtype_from_name
+from .compiling import COMPILE_MODES
 from .schedulers import SCHEDULERS
 
 MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscaled so the video is viewable
@@ -55,6 +56,12 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--digit-condition", action="store_true",
                         help="turn the control video's frames into the embedded ControlNet's condition first "
                              "(zs2_kernels.embedded.digit_condition): guide with plain digit frames")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                        help="run the UNet with torch.compile (optionally a mode). The first run of a model and "
+                             "size compiles (~1 minute for the embedded model on a 2-core CPU, where one video "
+                             "takes ~1.5 s), and a compile lives only as long as the process: it pays back in "
+                             "a Python session that makes many videos (sample_video(compile=True)), or for long "
+                             "videos and large models, not for one short video from the command line")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames")
     parser.add_argument("--no-progress", action="store_true")
@@ -202,7 +209,8 @@ def sample_main(argv=None) -> int:
                               guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
                               search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
                               progress=not args.no_progress, scheduler=args.scheduler,
-                              control_video=getattr(args, "control", None), controlnet=args.controlnet)
+                              control_video=getattr(args, "control", None), controlnet=args.controlnet,
+                              compile=args.compile or False)
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
         print(f"zs2-sample: error: {error}", file=sys.stderr)
         return 1

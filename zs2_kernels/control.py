@@ -110,8 +110,11 @@ class ControlGuidance:
         """The ControlNet models (a MultiControlNetModel's nets each): where momentum attention goes."""
         return list(getattr(self.net, "nets", [self.net]))
 
-    def residuals(self, model_input, t, step: int, steps: int, hidden, extra, frames: slice, halves: int) -> dict:
-        """The UNet's extra keyword arguments for this call: the ControlNet residuals of frames ``frames``."""
+    def residuals(self, model_input, t, step: int, steps: int, hidden, extra, frames: slice, halves: int,
+                  net=None) -> dict:
+        """The UNet's extra keyword arguments for this call: the ControlNet residuals of frames ``frames``.
+
+        ``net``: what to call instead of ``self.net`` (its compiled wrapper)."""
         keep = [1.0 - float(step / steps < s or (step + 1) / steps > e) for s, e in zip(self.starts, self.ends)]
         scales = [scale * k for scale, k in zip(self.scales, keep)]
         images = [video[:, frames].flatten(0, 1) for video in self.videos]
@@ -122,7 +125,7 @@ class ControlGuidance:
         else:
             images = [torch.cat([image] * halves) for image in images]
         multi = len(images) > 1
-        down, mid = self.net(model_input, t, encoder_hidden_states=hidden,
+        down, mid = (self.net if net is None else net)(model_input, t, encoder_hidden_states=hidden,
                              controlnet_cond=images if multi else images[0],
                              conditioning_scale=scales if multi else scales[0], guess_mode=self.guess_mode,
                              added_cond_kwargs=extra, return_dict=False)

@@ -19,6 +19,7 @@ from ._checks import (SEED_LIMIT, check_bool, check_device, check_dtype, check_i
                       check_seed)
 from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .attention import install_momentum_attention
+from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
 from .control import control_frames, prepare_guidance
 from .loading import load_pipeline
@@ -192,27 +193,43 @@ def _pipeline(model, device, dtype, progress):
             store[name] = tensor
 
 
-def _denoise_step(pipe, scheduler, latents, t, conditioning, handles, chunk, guidance_scale, bar, guidance, step):
+@dataclass
+class _Models:
+    """What the denoising loop calls: the UNet (or its compiled wrapper), the ControlNet guidance (or None) and
+    its net's callable, and the momentum-attention handles on all of them."""
+
+    unet: object
+    guidance: object
+    controlnet: object
+    handles: list
+    traced: bool = False  # compiled: carried states are tensors from the first chunk on (one graph per length)
+    cuda_graphs: bool = False
+
+
+def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, chunk, guidance_scale, bar, step):
     """One scheduler step over all frames, the UNet (and ControlNets) run on ``chunk`` frames at a time (momentum
     states carried); ``bar`` (or None) advances once per UNet call, so long videos show progress within a step."""
     videos, num_frames = latents.shape[:2]
     halves = 2 if guidance_scale > 1.0 else 1
-    for handle in handles:
+    for handle in models.handles:
         handle.check_installed()
-        handle.reset_state()
+        handle.reset_state(traced=models.traced)
     noise_pred = torch.empty_like(latents)
     for start in range(0, num_frames, chunk):
         stop = min(start + chunk, num_frames)
         frames = stop - start
-        for handle in handles:
-            handle.set_num_frames(frames, carry_state=chunk < num_frames)
+        for handle in models.handles:
+            handle.set_num_frames(frames, carry_state=chunk < num_frames or models.traced)
         block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
         model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(pipe.unet.dtype)
         hidden, extra = conditioning.for_frames(frames)
-        residuals = {} if guidance is None else guidance.residuals(
-            model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves)
-        prediction = pipe.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra,
-                               **residuals).sample.float()
+        before_call(models.cuda_graphs)
+        residuals = {} if models.guidance is None else models.guidance.residuals(
+            model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves,
+            net=models.controlnet)
+        prediction = models.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra,
+                                 **residuals).sample.float()
+        own_outputs(models.handles, models.cuda_graphs)
         if halves == 2:
             uncond, cond = prediction.chunk(2)
             prediction = uncond + guidance_scale * (cond - uncond)
@@ -223,26 +240,30 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, handles, chunk, gui
 
 
 def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_attention, frame_chunk, guidance_scale,
-             backend, progress, callback_on_step_end, guidance=None):
+             backend, progress, callback_on_step_end, guidance=None, compile_with=None):
     """The denoising loop, with momentum attention installed on the UNet and any ControlNet for it (and always
-    restored)."""
+    restored); ``compile_with``: ``torch.compile`` options of the compiled path (None: eager)."""
     num_frames = latents.shape[1]
     chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
-    handles = []
     steps = scheduler.timesteps
     calls = len(steps) * -(-num_frames // chunk)
+    net = None if guidance is None else guidance.net
+    models = _Models(unet=pipe.unet if compile_with is None else compiled(pipe.unet, compile_with), guidance=guidance,
+                     controlnet=net if compile_with is None or net is None else compiled(net, compile_with),
+                     handles=[], traced=compile_with is not None,
+                     cuda_graphs=uses_cuda_graphs(compile_with, pipe.unet.device))
     try:
         for model in [pipe.unet, *(guidance.models if guidance is not None else [])] if momentum_attention else []:
-            handles.append(install_momentum_attention(model, momentum, chunk, backend=backend))
+            models.handles.append(install_momentum_attention(model, momentum, chunk, backend=backend))
         with pipe.progress_bar(total=calls) if progress else contextlib.nullcontext() as bar:
             for step, t in enumerate(steps):
-                latents = _denoise_step(pipe, scheduler, latents, t, conditioning, handles, chunk, guidance_scale, bar,
-                                        guidance, step)
+                latents = _denoise_step(pipe, scheduler, latents, t, conditioning, models, chunk, guidance_scale, bar,
+                                        step)
                 if callback_on_step_end is not None:
                     returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
                     latents = _returned_latents(returned, latents)
     finally:
-        for handle in reversed(handles):
+        for handle in reversed(models.handles):
             handle.restore()
     # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
     if not torch.isfinite(latents).all():
@@ -289,7 +310,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                  negative_prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
                  negative_pooled_prompt_embeds: torch.Tensor | None = None, control_video=None, controlnet=None,
                  controlnet_conditioning_scale=1.0, control_guidance_start=0.0, control_guidance_end=1.0,
-                 guess_mode: bool = False) -> VideoOutput:
+                 guess_mode: bool = False, compile=False) -> VideoOutput:
     """Sample videos with ZS² from a text-to-image diffusion model.
 
     Args:
@@ -326,37 +347,35 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call. progress: bars.
         callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned "latents"
             entry (same shape) replaces the latents (diffusers convention).
+        compile: run the UNet (and ControlNets) with ``torch.compile``: True, a mode ("max-autotune", ...) or a
+            dict of its arguments; compiled once per model and options and reused (see zs2_kernels.compiling).
     """
     embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
-    num_frames = num_frames if num_frames is not None else 8 if control_video is None else control_frames(
-        _first_clip(control_video, controlnet), None).shape[1]
+    num_frames = _default_frames(num_frames, control_video, controlnet)
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
                                             decode_chunk_size, num_videos_per_prompt, seed, generator,
-                                            embeddings=embeddings, scheduler=scheduler, switches=dict(
-                                                dependency_noise=dependency_noise,
-                                                momentum_attention=momentum_attention, progress=progress,
-                                                guess_mode=guess_mode), callback_on_step_end=callback_on_step_end)
+                                            embeddings=embeddings, scheduler=scheduler, callback_on_step_end=(
+                                                callback_on_step_end), switches=dict(
+                                                dependency_noise=dependency_noise, guess_mode=guess_mode,
+                                                momentum_attention=momentum_attention, progress=progress))
     videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
-    dtype = check_dtype(dtype)
+    compile_with, dtype = compile_options(compile), check_dtype(dtype)
     device = None if device is None else check_device(device)
     started = time.perf_counter()
     with _pipeline(model, device, dtype, progress) as pipe:
-        frames, stats, noise_stats = _sample(
+        frames, stats = _sample(
             pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings, videos=videos,
             num_videos_per_prompt=num_videos_per_prompt, num_frames=num_frames, height=height, width=width,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_lambda=noise_lambda,
             momentum=momentum, search=search, dependency_noise=dependency_noise,
             momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
             output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
-            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler,
+            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler, compile_with=compile_with,
             control=None if control_video is None else dict(
                 control_video=control_video, controlnet=controlnet, model=_model_source(model),
                 scale=controlnet_conditioning_scale, start=control_guidance_start, end=control_guidance_end,
                 guess_mode=guess_mode))
-    if noise_stats is not None:
-        stats.update({"noise_lambda": noise_lambda, "search": search,
-                      **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
     return VideoOutput(frames=frames, stats=stats)
 
 
@@ -367,6 +386,13 @@ def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, neg
             raise ValueError("negative and pooled prompt embeddings need prompt_embeds")
         return None
     return PromptEmbeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
+
+
+def _default_frames(num_frames, control_video, controlnet) -> int:
+    """``num_frames``, else the control video's length, else 8."""
+    if num_frames is not None:
+        return num_frames
+    return 8 if control_video is None else control_frames(_first_clip(control_video, controlnet), None).shape[1]
 
 
 def _first_clip(control_video, controlnet):
@@ -386,8 +412,8 @@ def _model_source(model):
 def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
             width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
             momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
-            callback_on_step_end, backend, scheduler, control):
-    """The steps of :func:`sample_video` on a ready pipeline: (frames, stats, noise statistics or None)."""
+            callback_on_step_end, backend, scheduler, control, compile_with):
+    """The steps of :func:`sample_video` on a ready pipeline: (frames, stats)."""
     timings = {}
     if control is not None and height is None and width is None:
         height, width = control_frames(_first_clip(control["control_video"], control["controlnet"]),
@@ -427,7 +453,7 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
     latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
                        momentum_attention=momentum_attention, frame_chunk=frame_chunk, guidance_scale=guidance_scale,
                        backend=backend, progress=progress, callback_on_step_end=callback_on_step_end,
-                       guidance=guidance)
+                       guidance=guidance, compile_with=compile_with)
     timings["denoise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -438,8 +464,12 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
              "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
              "scheduler": type(scheduler).__name__, "momentum": momentum if momentum_attention else None,
              "dependency_noise": dependency_noise, "momentum_attention": momentum_attention,
-             "frame_chunk": frame_chunk, "device": str(device), "dtype": str(pipe.unet.dtype).replace("torch.", "")}
-    return frames, stats, noise_stats
+             "frame_chunk": frame_chunk, "compile": compile_with, "device": str(device),
+             "dtype": str(pipe.unet.dtype).replace("torch.", "")}
+    if noise_stats is not None:
+        stats.update({"noise_lambda": noise_lambda, "search": search,
+                      **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
+    return frames, stats
 
 
 def _step_seed(seed, generator) -> int:

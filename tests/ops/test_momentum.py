@@ -262,3 +262,17 @@ def test_op_refuses_a_backend_that_cannot_run_on_the_device(monkeypatch):
         update_op(X, 0.5, None, "triton", False)
     with pytest.raises(RuntimeError, match="cuda"):
         torch.ops.zs2.momentum_update(X, 0.5, None, "cuda", False)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("call", ["registered_op", "eager_call"])
+def test_empty_init_means_none_and_flat_init_is_the_state(backend, call):
+    """The compiled path's conventions: an empty init is no carried state, a flat [G·N] init the state [G, N]."""
+    run = torch.ops.zs2.momentum_update if call == "registered_op" else update_op
+    x, init = torch.randn(2, 5, 6), torch.randn(2, 6)
+    for mu in (0.0, 0.7, 1.0):
+        assert torch.equal(run(x, mu, torch.empty(0), backend, True)[0], run(x, mu, None, backend, True)[0])
+        for got, want in zip(run(x, mu, init.flatten(), backend, True), run(x, mu, init, backend, True)):
+            assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="init must have shape"):
+        run(x, 0.7, torch.randn(11), backend, False)

@@ -34,9 +34,13 @@ def _check(x: Tensor, momentum: float, init: Optional[Tensor]) -> None:
     if init.dtype not in (x.dtype, torch.float32):
         raise TypeError(f"init must be float32 (the carried state) or x's dtype {x.dtype}, got {init.dtype}")
     check_same_device("init", init, "x", x)
-    if init.shape != (x.shape[0], x.shape[2]):
-        raise ValueError(f"init must have shape {(x.shape[0], x.shape[2])} ([G, N] of x [G, F, N]), "
-                         f"got {tuple(init.shape)}")
+    if not all(isinstance(size, int) for size in init.shape):
+        return  # a carried state traced with sizes left unknown (see ema_frames): checked when the op runs
+    if init.numel() == 0:
+        return  # no carried state
+    if init.shape not in ((x.shape[0], x.shape[2]), (x.shape[0] * x.shape[2],)):
+        raise ValueError(f"init must have shape {(x.shape[0], x.shape[2])} ([G, N] of x [G, F, N]) or be that "
+                         f"flattened, got {tuple(init.shape)}")
 
 
 def _update_eager(x: Tensor, momentum: float, init: Optional[Tensor], backend: str,
@@ -52,8 +56,10 @@ def _update_eager(x: Tensor, momentum: float, init: Optional[Tensor], backend: s
     _check(x, momentum, init)
     resolve_backend(x.device, backend)  # raises when this backend cannot run on x's device
     x = x.detach().contiguous()
-    if init is not None:
-        init = init.detach().to(torch.float32).contiguous()  # exact; the kernels read the state in float32
+    if init is not None and init.numel() == 0:
+        init = None
+    if init is not None:  # float32: exact; the kernels read the state in float32
+        init = init.detach().to(torch.float32).contiguous().view(x.shape[0], x.shape[2])
     if momentum in (0.0, 1.0):
         return _copy_frames(x, momentum, init, return_state)
     if return_state:
@@ -129,9 +135,13 @@ def ema_frames(x: Tensor, momentum: float, init: Tensor | None, backend: str,
     """The EMA of :func:`momentum_update` without its argument checks (the attention processor's hot path).
 
     Returns ``(y, state)``, state None unless ``return_state``. The op validates and makes inputs contiguous.
+    A one-dimensional ``init`` is taken as the flat state [G·N] (the op reshapes it), and an empty one means no
+    carried state: a compiled caller passes its carried state as a flat tensor in every chunk, the first one's
+    empty, with a size the graph leaves unknown (``torch._dynamo.decorators.mark_unbacked``), so the first chunk
+    and the later ones share one graph.
     """
     groups, frames = x.shape[:2]
-    flat_init = None if init is None else init.reshape(groups, -1)
+    flat_init = init if init is None or init.dim() == 1 else init.reshape(groups, -1)
     y, state = update_op(x=x.reshape(groups, frames, -1), momentum=momentum, init=flat_init, backend=backend,
                          return_state=return_state)
     return y.view(x.shape), state.view(x.shape[:1] + x.shape[2:]) if return_state else None
