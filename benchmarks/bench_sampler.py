@@ -1,6 +1,7 @@
-"""Frames per second of whole video sampling: plain DDIM, ZS² (ours and the reference backend), Text2Video-Zero.
+"""Frames per second of whole video sampling: plain DDIM, ZS² (ours and the reference backend), Text2Video-Zero,
+eager and compiled.
 
-All four run in one process on the same pipeline components, at the same model, resolution, frame
+All run in one process on the same pipeline components, at the same model, resolution, frame
 count, DDIM steps and guidance, each producing decoded frames (``output_type="np"``):
 
   * ``plain_ddim``: ``sample_video`` with both ZS² components off (independent per-frame sampling);
@@ -9,11 +10,16 @@ count, DDIM steps and guidance, each producing decoded frames (``output_type="np
     same code as ``zs2``; the record says so);
   * ``text2video_zero``: diffusers' ``TextToVideoZeroPipeline`` (``TextToVideoZeroSDXLPipeline`` for SDXL)
     built from the same components with a DDIM scheduler, its t0/t1 scaled from its defaults (44, 47 of 50
-    steps) to the step count and its motion field scaled to the latent size (module constants below).
+    steps) to the step count and its motion field scaled to the latent size (module constants below);
+  * ``plain_compiled``, ``zs2_compiled``, ``text2video_zero_compiled``: the same three with the UNet
+    compiled (``sample_video(compile=...)``; Text2Video-Zero's UNet through the same ``torch.compile``
+    options). Their warm-up call, which compiles, is reported as ``compile_s`` and excluded from the timing.
 
 Implementations alternate within each round (A B C D A B C D ...) after one untimed warm-up round, so
 slow drift (thermal, other jobs) hits all of them alike; the median over rounds is reported, with
-``time_ratio_plain_ddim`` (the cost of ZS² over plain DDIM) and ``time_ratio_text2video_zero``.
+``time_ratio_plain_ddim`` (the cost over eager plain DDIM), ``time_ratio_text2video_zero`` (against
+Text2Video-Zero as diffusers ships it, eager) and, for compiled rows, ``time_ratio_compiled_baseline``
+(against the compiled counterpart: plain_compiled, or text2video_zero_compiled for zs2_compiled).
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ from common import (add_output_argument, checked_device, default_output, make_re
 import zs2_kernels
 from random_models import STYLES, random_pipeline
 from zs2_kernels._checks import SEED_LIMIT
+from zs2_kernels.compiling import COMPILE_MODES, compile_options, compiled
 from zs2_kernels.ops import resolve_backend
 
-IMPLS = ("plain_ddim", "zs2", "zs2_reference", "text2video_zero")
+COMPILED_IMPLS = ("plain_compiled", "zs2_compiled", "text2video_zero_compiled")
+#: Each compiled row's baseline for time_ratio_compiled_baseline (what compile alone buys is plain vs plain).
+COMPILED_BASELINES = {"plain_compiled": "plain_ddim", "zs2_compiled": "text2video_zero_compiled",
+                      "text2video_zero_compiled": "text2video_zero"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SEARCH = "exact"
 #: Text2Video-Zero's defaults: t0 = 44, t1 = 47 of 50 steps; a motion of 12 units of its 512-wide flow
@@ -79,23 +89,36 @@ def build_runners(pipe, args, device: torch.device) -> dict:
     def zs2_call(**overrides):
         return lambda: zs2_kernels.sample_video(pipe, args.prompt, **{**common, **overrides}).stats
 
+    def t2vz_call(t2vz):
+        def call():
+            generator = torch.Generator(device="cpu").manual_seed(args.seed)
+            t2vz(args.prompt, video_length=args.frames, height=args.height, width=args.width,
+                 num_inference_steps=args.steps, guidance_scale=args.guidance_scale, generator=generator,
+                 output_type="np", **args.t2vz)
+        return call
+
     t2vz = text2video_zero_pipeline(pipe)
-
-    def t2vz_call():
-        generator = torch.Generator(device="cpu").manual_seed(args.seed)
-        t2vz(args.prompt, video_length=args.frames, height=args.height, width=args.width,
-             num_inference_steps=args.steps, guidance_scale=args.guidance_scale, generator=generator,
-             output_type="np", **args.t2vz)
-
+    t2vz_note = (f"{type(t2vz).__name__}, same components, DDIM, "
+                 + ", ".join(f"{k}={v:g}" for k, v in args.t2vz.items()))
     same = " (on CPU the default backend is this reference: same code as zs2)" if ours == "torch" else ""
-    return {
-        "plain_ddim": ("none", "sample_video(dependency_noise=False, momentum_attention=False)",
-                       zs2_call(dependency_noise=False, momentum_attention=False)),
+    plain = dict(dependency_noise=False, momentum_attention=False)
+    runners = {
+        "plain_ddim": ("none", "sample_video(dependency_noise=False, momentum_attention=False)", zs2_call(**plain)),
         "zs2": (ours, "sample_video, default backend for the device", zs2_call(backend=ours)),
         "zs2_reference": ("torch", "sample_video(backend='torch')" + same, zs2_call(backend="torch")),
-        "text2video_zero": ("diffusers", f"{type(t2vz).__name__}, same components, DDIM, "
-                            + ", ".join(f"{k}={v:g}" for k, v in args.t2vz.items()), t2vz_call),
+        "text2video_zero": ("diffusers", t2vz_note, t2vz_call(t2vz)),
     }
+    if args.compile is None:
+        return runners
+    options = compile_options(args.compile)
+    t2vz_compiled = text2video_zero_pipeline(pipe)
+    t2vz_compiled.unet = compiled(pipe.unet, options)  # its own pipeline object: the UNet wrapper, shared weights
+    label = f"compile={args.compile!r}: torch.compile({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+    return {**runners,
+            "plain_compiled": ("none", f"plain DDIM, {label}", zs2_call(**plain, compile=options)),
+            "zs2_compiled": (ours, f"ZS², {label}", zs2_call(backend=ours, compile=options)),
+            "text2video_zero_compiled": ("diffusers", f"{t2vz_note}, UNet compiled alike",
+                                         t2vz_call(t2vz_compiled))}
 
 
 def model_label(args) -> str:
@@ -105,12 +128,41 @@ def model_label(args) -> str:
     return args.model or "embedded (zs2_kernels/embedded/digits-sd)"
 
 
-def run(args) -> list[dict]:
-    from diffusers.utils import logging as diffusers_logging
+def measure(runners: dict, device: torch.device, repeats: int, errors: dict) -> tuple[dict, dict, dict]:
+    """Alternating rounds after one warm-up: (seconds per impl, stage timings per impl, warm-up seconds per impl).
 
-    diffusers_logging.set_verbosity_error()  # per-call warnings (prompt truncation, deprecations) would drown the log
-    device = torch.device(args.device)
-    environment = run_environment("sampler", device)
+    A failing impl is a result (its first error line in ``errors``), not the end of the run.
+    """
+    samples, stages, warmup = ({name: [] for name in runners} for _ in range(3))
+
+    def timed(name):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        stats = runners[name][2]()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start, stats
+
+    for round_index in range(repeats + 1):  # round 0 is the warm-up (and compiles the compiled impls)
+        for name in runners:
+            if name in errors:
+                continue
+            try:
+                seconds, stats = timed(name)
+            except Exception as error:
+                errors[name] = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+                print(f"{name:24s} ERROR {errors[name]}", flush=True)
+                continue
+            (samples[name] if round_index else warmup[name]).append(seconds)
+            if round_index and stats is not None:
+                stages[name].append(stats["timings"])
+            print(f"round {round_index} {name:24s} {seconds:.3f} s", flush=True)
+    return samples, stages, warmup
+
+
+def load_benchmark_pipeline(args, device: torch.device):
+    """The pipeline to measure (random-weight architecture or a real/embedded model), sizes filled into args."""
     if args.random_model:
         pipe = random_pipeline(args.random_model, device, DTYPES[args.dtype])
     else:
@@ -123,68 +175,66 @@ def run(args) -> list[dict]:
         if getattr(args, name) % factor:
             raise SystemExit(f"--{name} must be a multiple of the model's VAE factor {factor}, "
                              f"got {getattr(args, name)}")
-    samples = {name: [] for name in IMPLS}
-    stages = {name: [] for name in IMPLS}
+    return pipe
+
+
+def run(args) -> list[dict]:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # per-call warnings (prompt truncation, deprecations) would drown the log
+    device = torch.device(args.device)
+    environment = run_environment("sampler", device)
+    pipe = load_benchmark_pipeline(args, device)
+    factor = pipe.vae_scale_factor
     errors = {}
     try:
         args.t2vz = text2video_zero_settings(args.steps, args.height // factor, args.width // factor)
     except ValueError as error:
-        args.t2vz, errors["text2video_zero"] = {}, str(error)
+        args.t2vz = {}
+        errors["text2video_zero"] = errors["text2video_zero_compiled"] = str(error)
     runners = build_runners(pipe, args, device)
-
-    def timed(name):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        stats = runners[name][2]()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start, stats
-
-    for round_index in range(args.repeats + 1):  # round 0 is the warm-up
-        for name in IMPLS:
-            if name in errors:
-                continue
-            try:
-                seconds, stats = timed(name)
-            except Exception as error:  # a failing impl is a result (an "error" record), not the end of the run
-                errors[name] = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
-                print(f"{name:16s} ERROR {errors[name]}", flush=True)
-                continue
-            if round_index:
-                samples[name].append(seconds)
-                if stats is not None:
-                    stages[name].append(stats["timings"])
-                print(f"round {round_index} {name:16s} {seconds:.3f} s", flush=True)
+    samples, stages, warmup = measure(runners, device, args.repeats, errors)
 
     settings = {"model": model_label(args),
                 "model_class": type(pipe).__name__, "prompt": args.prompt, "frames": args.frames,
                 "height": args.height, "width": args.width, "steps": args.steps,
                 "guidance_scale": args.guidance_scale, "dtype": args.dtype, "noise_lambda": args.noise_lambda,
                 "momentum": args.momentum, "search": SEARCH, "seed": args.seed, "repeats": args.repeats,
-                "videos": 1, "text2video_zero": args.t2vz}
+                "videos": 1, "text2video_zero": args.t2vz, "compile": args.compile}
     label = (f"{settings['model_class']} from {settings['model']}: {args.frames} frames of {args.height}x{args.width}, "
              f"{args.steps} DDIM steps, guidance {args.guidance_scale:g}, {args.dtype}, "
              f"median of {args.repeats} alternating rounds after 1 warm-up")
-    records = []
-    for name in IMPLS:
-        backend, note, _ = runners[name]
+    records = {}
+    for name, (backend, note, _) in runners.items():
         record = make_record(environment, impl=name, backend=backend, note=note, settings_label=label, **settings)
         if name in errors:
             record["error"] = errors[name]
         else:
             record.update(summarize_seconds(samples[name]))
             record["frames_per_s"] = args.frames / record["median_s"]
+            if name in COMPILED_IMPLS:
+                record["compile_s"] = warmup[name][0]  # the first call: compiles, then samples once
             if stages[name]:
                 record["stage_median_s"] = {stage: summarize_seconds([t[stage] for t in stages[name]])["median_s"]
                                             for stage in stages[name][0]}
-        records.append(record)
-    for baseline, field in (("plain_ddim", "time_ratio_plain_ddim"), ("text2video_zero", "time_ratio_text2video_zero")):
-        base = next(r for r in records if r["impl"] == baseline)
-        for record in records:
-            if "median_s" in record and "median_s" in base:
-                record[field] = record["median_s"] / base["median_s"]
-    return records
+        records[name] = record
+    add_ratios(records)
+    return list(records.values())
+
+
+def add_ratios(records: dict) -> None:
+    """Median-time ratios: to eager plain DDIM, to eager Text2Video-Zero, and compiled rows to their baseline."""
+    def ratio(record, baseline):
+        base = records.get(baseline, {})
+        return record["median_s"] / base["median_s"] if "median_s" in record and "median_s" in base else None
+
+    for name, record in records.items():
+        for field, baseline in (("time_ratio_plain_ddim", "plain_ddim"),
+                                ("time_ratio_text2video_zero", "text2video_zero"),
+                                ("time_ratio_compiled_baseline", COMPILED_BASELINES.get(name))):
+            value = ratio(record, baseline)
+            if value is not None:
+                record[field] = value
 
 
 def parse_args(argv=None):
@@ -208,6 +258,9 @@ def parse_args(argv=None):
     parser.add_argument("--momentum", type=float, default=0.98)
     parser.add_argument("--prompt", default="a handwritten digit 3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                        help="also time the compiled impls (plain_compiled, zs2_compiled, text2video_zero_compiled) "
+                             "with this torch.compile mode; their compile time is reported apart")
     parser.add_argument("--smoke", action="store_true", help="2 frames, 3 steps, 1 round: checks the script runs")
     add_output_argument(parser, "sampler")
     args = parser.parse_args(argv)
@@ -238,7 +291,7 @@ def main(argv=None) -> int:
     for record in records:
         result = record.get("error") or (f"{record['frames_per_s']:.3g} frames/s, {record['median_s']:.3f} s, "
                                          f"x{record.get('time_ratio_plain_ddim', float('nan')):.3g} of plain DDIM")
-        print(f"{record['impl']:16s} {result}")
+        print(f"{record['impl']:24s} {result}")
     print(f"wrote {len(records)} records to {json_path} and {markdown_path}")
     return 0
 

@@ -36,7 +36,9 @@ TABLE_COLUMNS = {
         ("impl", "impl", "{}"), ("backend", "backend", "{}"), ("frames/s", "frames_per_s", "{:.4g}"),
         ("median s", "median_s", "{:.4g}"), ("p20 s", "p20_s", "{:.4g}"), ("p80 s", "p80_s", "{:.4g}"),
         ("time / plain DDIM", "time_ratio_plain_ddim", "{:.3g}"),
-        ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"), ("note / error", "error_or_note", "{}"),
+        ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"),
+        ("time / compiled baseline", "time_ratio_compiled_baseline", "{:.3g}"), ("compile s", "compile_s", "{:.3g}"),
+        ("note / error", "error_or_note", "{}"),
     ],
     "scaling": [
         ("impl", "impl", "{}"), ("chunking", "chunking", "{}"), ("frames", "frames", "{}"), ("calls", "calls", "{}"),
