@@ -3,7 +3,8 @@
 #   1. install the package from this checkout (editable, with the [test] extra; offline: --no-deps and a
 #      list of exactly which requirements are missing), and build the CUDA C++ library if it is not there;
 #   2. run every GPU-marked test with compiled kernels (TRITON_INTERPRET=0);
-#   3. run both benchmarks at full size.
+#   3. run the benchmarks at full size, most valuable first: the sampler at SD1.5 512² (eager and compiled),
+#      the scaling benchmark (SD1.5, up to 128 frames, as far as its time cap allows), the ops, the embedded model.
 # Writes benchmarks/results/<gpu-name>-<date>.json and .md (both benchmarks append to the same file) and
 # the logs of every step under benchmarks/results/<gpu-name>-<date>-logs/. Every step runs even when an
 # earlier one failed; the exit status is non-zero when any step failed (the summary names them).
@@ -12,6 +13,8 @@
 #        ZS2_GIT_REVISION=<commit> when the tree was copied without a matching .git)
 # Time boxes (a lent machine allows ~10 minutes a command): TIMEOUT_<step>=SECONDS caps that step, e.g.
 #   TIMEOUT_gpu_tests=150 TIMEOUT_bench_ops_ema=180 benchmarks/run_gpu.sh
+# ONLY="install gpu_tests ..." runs just the named steps (the others are listed as skipped).
+# SCALING_TIME_CAP (default 300) is bench_scaling's own cap: it skips the points past it and keeps the rest.
 # Results are written as they are measured, so a step cut short keeps what it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +40,10 @@ failed=()
 step() {
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        echo "=== $name: skipped (not in ONLY)"
+        return 0
+    fi
     local limit_var="TIMEOUT_$name"
     local limit=${!limit_var:-0}
     echo "=== $name: $* (time limit: ${limit}s, 0 = none)" | tee "$logs/$name.log"
@@ -106,7 +113,9 @@ step cuda_library cuda_library
 step gpu_tests "$PYTHON" -m pytest tests -m gpu -v -rs
 # Stable Diffusion 1.5's architecture at 512² with random weights (no weights on the machine): real step cost.
 step bench_sampler_sd15 "$PYTHON" benchmarks/bench_sampler.py --device cuda --random-model sd15 --frames 8 \
-    --steps 10 --repeats 3 --out "$base.json"
+    --steps 10 --repeats ${SAMPLER_REPEATS:-3} --compile --out "$base.json"
+step bench_scaling_sd15 "$PYTHON" benchmarks/bench_scaling.py --device cuda --random-model sd15 \
+    --frames 8 16 32 64 128 --chunk 8 --steps 10 --time-cap "${SCALING_TIME_CAP:-300}" --out "$base-scaling.json"
 step bench_ops_chain "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --ops dependency_noise_chain \
     --out "$base.json"
 step bench_ops_ema "$PYTHON" benchmarks/bench_ops.py --device cuda --full-shapes --ops momentum_update --out "$base.json"
