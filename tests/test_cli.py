@@ -296,18 +296,18 @@ def test_control_video_refusals(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_read_control_video_from_gif_and_png_folder(tmp_path):
-    from zs2_kernels.video_io import read_control_video
+def test_read_video_from_gif_and_png_folder(tmp_path):
+    from zs2_kernels.video_io import read_video
 
-    frames = read_control_video(moving_square_gif(tmp_path / "g.gif"), (32, 16))
+    frames = read_video(moving_square_gif(tmp_path / "g.gif"), (32, 16))
     assert frames.shape == (4, 32, 16, 3) and frames.dtype == np.float32 and 0 <= frames.min() <= frames.max() <= 1
     (tmp_path / "pngs").mkdir()
     for index in range(3):
         iio.imwrite(tmp_path / "pngs" / f"{index:03d}.png", np.full((8, 8, 3), 40 * index, np.uint8))
-    folder = read_control_video(tmp_path / "pngs", (8, 8))
+    folder = read_video(tmp_path / "pngs", (8, 8))
     assert folder.shape == (3, 8, 8, 3) and folder[2].mean() > folder[1].mean() > folder[0].mean()
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        read_control_video(tmp_path / "missing.gif", (8, 8))
+        read_video(tmp_path / "missing.gif", (8, 8))
 
 
 def test_a_video_path_ending_with_a_separator_is_refused(tmp_path):

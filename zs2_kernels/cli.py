@@ -148,9 +148,9 @@ def _check_before_loading(args, refusals: _Refusals):
 
 def _control_video(args, size):
     """The guide video read and resized (and made a digit condition); --frames defaults to its length."""
-    from .video_io import read_control_video
+    from .video_io import read_video
 
-    frames = read_control_video(args.control_video, size)
+    frames = read_video(args.control_video, size, "control video")
     if args.digit_condition:
         import torch
 
