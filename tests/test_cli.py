@@ -315,3 +315,33 @@ def test_a_video_path_ending_with_a_separator_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="ends with a separator"):
         check_output_path(f"{tmp_path}/a.gif/")
+
+
+def test_image_to_video_and_video_to_video_from_files(tmp_path):
+    """--image (one frame, resized; frame 0 of the video) and --video --strength (--frames from its length)."""
+    video = moving_square_gif(tmp_path / "in.gif")
+    image = tmp_path / "first.png"
+    iio.imwrite(image, iio.imread(video, index=0))
+    assert cli.sample_main(["--prompt", "a handwritten digit 3", "--image", str(image), "--frames", "3", "--steps",
+                            "2", "--no-progress", "--out", str(tmp_path / "i2v.gif")]) == 0
+    assert read_video(tmp_path / "i2v.gif").shape[0] == 3
+    assert cli.sample_main(["--prompt", "a handwritten digit 3", "--video", str(video), "--strength", "0.5",
+                            "--steps", "2", "--no-progress", "--out", str(tmp_path / "v2v.gif")]) == 0
+    assert read_video(tmp_path / "v2v.gif").shape[0] == 4
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--video", "{video}", "--frames", "3"], "--video: it has 4 frames but --frames is 3"),
+    (["--video", "{video}", "--strength", "0"], "--strength: strength must be in (0, 1]"),
+    (["--video", "{video}", "--strength", "1.5"], "--strength: strength must be in [0.0, 1.0]"),
+    (["--strength", "0.5"], "--strength: needs --video"),
+    (["--image", "{video}"], "--image: {video} has 4 frames; give one image"),
+    (["--image", "{missing}"], "--image: image {missing} does not exist"),
+    (["--image", "{video}", "--video", "{video}"], "--image/--video: give one"),
+    (["--video", "{video}", "--control-video", "{video}"], "--image/--video: cannot be combined with --control-video"),
+])
+def test_edit_refusals_name_the_flag(tmp_path, capsys, extra, message):
+    paths = {"video": moving_square_gif(tmp_path / "in.gif"), "missing": tmp_path / "missing.png"}
+    args = ["--prompt", "a", "--out", str(tmp_path / "v.gif"), *[a.format(**paths) for a in extra]]
+    assert cli.sample_main(args) == 2
+    assert message.format(**paths) in capsys.readouterr().err

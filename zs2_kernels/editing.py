@@ -62,11 +62,16 @@ def check_edit(image, video, strength, control_video) -> EditInput | None:
     frames = frames.unsqueeze(1) if name == "image" else frames
     if not frames.is_floating_point() or not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
         raise ValueError(f"{name} values must be floats in [0, 1] (uint8 arrays and PIL images are scaled by 1/255)")
-    if name == "video":
-        strength = check_number("strength", 0.8 if strength is None else strength, 0.0, 1.0)
-        if strength == 0:
-            raise ValueError("strength must be in (0, 1]: 0 would return the video unchanged")
+    strength = check_strength(strength) if name == "video" else None
     return EditInput(name, frames.expand(-1, -1, 3, -1, -1).float(), strength)
+
+
+def check_strength(strength) -> float:
+    """Video-to-video's strength in (0, 1]; None: 0.8 (diffusers' Img2Img default)."""
+    strength = check_number("strength", 0.8 if strength is None else strength, 0.0, 1.0)
+    if strength == 0:
+        raise ValueError("strength must be in (0, 1]: 0 would return the video unchanged")
+    return strength
 
 
 def edit_frame_count(edit: EditInput, num_frames: int | None) -> int:
