@@ -4,7 +4,7 @@ around diffusers' Img2Img pipeline on the same noise, chunked against unchunked,
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler
 from tiny_pipelines import tiny_pipeline, tiny_variant
 
 import zs2_kernels
@@ -38,10 +38,11 @@ def text_embeds(pipe, prompt):
         return pipe.encode_prompt([prompt], "cpu", 1, False)[0]
 
 
-def inverted_by_diffusers(pipe, latents, prompt):
+def inverted_by_diffusers(pipe, latents, prompt, prediction_type="epsilon"):
     """DDIM inversion with diffusers' DDIMInverseScheduler (from a clean sample, alpha 1), guidance-free: the
     samples after each step, most noisy first."""
-    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True,
+                                               prediction_type=prediction_type)
     inverse.set_timesteps(STEPS)
     hidden, path = text_embeds(pipe, prompt).expand(len(latents), -1, -1), []
     with torch.no_grad():
@@ -52,13 +53,14 @@ def inverted_by_diffusers(pipe, latents, prompt):
     return path[::-1]
 
 
-def test_ddim_inversion_equals_diffusers_inverse_scheduler(pipe):
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddim_inversion_equals_diffusers_inverse_scheduler(pipe, prediction_type):
     latents = encoded(pipe, pictures(2))
-    scheduler = zs2_kernels.sampler.make_scheduler("ddim", pipe.scheduler.config)
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
     scheduler.set_timesteps(STEPS)
     with torch.no_grad():
         ours = ddim_invert(pipe, scheduler, latents, text_embeds(pipe, "a cat").expand(2, -1, -1), None)
-    theirs = inverted_by_diffusers(pipe, latents, "a cat")
+    theirs = inverted_by_diffusers(pipe, latents, "a cat", prediction_type)
     assert len(ours) == len(theirs) == STEPS
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
@@ -138,6 +140,12 @@ def test_processors_restored_and_pipeline_unchanged(pipe):
     before = dict(pipe.unet.attn_processors)
     zs2_kernels.sample_video(pipe, "a cat", image=pictures(1)[0], num_frames=2, **COMMON)
     assert all(pipe.unet.attn_processors[name] is p for name, p in before.items())
+
+
+def test_image_needs_a_model_predicting_noise_or_v(pipe):
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="sample")
+    with pytest.raises(ValueError, match="prediction_type"):
+        zs2_kernels.sample_video(pipe, "a cat", image=pictures(1)[0], num_frames=2, scheduler=scheduler, **COMMON)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -112,14 +112,13 @@ def noise_levels(scheduler) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _epsilon(prediction, sample, alpha, prediction_type: str):
-    """The noise a UNet output stands for, at a sample taken to be at noise level ``alpha`` (diffusers' DDIM rule)."""
+    """The noise a UNet output stands for, at a sample taken to be at noise level ``alpha`` (diffusers' DDIM rule).
+    A model predicting the clean sample cannot say which noise a clean sample (alpha = 1) carries: refused."""
     if prediction_type == "epsilon":
         return prediction
     if prediction_type == "v_prediction":
         return alpha ** 0.5 * prediction + (1 - alpha) ** 0.5 * sample
-    if prediction_type == "sample":
-        return (sample - alpha ** 0.5 * prediction) / (1 - alpha) ** 0.5
-    raise ValueError(f"image needs a scheduler predicting epsilon, v or the sample, got {prediction_type!r}")
+    raise ValueError(f"image needs a model predicting epsilon or v (prediction_type), got {prediction_type!r}")
 
 
 def ddim_invert(pipe, scheduler, latents: torch.Tensor, hidden, extra) -> list[torch.Tensor]:

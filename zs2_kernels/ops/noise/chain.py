@@ -186,13 +186,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         values = [pick[position] for pick in picks]
         return torch.stack(values, dim=1) if values else torch.zeros((batch, 0), dtype=dtype, device=device)
 
-    stats = {
-        "alpha": per_pair(1, torch.float64),
-        "achieved_kl": per_pair(2, torch.float64),
-        "correlation": _adjacent_correlation(noise),
-        "candidate_index": per_pair(0, torch.int64),
-        "backend": backend,
-        "search": search,
-        "noise_lambda": noise_lambda,
-    }
+    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": per_pair(2, torch.float64),
+             "correlation": _adjacent_correlation(noise), "candidate_index": per_pair(0, torch.int64),
+             "backend": backend, "search": search, "noise_lambda": noise_lambda}
     return out, stats
