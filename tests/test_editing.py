@@ -2,13 +2,15 @@
 DDIMInverseScheduler and a ZS² pipeline call holding frame 0, sample_video(video=..., strength=...) against video_mode
 around diffusers' Img2Img pipeline on the same noise, chunked against unchunked, and bad input refused naming it."""
 
+import copy
+
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from tiny_pipelines import tiny_pipeline, tiny_variant
 
 import zs2_kernels
-from zs2_kernels.editing import ddim_invert
+from zs2_kernels.editing import ddim_invert, vae_call
 
 FRAMES = 3
 SEED = 2
@@ -118,6 +120,27 @@ def test_chunked_equals_unchunked(pipe):
         whole = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], **kwargs).frames
         chunked = zs2_kernels.sample_video(pipe, ["a cat", "a dog"], frame_chunk=2, **kwargs).frames
         torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_sdxl_image_to_video_keeps_the_image():
+    """SDXL's added conditions (pooled text, time ids) go to the inversion's UNet calls too."""
+    sdxl = tiny_pipeline("sdxl")
+    images = pictures(2, seed=9)
+    out = zs2_kernels.sample_video(sdxl, ["a cat", "a dog"], image=images, num_frames=2, **COMMON)
+    torch.testing.assert_close(out.frames[:, 0], encoded(sdxl, images), rtol=0, atol=0)
+
+
+def test_vae_call_redoes_an_overflowing_chunk_in_float32(pipe):
+    vae, seen = copy.deepcopy(pipe.vae).to(torch.bfloat16), []
+
+    def overflowing_in_bf16(x):
+        seen.append(x.dtype)
+        return torch.full((1,), float("inf")) if x.dtype == torch.bfloat16 else x.sum().view(1)
+
+    assert vae_call(vae, overflowing_in_bf16, torch.ones(3), "encoding").dtype == torch.float32
+    assert seen == [torch.bfloat16, torch.float32] and vae.dtype == torch.bfloat16
+    with pytest.raises(FloatingPointError, match="VAE encoding produced NaN/inf"):
+        vae_call(vae, lambda x: x / 0, torch.ones(3), "encoding")
 
 
 def test_edit_inputs_in_other_forms(pipe):

@@ -85,19 +85,31 @@ def edit_frame_count(edit: EditInput, num_frames: int | None) -> int:
     return length
 
 
+def vae_call(vae, run, chunk: torch.Tensor, what: str) -> torch.Tensor:
+    """``run(chunk)`` through the VAE in its dtype, redone in float32 if that overflows (the SDXL VAE does in fp16)
+    and cast back after (lossless from fp16/bf16); NaN/inf that remain raise instead of black frames."""
+    out = run(chunk.to(vae.dtype))
+    if not torch.isfinite(out).all() and vae.dtype != torch.float32:
+        original = vae.dtype
+        vae.to(torch.float32)
+        try:
+            out = run(chunk.float())
+        finally:
+            vae.to(original)
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(f"VAE {what} produced NaN/inf; try dtype=torch.float32")
+    return out.float()
+
+
 def encode(pipe, images: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """VAE latents float32 [N, c, h, w] of images [N, 3, H, W] in [0, 1]: the posterior's mode (its mean: sampling
     would add independent noise to every frame), shifted and scaled as the decoder expects them back."""
     vae = pipe.vae
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    latents = []
-    for start in range(0, images.shape[0], chunk_size):
-        pixels = images[start:start + chunk_size].to(vae.device, vae.dtype) * 2 - 1
-        latents.append((vae.encode(pixels).latent_dist.mode().float() - shift) * vae.config.scaling_factor)
-    latents = torch.cat(latents)
-    if not torch.isfinite(latents).all():
-        raise FloatingPointError("VAE encoding produced NaN/inf; try dtype=torch.float32")
-    return latents
+    latents = [vae_call(vae, lambda x: vae.encode(x).latent_dist.mode(),
+                        images[start:start + chunk_size].to(vae.device) * 2 - 1, "encoding")
+               for start in range(0, images.shape[0], chunk_size)]
+    return (torch.cat(latents) - shift) * vae.config.scaling_factor
 
 
 def noise_levels(scheduler) -> tuple[torch.Tensor, torch.Tensor]:

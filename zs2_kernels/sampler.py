@@ -21,7 +21,7 @@ from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draw
 from .attention import install_momentum_attention
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
 from .control import control_frames, prepare_guidance
-from .editing import check_edit, edit_frame_count, prepare_edit
+from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
 from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
 from .ops.backend import resolve_backend
@@ -143,23 +143,10 @@ def _decode(pipe, latents, chunk_size):
     """VAE-decode [N, c, h, w] latents in chunks to images in [-1, 1]; a chunk that overflows fp16 is redone in
     fp32, and NaN/inf raises instead of returning black frames."""
     vae = pipe.vae
-    scaling = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    images = []
-    for start in range(0, latents.shape[0], chunk_size):
-        chunk = latents[start:start + chunk_size] / scaling + shift
-        image = vae.decode(chunk.to(vae.dtype)).sample
-        if not torch.isfinite(image).all() and vae.dtype != torch.float32:
-            original = vae.dtype
-            vae.to(torch.float32)
-            try:
-                image = vae.decode(chunk.float()).sample
-            finally:
-                vae.to(original)
-        if not torch.isfinite(image).all():
-            raise FloatingPointError("VAE decoding produced NaN/inf; try dtype=torch.float32")
-        images.append(image.float())
-    return torch.cat(images)
+    return torch.cat([vae_call(vae, lambda x: vae.decode(x).sample,
+                               latents[start:start + chunk_size] / vae.config.scaling_factor + shift, "decoding")
+                      for start in range(0, latents.shape[0], chunk_size)])
 
 
 def _saved_tensors(pipe) -> list:
