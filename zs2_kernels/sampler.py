@@ -39,7 +39,8 @@ class VideoOutput:
     frames: "np": float32 array [B, F, H, W, C] in [0, 1]; "pt": tensor [B, F, C, H, W]; "pil": list of
     lists of PIL images; "latent": the final latents [B, F, c, h, w]. B = prompts x videos per prompt.
     stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation", lists [B][F-1]),
-    the backend used, the settings, and wall time per stage in seconds ("timings").
+    the backend used, the settings, and wall time per stage in seconds ("timings"); with ``image``/``video``
+    also "edit" ("image" or "video"), "strength" and "steps_run" (the denoising steps run).
     """
 
     frames: object
