@@ -335,6 +335,7 @@ def test_image_to_video_and_video_to_video_from_files(tmp_path):
     (["--video", "{video}", "--strength", "0"], "--strength: strength must be in (0, 1]"),
     (["--video", "{video}", "--strength", "1.5"], "--strength: strength must be in [0.0, 1.0]"),
     (["--strength", "0.5"], "--strength: needs --video"),
+    (["--video", "{video}", "--strength", "0.01"], "--strength: strength 0.01 of num_inference_steps 25 runs no step"),
     (["--image", "{video}"], "--image: {video} has 4 frames; give one image"),
     (["--image", "{missing}"], "--image: image {missing} does not exist"),
     (["--image", "{video}", "--video", "{video}"], "--image/--video: give one"),

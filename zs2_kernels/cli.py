@@ -191,7 +191,7 @@ def _check_edit_flags(args, refusals: _Refusals) -> None:
         if args.video is None:
             refusals.messages.append("--strength: needs --video")
         else:
-            refusals.check("--strength", lambda: check_strength(args.strength))
+            refusals.check("--strength", lambda: check_strength(args.strength, args.steps))
 
 
 def _image(args, size):

@@ -12,6 +12,7 @@ Why, and what was measured: zs2_kernels/DESIGN.md §1.3.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,7 @@ class EditInput:
         return self.size
 
 
-def check_edit(image, video, strength, control_video) -> EditInput | None:
+def check_edit(image, video, strength, control_video, num_inference_steps) -> EditInput | None:
     """The image or video to start from, checked without a model (shape, channels, range, strength), or None."""
     if image is not None and video is not None:
         raise ValueError("pass either image (image-to-video) or video (video-to-video editing), not both")
@@ -62,15 +63,21 @@ def check_edit(image, video, strength, control_video) -> EditInput | None:
     frames = frames.unsqueeze(1) if name == "image" else frames
     if not frames.is_floating_point() or not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
         raise ValueError(f"{name} values must be floats in [0, 1] (uint8 arrays and PIL images are scaled by 1/255)")
-    strength = check_strength(strength) if name == "video" else None
+    strength = check_strength(strength, num_inference_steps) if name == "video" else None
     return EditInput(name, frames.expand(-1, -1, 3, -1, -1).float(), strength)
 
 
-def check_strength(strength) -> float:
-    """Video-to-video's strength in (0, 1]; None: 0.8 (diffusers' Img2Img default)."""
+def check_strength(strength, num_inference_steps) -> float:
+    """Video-to-video's strength in (0, 1] (None: 0.8, diffusers' Img2Img default), refused where it would run no
+    step: int(num_inference_steps · strength) = 0 (steps that are not an int >= 1 are refused by their own check)."""
     strength = check_number("strength", 0.8 if strength is None else strength, 0.0, 1.0)
     if strength == 0:
         raise ValueError("strength must be in (0, 1]: 0 would return the video unchanged")
+    steps = num_inference_steps
+    countable = isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 1
+    if countable and int(steps * strength) == 0:
+        raise ValueError(f"strength {strength} of num_inference_steps {steps} runs no step (int(steps · strength) = "
+                         f"0): raise either")
     return strength
 
 
@@ -188,10 +195,7 @@ class VideoStart:
         """(noised latents at the strength's timestep, the timesteps from there, ``callback``), as diffusers'
         Img2Img pipelines count them: int(steps · strength) steps are run."""
         steps = len(scheduler.timesteps) // scheduler.order
-        run = min(int(steps * self.strength), steps)
-        if run == 0:
-            raise ValueError(f"strength {self.strength} of num_inference_steps {steps} runs no step: raise either")
-        begin = (steps - run) * scheduler.order
+        begin = (steps - min(int(steps * self.strength), steps)) * scheduler.order
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
         timesteps = scheduler.timesteps[begin:]

@@ -325,7 +325,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
     """
     embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
-    edit = check_edit(image, video, strength, control_video)
+    edit = check_edit(image, video, strength, control_video, num_inference_steps)
     num_frames = _frame_count(num_frames, control_video, controlnet, edit)
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
