@@ -185,7 +185,7 @@ class ImageStart:
 
 @dataclass
 class VideoStart:
-    """Video-to-video (SDEdit): the encoded frames [V, F, c, h, w] and how many of the steps run."""
+    """Video-to-video (SDEdit): the encoded frames [V, F, c, h, w] and the strength (how many of the steps run)."""
 
     latents: torch.Tensor
     strength: float
@@ -215,10 +215,9 @@ def prepare_edit(pipe, scheduler, conditioning, edit: EditInput, *, videos: int,
                          f"video ({videos})")
     if pipe.vae.config.in_channels != 3:
         raise ValueError(f"{edit.kind} needs a VAE taking RGB images, this one takes {pipe.vae.config.in_channels}")
-    frames = edit.frames.expand(videos, *edit.frames.shape[1:])
-    device = pipe._execution_device
-    latents = encode(pipe, frames.flatten(0, 1), chunk_size).to(device)
-    latents = latents.view(videos, frames.shape[1], *latents.shape[1:])
+    given, num_frames = edit.frames.shape[:2]
+    latents = encode(pipe, edit.frames.flatten(0, 1), chunk_size).to(pipe._execution_device)
+    latents = latents.view(given, num_frames, *latents.shape[1:]).expand(videos, -1, -1, -1, -1)  # encoded once
     if edit.kind == "video":
         return VideoStart(latents, edit.strength)
     hidden, extra = conditioning.for_frames(1)
