@@ -62,7 +62,8 @@ def check_edit(image, video, strength, control_video, num_inference_steps) -> Ed
     frames = frames.unsqueeze(0) if frames.dim() == one else frames
     frames = frames.unsqueeze(1) if name == "image" else frames
     if not frames.is_floating_point() or not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
-        raise ValueError(f"{name} values must be floats in [0, 1] (uint8 arrays and PIL images are scaled by 1/255)")
+        raise ValueError(f"{name} values must be floats in [0, 1] (uint8 arrays and PIL images are scaled by 1/255; "
+                         "divide a uint8 tensor by 255)")
     strength = check_strength(strength, num_inference_steps) if name == "video" else None
     return EditInput(name, frames.expand(-1, -1, 3, -1, -1).float(), strength)
 

@@ -103,8 +103,8 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
 
 def frames_tensor(value, name: str):
     """Frames given as a tensor (channels first), an array (channels last; uint8 scaled by 1/255), a PIL image, a list
-    of PIL images or a list of such lists, as a float32 CPU tensor with channels at dim -3; ``name`` is the argument
-    named when the type is wrong. Shapes and value ranges are the caller's to check."""
+    of PIL images or a list of such lists, as a CPU tensor with channels at dim -3 (float32 unless a tensor was given,
+    which keeps its dtype); ``name`` is the argument named when the type is wrong. Shapes and ranges: the caller's."""
     import torch
 
     if isinstance(value, torch.Tensor):
