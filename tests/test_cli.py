@@ -296,18 +296,18 @@ def test_control_video_refusals(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_read_control_video_from_gif_and_png_folder(tmp_path):
-    from zs2_kernels.video_io import read_control_video
+def test_read_video_from_gif_and_png_folder(tmp_path):
+    from zs2_kernels.video_io import read_video
 
-    frames = read_control_video(moving_square_gif(tmp_path / "g.gif"), (32, 16))
+    frames = read_video(moving_square_gif(tmp_path / "g.gif"), (32, 16))
     assert frames.shape == (4, 32, 16, 3) and frames.dtype == np.float32 and 0 <= frames.min() <= frames.max() <= 1
     (tmp_path / "pngs").mkdir()
     for index in range(3):
         iio.imwrite(tmp_path / "pngs" / f"{index:03d}.png", np.full((8, 8, 3), 40 * index, np.uint8))
-    folder = read_control_video(tmp_path / "pngs", (8, 8))
+    folder = read_video(tmp_path / "pngs", (8, 8))
     assert folder.shape == (3, 8, 8, 3) and folder[2].mean() > folder[1].mean() > folder[0].mean()
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        read_control_video(tmp_path / "missing.gif", (8, 8))
+        read_video(tmp_path / "missing.gif", (8, 8))
 
 
 def test_a_video_path_ending_with_a_separator_is_refused(tmp_path):
@@ -315,3 +315,34 @@ def test_a_video_path_ending_with_a_separator_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="ends with a separator"):
         check_output_path(f"{tmp_path}/a.gif/")
+
+
+def test_image_to_video_and_video_to_video_from_files(tmp_path):
+    """--image (one frame, resized; frame 0 of the video) and --video --strength (--frames from its length)."""
+    video = moving_square_gif(tmp_path / "in.gif")
+    image = tmp_path / "first.png"
+    iio.imwrite(image, iio.imread(video, index=0))
+    assert cli.sample_main(["--prompt", "a handwritten digit 3", "--image", str(image), "--frames", "3", "--steps",
+                            "2", "--no-progress", "--out", str(tmp_path / "i2v.gif")]) == 0
+    assert read_video(tmp_path / "i2v.gif").shape[0] == 3
+    assert cli.sample_main(["--prompt", "a handwritten digit 3", "--video", str(video), "--strength", "0.5",
+                            "--steps", "2", "--no-progress", "--out", str(tmp_path / "v2v.gif")]) == 0
+    assert read_video(tmp_path / "v2v.gif").shape[0] == 4
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--video", "{video}", "--frames", "3"], "--video: it has 4 frames but --frames is 3"),
+    (["--video", "{video}", "--strength", "0"], "--strength: strength must be in (0, 1]"),
+    (["--video", "{video}", "--strength", "1.5"], "--strength: strength must be in [0.0, 1.0]"),
+    (["--strength", "0.5"], "--strength: needs --video"),
+    (["--video", "{video}", "--strength", "0.01"], "--strength: strength 0.01 of num_inference_steps 25 runs no step"),
+    (["--image", "{video}"], "--image: {video} has 4 frames; give one image"),
+    (["--image", "{missing}"], "--image: image {missing} does not exist"),
+    (["--image", "{video}", "--video", "{video}"], "--image/--video: give one"),
+    (["--video", "{video}", "--control-video", "{video}"], "--image/--video: cannot be combined with --control-video"),
+])
+def test_edit_refusals_name_the_flag(tmp_path, capsys, extra, message):
+    paths = {"video": moving_square_gif(tmp_path / "in.gif"), "missing": tmp_path / "missing.png"}
+    args = ["--prompt", "a", "--out", str(tmp_path / "v.gif"), *[a.format(**paths) for a in extra]]
+    assert cli.sample_main(args) == 2
+    assert message.format(**paths) in capsys.readouterr().err

@@ -4,7 +4,7 @@
     1  ops/            the two op families and what they share; no diffusers
     2  attention, loading, memory, schedulers, video_io
     3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts, embeddings),
-       control (ControlNet guidance), compiling (the compiled path)
+       control (ControlNet guidance), editing (image-to-video, video-to-video), compiling (the compiled path)
     4  sampler
     5  cli, the package's face (__init__)
     6  embedded.digits (the digit data and classifier: evaluation and training only)
@@ -27,7 +27,7 @@ LAYERS = {
     "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.memory": 2,
     "zs2_kernels.video_io": 2, "zs2_kernels.schedulers": 2,
     "zs2_kernels.any_pipeline": 3, "zs2_kernels.conditioning": 3, "zs2_kernels.control": 3,
-    "zs2_kernels.compiling": 3,
+    "zs2_kernels.editing": 3, "zs2_kernels.compiling": 3,
     "zs2_kernels.sampler": 4,
     "zs2_kernels.cli": 5, "zs2_kernels": 5,
     "zs2_kernels.embedded.digits": 6,

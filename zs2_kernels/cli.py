@@ -23,7 +23,7 @@ MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscal
 FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
          "noise_lambda": "--lambda", "momentum": "--momentum", "frame_chunk": "--chunk", "negative_prompt":
          "--negative-prompt", "prompt": "--prompt", "search": "--search", "seed": "--seed", "height": "--height",
-         "width": "--width"}
+         "width": "--width", "strength": "--strength"}
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,8 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
     parser.add_argument("--prompt", action="append", help="text prompt (required); repeat for several videos")
     parser.add_argument("--negative-prompt", default=None, help="negative prompt, used for every prompt")
-    parser.add_argument("--frames", type=int, default=None, help="default 16, or the control video's length")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="default 16, or the length of the control video or of the video to edit")
     parser.add_argument("--steps", type=int, default=25, help="scheduler steps")
     parser.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddim",
                         help="ddim (default); dpm++ (DPM++ 2M) and unipc give good videos in ~20 steps; euler-a "
@@ -56,6 +57,12 @@ def sample_parser() -> argparse.ArgumentParser:
     parser.add_argument("--digit-condition", action="store_true",
                         help="turn the control video's frames into the embedded ControlNet's condition first "
                              "(zs2_kernels.embedded.digit_condition): guide with plain digit frames")
+    parser.add_argument("--image", default=None,
+                        help="image-to-video: frame 0 (an image file, resized to the video's size), kept exactly")
+    parser.add_argument("--video", default=None,
+                        help="video-to-video: the video to edit (.gif, .mp4 or a folder of PNGs, resized)")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="with --video: how far it is noised before denoising, in (0, 1] (default 0.8)")
     parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
                         help="run the UNet with torch.compile (optionally a mode). The first run of a model and "
                              "size compiles (~1 minute for the embedded model on a 2-core CPU, where one video "
@@ -120,8 +127,9 @@ def _check_before_loading(args, refusals: _Refusals):
     refusals.check("--fps", lambda: check_fps(args.fps))
     if args.control_video is None and (args.controlnet is not None or args.digit_condition):
         refusals.messages.append("--controlnet/--digit-condition: need --control-video")
+    _check_edit_flags(args, refusals)
     device = refusals.check("--device", lambda: check_device(args.device or ("cuda" if _has_cuda() else "cpu")))
-    if args.frames is None and args.control_video is None:
+    if args.frames is None and args.control_video is None and args.video is None:
         args.frames = 16
     # With a control video and no --frames, its length is the frame count (read once the size is known).
     frames = 1 if args.frames is None else args.frames
@@ -138,9 +146,9 @@ def _check_before_loading(args, refusals: _Refusals):
                                                                args.height, args.width))
     if size is None:
         return None
-    if args.control_video is not None:
-        control = refusals.check("--control-video", lambda: _control_video(args, size))
-        if control is None:
+    for flag, path, read in (("--control-video", args.control_video, _control_video), ("--image", args.image, _image),
+                             ("--video", args.video, _video)):
+        if path is not None and refusals.check(flag, lambda: read(args, size)) is None:
             return None
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
     upscale = _upscale(size)
@@ -153,23 +161,61 @@ def _check_before_loading(args, refusals: _Refusals):
     return None if refusals.messages else (paths, device, dtype, size)
 
 
-def _control_video(args, size):
-    """The guide video read and resized (and made a digit condition); --frames defaults to its length."""
-    from .video_io import read_control_video
+def _clip(args, path, size, what: str):
+    """A video (.gif, .mp4, PNG folder) read and resized; --frames defaults to its length, another one is refused."""
+    from .video_io import read_video
 
-    frames = read_control_video(args.control_video, size)
+    frames = read_video(path, size, what)
+    if args.frames is None:
+        args.frames = len(frames)
+    if len(frames) != args.frames:
+        raise ValueError(f"it has {len(frames)} frames but --frames is {args.frames}")
+    return frames
+
+
+def _control_video(args, size):
+    """The guide video (made a digit condition with --digit-condition)."""
+    frames = _clip(args, args.control_video, size, "control video")
     if args.digit_condition:
         import torch
 
         from .embedded import digit_condition
 
         frames = digit_condition(torch.from_numpy(frames).movedim(-1, 1)).movedim(1, -1).numpy()
-    if args.frames is None:
-        args.frames = len(frames)
-    if len(frames) != args.frames:
-        raise ValueError(f"it has {len(frames)} frames but --frames is {args.frames}")
     args.control = frames
     return frames
+
+
+def _check_edit_flags(args, refusals: _Refusals) -> None:
+    """--image, --video and --strength: which go together."""
+    from .editing import check_strength
+
+    if args.image is not None and args.video is not None:
+        refusals.messages.append("--image/--video: give one (image-to-video or video-to-video), not both")
+    if args.control_video is not None and (args.image is not None or args.video is not None):
+        refusals.messages.append("--image/--video: cannot be combined with --control-video yet")
+    if args.strength is not None:
+        if args.video is None:
+            refusals.messages.append("--strength: needs --video")
+        else:
+            refusals.check("--strength", lambda: check_strength(args.strength, args.steps))
+
+
+def _image(args, size):
+    """The image of image-to-video, read and resized: one frame."""
+    from .video_io import read_video
+
+    frames = read_video(args.image, size, "image")
+    if len(frames) != 1:
+        raise ValueError(f"{args.image} has {len(frames)} frames; give one image (for a video to edit: --video)")
+    args.image_frame = frames[0]
+    return frames
+
+
+def _video(args, size):
+    """The video to edit."""
+    args.video_frames = _clip(args, args.video, size, "video")
+    return args.video_frames
 
 
 def _has_cuda() -> bool:
@@ -210,7 +256,8 @@ def sample_main(argv=None) -> int:
                               search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
                               progress=not args.no_progress, scheduler=args.scheduler,
                               control_video=getattr(args, "control", None), controlnet=args.controlnet,
-                              compile=args.compile or False)
+                              image=getattr(args, "image_frame", None), video=getattr(args, "video_frames", None),
+                              strength=args.strength, compile=args.compile or False)
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
         print(f"zs2-sample: error: {error}", file=sys.stderr)
         return 1

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ._checks import check_number
 from .embedded import controlnet_path, embedded_model_path
 from .loading import quiet_library_logs
+from .video_io import frames_tensor
 
 #: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
 MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels")
@@ -27,7 +27,7 @@ def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
     Accepts a tensor [F, C, H, W] / [V, F, C, H, W] in [0, 1] (C 1 or 3), an array [F, H, W, C] /
     [V, F, H, W, C] (uint8, or float in [0, 1]), or a list of PIL images (one video) or of such lists.
     """
-    frames = _as_tensor(control_video)
+    frames = frames_tensor(control_video, "control_video")
     if frames.dim() == 4:
         frames = frames.unsqueeze(0)
     if frames.dim() != 5 or frames.shape[2] not in (1, 3) or 0 in frames.shape:
@@ -39,21 +39,6 @@ def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
         raise ValueError(f"control_video has {frames.shape[1]} frames but num_frames is {num_frames}: give "
                          "one control frame per video frame (or leave num_frames out to take the video's length)")
     return frames.expand(-1, -1, 3, -1, -1).float()
-
-
-def _as_tensor(control_video) -> torch.Tensor:
-    if isinstance(control_video, torch.Tensor):
-        return control_video.detach().cpu()
-    if isinstance(control_video, (list, tuple)) and control_video and isinstance(control_video[0], (list, tuple)):
-        return torch.stack([_as_tensor(list(video)) for video in control_video])
-    if isinstance(control_video, (list, tuple)):
-        if not control_video or not all(hasattr(image, "convert") for image in control_video):
-            raise TypeError("control_video as a list must hold PIL images (or lists of them, one per video)")
-        control_video = np.stack([np.asarray(image.convert("RGB")) for image in control_video])
-    if not isinstance(control_video, np.ndarray):
-        raise TypeError(f"control_video must be a tensor, an array or PIL images, got {type(control_video).__name__}")
-    array = control_video.astype(np.float32) / 255.0 if control_video.dtype == np.uint8 else control_video
-    return torch.from_numpy(np.ascontiguousarray(array)).float().movedim(-1, -3)
 
 
 def load_controlnets(controlnet, model, unet, count: int):

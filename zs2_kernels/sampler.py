@@ -22,6 +22,7 @@ from .attention import install_momentum_attention
 from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
 from .control import control_frames, prepare_guidance
+from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
 from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
 from .ops.backend import resolve_backend
@@ -39,7 +40,8 @@ class VideoOutput:
     frames: "np": float32 array [B, F, H, W, C] in [0, 1]; "pt": tensor [B, F, C, H, W]; "pil": list of
     lists of PIL images; "latent": the final latents [B, F, c, h, w]. B = prompts x videos per prompt.
     stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation", lists [B][F-1]),
-    the backend used, the settings, and wall time per stage in seconds ("timings").
+    the backend used, the settings, and wall time per stage in seconds ("timings"); with ``image``/``video``
+    also "edit" ("image" or "video"), "strength" and "steps_run" (the denoising steps run).
     """
 
     frames: object
@@ -116,45 +118,37 @@ def _check_resolution(pipe, height, width):
     return check_resolution(factor, pipe.unet.config.sample_size * factor, height, width)
 
 
-def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend):
+def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend,
+                     first=None):
     """[V, F, c, h, w] float32 initial latents and the noise statistics (None without dependency noise).
 
     With ``seed`` (or a list of generators), video v's noise depends only on (seed, v), never on the batch
     it is sampled in (see :func:`zs2_kernels.noise.video_seeds`); one generator draws for the whole batch.
+    ``first`` [V, c, h, w] (image-to-video's inverted noise) replaces frame 0 and starts the chain.
     """
     if use_dependency_noise:
         return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
-                                     device=device, return_stats=True, backend=backend)
+                                     device=device, return_stats=True, backend=backend, first=first)
     generators = video_generators(seed, shape[0]) if generator is None else generator
     if isinstance(generators, torch.Generator):
         noise = torch.randn(shape, generator=generators, device=generators.device, dtype=torch.float32)
     else:
         noise = torch.stack([torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32)
                              for g in generators])
-    return noise.to(device), None
+    noise = noise.to(device)
+    if first is not None:
+        noise[:, 0] = first
+    return noise, None
 
 
 def _decode(pipe, latents, chunk_size):
     """VAE-decode [N, c, h, w] latents in chunks to images in [-1, 1]; a chunk that overflows fp16 is redone in
     fp32, and NaN/inf raises instead of returning black frames."""
     vae = pipe.vae
-    scaling = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    images = []
-    for start in range(0, latents.shape[0], chunk_size):
-        chunk = latents[start:start + chunk_size] / scaling + shift
-        image = vae.decode(chunk.to(vae.dtype)).sample
-        if not torch.isfinite(image).all() and vae.dtype != torch.float32:
-            original = vae.dtype
-            vae.to(torch.float32)
-            try:
-                image = vae.decode(chunk.float()).sample
-            finally:
-                vae.to(original)
-        if not torch.isfinite(image).all():
-            raise FloatingPointError("VAE decoding produced NaN/inf; try dtype=torch.float32")
-        images.append(image.float())
-    return torch.cat(images)
+    return torch.cat([vae_call(vae, lambda x: vae.decode(x).sample,
+                               latents[start:start + chunk_size] / vae.config.scaling_factor + shift, "decoding")
+                      for start in range(0, latents.shape[0], chunk_size)])
 
 
 def _saved_tensors(pipe) -> list:
@@ -240,12 +234,13 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, ch
 
 
 def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_attention, frame_chunk, guidance_scale,
-             backend, progress, callback_on_step_end, guidance=None, compile_with=None):
-    """The denoising loop, with momentum attention installed on the UNet and any ControlNet for it (and always
-    restored); ``compile_with``: ``torch.compile`` options of the compiled path (None: eager)."""
+             backend, progress, callback_on_step_end, guidance=None, steps=None, compile_with=None):
+    """The denoising loop over ``steps`` (default: all the scheduler's timesteps), with momentum attention installed
+    on the UNet and any ControlNet for it (and always restored); ``compile_with``: ``torch.compile`` options of the
+    compiled path (None: eager)."""
     num_frames = latents.shape[1]
     chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
-    steps = scheduler.timesteps
+    steps = scheduler.timesteps if steps is None else steps
     calls = len(steps) * -(-num_frames // chunk)
     net = None if guidance is None else guidance.net
     models = _Models(unet=pipe.unet if compile_with is None else compiled(pipe.unet, compile_with), guidance=guidance,
@@ -310,7 +305,8 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                  negative_prompt_embeds: torch.Tensor | None = None, pooled_prompt_embeds: torch.Tensor | None = None,
                  negative_pooled_prompt_embeds: torch.Tensor | None = None, control_video=None, controlnet=None,
                  controlnet_conditioning_scale=1.0, control_guidance_start=0.0, control_guidance_end=1.0,
-                 guess_mode: bool = False, compile=False) -> VideoOutput:
+                 guess_mode: bool = False, image=None, video=None, strength: float | None = None,
+                 compile=False) -> VideoOutput:
     """Sample videos with ZS² from a text-to-image diffusion model.
 
     Args:
@@ -347,11 +343,15 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call. progress: bars.
         callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned "latents"
             entry (same shape) replaces the latents (diffusers convention).
+        image: image-to-video from this frame 0 ([C, H, W] or [V, C, H, W] in [0, 1], arrays, PIL), kept exactly.
+            video, strength: video-to-video (SDEdit): frames as control_video takes them, noised to ``strength`` in
+            (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
         compile: run the UNet (and ControlNets) with ``torch.compile``: True, a mode ("max-autotune", ...) or a
             dict of its arguments; compiled once per model and options and reused (see zs2_kernels.compiling).
     """
     embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
-    num_frames = _default_frames(num_frames, control_video, controlnet)
+    edit = check_edit(image, video, strength, control_video, num_inference_steps)
+    num_frames = _frame_count(num_frames, control_video, controlnet, edit)
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
                                             decode_chunk_size, num_videos_per_prompt, seed, generator,
@@ -371,11 +371,11 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             momentum=momentum, search=search, dependency_noise=dependency_noise,
             momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
             output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
-            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler, compile_with=compile_with,
+            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler,
             control=None if control_video is None else dict(
                 control_video=control_video, controlnet=controlnet, model=_model_source(model),
                 scale=controlnet_conditioning_scale, start=control_guidance_start, end=control_guidance_end,
-                guess_mode=guess_mode))
+                guess_mode=guess_mode), edit=edit, compile_with=compile_with)
     return VideoOutput(frames=frames, stats=stats)
 
 
@@ -388,11 +388,11 @@ def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, neg
     return PromptEmbeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
 
 
-def _default_frames(num_frames, control_video, controlnet) -> int:
-    """``num_frames``, else the control video's length, else 8."""
-    if num_frames is not None:
-        return num_frames
-    return 8 if control_video is None else control_frames(_first_clip(control_video, controlnet), None).shape[1]
+def _frame_count(num_frames, control_video, controlnet, edit):
+    """``num_frames``, else the control video's or the edited video's length, else 8."""
+    if control_video is not None and num_frames is None:
+        return control_frames(_first_clip(control_video, controlnet), None).shape[1]
+    return edit_frame_count(edit, num_frames)
 
 
 def _first_clip(control_video, controlnet):
@@ -412,12 +412,14 @@ def _model_source(model):
 def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
             width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
             momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
-            callback_on_step_end, backend, scheduler, control, compile_with):
+            callback_on_step_end, backend, scheduler, control, edit, compile_with):
     """The steps of :func:`sample_video` on a ready pipeline: (frames, stats)."""
     timings = {}
     if control is not None and height is None and width is None:
         height, width = control_frames(_first_clip(control["control_video"], control["controlnet"]),
                                        num_frames).shape[-2:]
+    if edit is not None and height is None and width is None:
+        height, width = edit.video_size(pipe.vae_scale_factor)
     height, width = _check_resolution(pipe, height, width)
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
@@ -434,26 +436,35 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
     timings["encode_prompt"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
+    scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    start = None if edit is None else prepare_edit(pipe, scheduler, conditioning, edit, videos=videos, height=height,
+                                                   width=width, chunk_size=decode_chunk_size)
+    timings["encode_edit"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
     latent_shape = (videos, num_frames, pipe.unet.config.in_channels,
                     height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
                                             noise_lambda=noise_lambda, search=search, generator=generator, seed=seed,
-                                            device=device, backend=backend)
-    scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+                                            device=device, backend=backend, first=getattr(start, "first", None))
     if dependency_noise:
         check_chainable(scheduler)
         if draws_step_noise(scheduler):
             chain_step_noise(scheduler, NoiseSettings(num_frames, noise_lambda, search, _step_seed(seed, generator),
                                                       backend))
-    latents = latents * scheduler.init_noise_sigma
+    steps, callback = scheduler.timesteps, callback_on_step_end
+    if start is None:
+        latents = latents * scheduler.init_noise_sigma
+    else:
+        latents, steps, callback = start.begin(scheduler, latents, callback_on_step_end)
     timings["initial_noise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
     latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
                        momentum_attention=momentum_attention, frame_chunk=frame_chunk, guidance_scale=guidance_scale,
-                       backend=backend, progress=progress, callback_on_step_end=callback_on_step_end,
-                       guidance=guidance, compile_with=compile_with)
+                       backend=backend, progress=progress, callback_on_step_end=callback, guidance=guidance,
+                       steps=steps, compile_with=compile_with)
     timings["denoise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -466,6 +477,8 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
              "dependency_noise": dependency_noise, "momentum_attention": momentum_attention,
              "frame_chunk": frame_chunk, "compile": compile_with, "device": str(device),
              "dtype": str(pipe.unet.dtype).replace("torch.", "")}
+    if edit is not None:
+        stats.update({"edit": edit.kind, "strength": edit.strength, "steps_run": len(steps)})
     if noise_stats is not None:
         stats.update({"noise_lambda": noise_lambda, "search": search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})

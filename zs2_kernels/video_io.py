@@ -1,5 +1,5 @@
 """Writing videos: .gif, .mp4 or a folder of PNGs, atomically (a failure leaves no partial output, and
-nothing that was there before is removed); reading a guide video for ControlNet guidance."""
+nothing that was there before is removed); reading frames (a guide video, an image, a video to edit)."""
 
 from __future__ import annotations
 
@@ -101,9 +101,32 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
     return path
 
 
-def read_control_video(path, size: tuple[int, int]) -> np.ndarray:
-    """The frames of a .gif/.mp4 (or a folder of PNGs, in name order) as float32 [F, H, W, 3] in [0, 1], resized to
-    ``size`` = (height, width): a guide video for ``sample_video(control_video=...)``."""
+def frames_tensor(value, name: str):
+    """Frames given as a tensor (channels first), an array (channels last; uint8 scaled by 1/255), a PIL image, a list
+    of PIL images or a list of such lists, as a CPU tensor with channels at dim -3 (float32 unless a tensor was given,
+    which keeps its dtype); ``name`` is the argument named when the type is wrong. Shapes and ranges: the caller's."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if hasattr(value, "convert"):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        return torch.stack([frames_tensor(list(item), name) for item in value])
+    if isinstance(value, (list, tuple)):
+        if not value or not all(hasattr(image, "convert") for image in value):
+            raise TypeError(f"{name} as a list must hold PIL images (or lists of them, one per video)")
+        value = np.stack([np.asarray(image.convert("RGB")) for image in value])
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a tensor, an array or PIL images, got {type(value).__name__}")
+    array = value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value
+    return torch.from_numpy(np.ascontiguousarray(array)).float().movedim(-1, -3)
+
+
+def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
+    """The frames of a .gif/.mp4 or an image file (one frame), or a folder of PNGs in name order, as float32
+    [F, H, W, 3] in [0, 1], resized to ``size`` = (height, width): a guide video for ``control_video``, the image
+    of image-to-video, the video to edit. ``what`` names the input in errors."""
     import imageio.v3 as iio
     from PIL import Image
 
@@ -111,15 +134,15 @@ def read_control_video(path, size: tuple[int, int]) -> np.ndarray:
     if path.is_dir():
         files = sorted(path.glob("*.png"))
         if not files:
-            raise FileNotFoundError(f"control video folder {path} holds no .png frames")
+            raise FileNotFoundError(f"{what} folder {path} holds no .png frames")
         frames = [iio.imread(file) for file in files]
     elif path.is_file():
         try:
             frames = list(iio.imiter(path))
         except Exception as error:  # imageio raises plugin-specific errors for unreadable files
-            raise ValueError(f"cannot read control video {path}: {error}") from None
+            raise ValueError(f"cannot read {what} {path}: {error}") from None
     else:
-        raise FileNotFoundError(f"control video {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     height, width = size
     resized = [np.asarray(Image.fromarray(np.asarray(frame)[..., :3] if np.ndim(frame) == 3 else np.asarray(frame))
                           .convert("RGB").resize((width, height), Image.BILINEAR)) for frame in frames]

@@ -191,3 +191,47 @@ def test_dtype_names_and_devices_checked_like_sample_video():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             zs2_kernels.dependency_noise((1, 2, 4), seed=0, device="cuda")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_given_first_frame_starts_the_literal_chain(backend):
+    """first= (image-to-video: the image's inverted noise) is frame 0, and frames 1.. are the literal search from
+    it on the same candidates as without it (frame 0's draw is still consumed)."""
+    shape, count = (2, 4, 3, 5, 7), 10
+    first = 1.5 * torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(1)) + 0.2  # not N(0, I)
+    noise, stats = zs2_kernels.dependency_noise(shape, 0.05, generator=torch.Generator().manual_seed(5),
+                                                first=first.half(), return_stats=True, backend=backend)
+    gen = torch.Generator().manual_seed(5)
+    torch.randn(2, 105, generator=gen)  # frame 0's draw, replaced by first
+    candidates = [torch.randn(count, 2, 105, generator=gen) for _ in range(3)]
+    lit_noise, lit_alpha, _, lit_index = reference.dependency_noise_literal(first.half().float().flatten(1),
+                                                                            candidates, 0.05, "exact", 15)
+    assert torch.equal(noise[:, 0], first.half().float())
+    assert stats["candidate_index"].tolist() == lit_index.tolist()
+    torch.testing.assert_close(stats["alpha"], lit_alpha, rtol=0, atol=1e-6)
+    torch.testing.assert_close(noise.flatten(2).double(), lit_noise, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_chain_from_a_given_first_frame(backend):
+    """With a seed the given frame replaces frame 0 only: the chain still hits lambda, and with lambda = 0 every frame
+    is the given one."""
+    first = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    noise, stats = zs2_kernels.dependency_noise((2, 5, 4, 8, 8), 0.01, seed=3, first=first, return_stats=True,
+                                                backend=backend)
+    assert torch.equal(noise[:, 0], first)
+    assert (measured_kl(noise) - 0.01).abs().max() < 1e-4
+    still = zs2_kernels.dependency_noise((2, 3, 4, 8, 8), 0.0, seed=3, first=first, backend=backend)
+    assert torch.equal(still, first.unsqueeze(1).expand_as(still))
+
+
+@pytest.mark.parametrize("first, error, match", [
+    (torch.zeros(2, 4), ValueError, r"first must be one frame per video, shape \(2, 3\)"),
+    (torch.zeros(3, 3), ValueError, "one frame per video"),
+    (torch.full((2, 3), float("nan")), ValueError, "first must be finite"),
+    (torch.zeros(2, 3, dtype=torch.int64), TypeError, "first must have dtype"),
+    ([[0.0] * 3] * 2, TypeError, "first must be a torch.Tensor"),
+])
+def test_bad_first_frame_is_refused_naming_it(first, error, match):
+    with pytest.raises(error, match=match):
+        zs2_kernels.dependency_noise((2, 4, 3), 0.1, seed=0, first=first)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.random import SeedSequence
 
-from ..._checks import check_device, check_dtype, check_int, check_search, check_seed
+from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_search, check_seed
 from ..backend import resolve_backend
 from . import compose_op, philox_normal_op, search_frame_op
 
@@ -91,6 +91,17 @@ def _check_generators(generator, batch: int):
     raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
 
 
+def _check_first(first, shape, device) -> torch.Tensor:
+    """A given first frame as float32 [B, D] on ``device``, after checking it is a finite [B, *rest] float tensor."""
+    check_float_tensor("first", first)
+    if tuple(first.shape) != (shape[0], *shape[2:]):
+        raise ValueError(f"first must be one frame per video, shape {(shape[0], *shape[2:])} for shape {shape}, "
+                         f"got {tuple(first.shape)}")
+    if not torch.isfinite(first).all():
+        raise ValueError("first must be finite (no NaN/inf)")
+    return first.detach().to(device, torch.float32).reshape(shape[0], -1)
+
+
 def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps, backend):
     """The frames [B, F, D] float32 after ``first``, and per frame pair (index, alpha, achieved KL)."""
     frames, picks = [first], []
@@ -107,7 +118,7 @@ def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, sear
 def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact", random_candidates: int = 10,
                      line_steps: int = 15, generator=None, seed: int | None = None,
                      device=None, dtype: torch.dtype = torch.float32, return_stats: bool = False,
-                     backend: str | None = None):
+                     backend: str | None = None, first: torch.Tensor | None = None):
     """Initial noise for B videos of F frames with correlated adjacent frames.
 
     Args:
@@ -134,6 +145,9 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (each [B, F-1]),
             "candidate_index", and the "backend", "search" and "noise_lambda" used.
         backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.ops.backend`).
+        first: a given first frame eps_0 per video, [B, *rest] (any float dtype, finite), instead of a draw:
+            image-to-video starts the chain at the image's inverted noise so later frames inherit its
+            structure. Frame 0's draw is still consumed, so frames 1.. use the candidates they use without it.
     """
     shape = _check_shape(shape)
     noise_lambda = check_search(noise_lambda, search)
@@ -152,14 +166,16 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     backend = resolve_backend(device, backend)
 
     dim = math.prod(shape[2:])
+    given = None if first is None else _check_first(first, shape, device)
     if backend == "triton" and generator is None:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         streams, seeds = None, torch.tensor(video_seeds(seed, batch), dtype=torch.int64, device=device)
-        first = philox_normal_op(seeds=seeds, frame=0, num_candidates=1, dim=dim)[0]
+        first = philox_normal_op(seeds=seeds, frame=0, num_candidates=1, dim=dim)[0] if given is None else given
     else:
         streams, seeds = _Streams(generator or video_generators(seed, batch), device), None
-        first = streams.draw(1, batch, dim)[0]
+        drawn = streams.draw(1, batch, dim)[0]  # drawn either way: frames 1.. keep their candidates
+        first = drawn if given is None else given
     noise, picks = _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps,
                           backend)
     out = noise.to(dtype).view(shape)
@@ -170,13 +186,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         values = [pick[position] for pick in picks]
         return torch.stack(values, dim=1) if values else torch.zeros((batch, 0), dtype=dtype, device=device)
 
-    stats = {
-        "alpha": per_pair(1, torch.float64),
-        "achieved_kl": per_pair(2, torch.float64),
-        "correlation": _adjacent_correlation(noise),
-        "candidate_index": per_pair(0, torch.int64),
-        "backend": backend,
-        "search": search,
-        "noise_lambda": noise_lambda,
-    }
+    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": per_pair(2, torch.float64),
+             "correlation": _adjacent_correlation(noise), "candidate_index": per_pair(0, torch.int64),
+             "backend": backend, "search": search, "noise_lambda": noise_lambda}
     return out, stats
