@@ -47,7 +47,7 @@ step() {
     local limit_var="TIMEOUT_$name"
     local limit=${!limit_var:-0}
     echo "=== $name: $* (time limit: ${limit}s, 0 = none)" | tee "$logs/$name.log"
-    if [ "$limit" != 0 ]; then
+    if [ "$limit" != 0 ] && ! declare -F "$1" > /dev/null; then  # timeout runs programs, not shell functions
         set -- timeout --signal=INT --kill-after=20 "$limit" "$@"
     fi
     "$@" 2>&1 | tee -a "$logs/$name.log"
@@ -105,7 +105,7 @@ cuda_library() {
     else
         echo "nvcc not found: the optional CUDA C++ backend is skipped (its GPU tests skip, no 'cuda' benchmark rows)"
     fi
-    "$PYTHON" -c 'from zs2_kernels import cuda_backend; print("CUDA C++ backend available:", cuda_backend.is_available())'
+    "$PYTHON" -c 'from zs2_kernels.ops import cuda_library; print("CUDA C++ backend available:", cuda_library.is_available())'
 }
 
 step install install

@@ -298,3 +298,14 @@ def test_scaling_run_saves_each_point_and_honours_the_time_cap(tmp_path, monkeyp
     assert errors[("text2video_zero", 4, None)].startswith("skipped: a shorter video")
     assert any(e.startswith("skipped: --time-cap") for e in errors.values())
     assert len(measured) < 11 and all(errors[point] in ("", "CUDA out of memory") for point in measured)
+
+
+def test_run_gpu_imports_what_exists():
+    """run_gpu.sh's inline Python names package modules: a rename must not break the GPU run (it once did)."""
+    import re
+
+    script = (BENCHMARKS / "run_gpu.sh").read_text()
+    imports = re.findall(r"from (zs2_kernels[\w.]*) import (\w+)", script)
+    assert imports
+    for module, name in imports:
+        exec(f"from {module} import {name}", {})  # a submodule or an attribute, as the script imports it

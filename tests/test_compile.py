@@ -110,8 +110,14 @@ def test_inductor_output_equals_eager_within_its_rounding(pipe, tmp_path_factory
 @pytest.mark.gpu
 @gpu_only
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_on_gpu_equals_eager_also_with_cuda_graphs(mode):
-    """CUDA graphs replay into the same memory: the carried chunk state and the noise chain must survive that."""
+def test_compiled_on_gpu_equals_eager_also_with_cuda_graphs(mode, monkeypatch):
+    """CUDA graphs replay into the same memory: the carried chunk state and the noise chain must survive that.
+
+    TF32 off: with it (cuDNN's default) eager and compiled convolutions round to 10 bits differently, and
+    guidance 7.5 amplifies that to ~1e-2 in the latents (measured on an H200), hiding any real difference.
+    """
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     pipe = tiny_pipeline("sd15", seed=1).to("cuda")
     eager = sample(pipe, num_frames=7, frame_chunk=3)
     for _ in range(2):  # the second call replays the recorded graphs
