@@ -135,10 +135,12 @@ class MomentumAttentionHandle:
         device whose sizes a compiled graph leaves unknown, so the first chunk runs the graph of the later ones
         (the op reads an empty state as none); None would make a graph of its own.
         """
+        # The first parameter's device: diffusers' ``model.device`` walks every parameter (~1 ms per call).
+        device = next(self.unet.parameters()).device if traced else None
         for processor in self.processors:
             processor.state = None
             if traced:
-                processor.state = torch.empty(0, device=self.unet.device)
+                processor.state = torch.empty(0, device=device)
                 torch._dynamo.decorators.mark_unbacked(processor.state, 0)
 
     def check_installed(self) -> bool:
