@@ -1,6 +1,7 @@
 """The sample CLI: writes .gif/.mp4/PNG folders that read back with the right frame count; bad input refused
 before any work (and before any weights load); nothing of the user's is ever lost."""
 
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,17 @@ def test_several_prompts_write_one_file_each(model_dir, tmp_path):
     code = cli.sample_main(["--model", model_dir, "--prompt", "a cat", "--prompt", "a dog", "--frames", "2",
                             "--steps", "1", "--no-progress", "--out", str(tmp_path / "v.gif")])
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["v_0.gif", "v_1.gif"]
+
+
+def test_derived_output_names_never_replace_a_file(tmp_path, capsys, no_weights_load):
+    """--out v.gif with two prompts writes v_0.gif and v_1.gif, names the user did not type: an existing one is
+    refused before sampling, and left as it was."""
+    (tmp_path / "v_1.gif").write_bytes(b"keep me")
+    code = cli.sample_main(["--prompt", "a", "--prompt", "b", "--out", str(tmp_path / "v.gif")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out" in err and str(tmp_path / "v_1.gif") in err and "already exists" in err, err
+    assert (tmp_path / "v_1.gif").read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["v_1.gif"]
+    assert "_0" in cli.sample_parser().format_help()
 
 
 @pytest.mark.parametrize(
@@ -294,6 +306,55 @@ def test_control_video_refusals(tmp_path, capsys, extra, message):
         args += ["--control-video", str(guide)]
     assert cli.sample_main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_png_frames_are_read_in_numeric_order(tmp_path):
+    from zs2_kernels.video_io import read_video
+
+    (tmp_path / "pngs").mkdir()
+    for index in range(12):  # frame_2.png sorts after frame_11.png by name
+        iio.imwrite(tmp_path / "pngs" / f"frame_{index}.png", np.full((4, 4, 3), 20 * index, np.uint8))
+    means = read_video(tmp_path / "pngs", (4, 4)).mean(axis=(1, 2, 3))
+    assert (np.diff(means) > 0).all(), means
+
+
+@pytest.mark.parametrize("content, reason", [(b"not a video", "not a video or image file"), (b"", "it is empty")])
+def test_an_unreadable_control_video_is_named_in_one_line(tmp_path, capsys, no_weights_load, content, reason):
+    path = tmp_path / ("notes.txt" if content else "empty.gif")
+    path.write_bytes(content)
+    assert cli.sample_main(["--prompt", "a", "--control-video", str(path), "--out", str(tmp_path / "v.gif")]) == 2
+    err = capsys.readouterr().err
+    assert f"--control-video: cannot read control video {path}: {reason}" in err and err.count("\n") == 1, err
+
+
+def write_controlnet_config(folder, **changes):
+    """A ControlNet folder with only config.json, fitting the embedded model's UNet unless ``changes`` say else."""
+    from zs2_kernels.embedded import controlnet_path
+
+    folder.mkdir()
+    config = json.loads((controlnet_path() / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (None, ["--controlnet", "{tmp}/nowhere"], "--controlnet: controlnet {tmp}/nowhere: no such folder"),
+    (lambda tmp: (tmp / "cn").mkdir(), ["--controlnet", "{tmp}/cn"], "--controlnet: controlnet folder"),
+    (lambda tmp: write_controlnet_config(tmp / "cn", block_out_channels=[64, 128]), ["--controlnet", "{tmp}/cn"],
+     "--controlnet: controlnet does not fit the UNet: block_out_channels [64, 128] vs the UNet's"),
+    (lambda tmp: write_controlnet_config(tmp / "cn", conditioning_channels=1), ["--controlnet", "{tmp}/cn"],
+     "--controlnet: controlnet takes 1-channel"),
+    (lambda tmp: tiny_pipeline("sd15").save_pretrained(tmp / "model"), ["--model", "{tmp}/model"],
+     "--controlnet: needed"),
+])
+def test_controlnet_problems_are_refused_before_loading(tmp_path, capsys, no_weights_load, make, extra, message):
+    if make is not None:
+        make(tmp_path)
+    guide = moving_square_gif(tmp_path / "guide.gif")
+    args = ["--prompt", "a", "--control-video", str(guide), "--out", str(tmp_path / "v.gif")]
+    assert cli.sample_main(args + [a.format(tmp=tmp_path) for a in extra]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err, err
 
 
 def test_read_video_from_gif_and_png_folder(tmp_path):

@@ -1,6 +1,9 @@
 """Guided video: sample_video(control_video=...) against video_mode + diffusers' ControlNet pipeline on the same
 noise, chunked against unchunked, the embedded ControlNet by default, and bad input refused."""
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel
@@ -38,8 +41,18 @@ def ours(pipe, control_video, controlnet, **extra):
     return out.frames[0]
 
 
-@pytest.mark.parametrize("guess_mode", [False, True])
-def test_equals_video_mode_with_the_controlnet_pipeline(pipe, guess_mode):
+@pytest.fixture(scope="module")
+def pooled():
+    """A ControlNet pipeline whose ControlNet pools its conditions (as shuffle ControlNets do)."""
+    pooled = tiny_variant("controlnet")
+    pooled.controlnet.register_to_config(global_pool_conditions=True)
+    return pooled
+
+
+@pytest.mark.parametrize("guess_mode, pooling", [(False, False), (True, False), (False, True)])
+def test_equals_video_mode_with_the_controlnet_pipeline(pipe, pooled, guess_mode, pooling):
+    """Also with global_pool_conditions, where diffusers turns guess mode on by itself."""
+    pipe = pooled if pooling else pipe
     video = guide()
     theirs = pipeline_video(pipe, video[0], guess_mode=guess_mode, controlnet_conditioning_scale=0.8,
                             control_guidance_end=0.6)
@@ -107,10 +120,77 @@ def test_bad_control_input_is_refused_naming_it(pipe, kwargs, error, match):
 
 def test_a_controlnet_that_does_not_fit_the_unet_is_refused(pipe):
     other = ControlNetModel.from_unet(tiny_pipeline("sdxl").unet, conditioning_embedding_out_channels=(8, 16))
-    with pytest.raises(ValueError, match="does not fit the UNet"):
+    with pytest.raises(ValueError, match="does not fit the UNet: cross_attention_dim 64 vs the UNet's 32"):
         ours(pipe, guide(), other)
 
 
-def test_other_models_need_a_controlnet(pipe):
+def test_other_models_need_a_controlnet():
     with pytest.raises(ValueError, match="needs controlnet="):
-        ours(pipe, guide(), None)
+        ours(tiny_pipeline("sd15"), guide(), None)
+
+
+def test_a_controlnet_pipeline_guides_with_its_own_controlnet(pipe):
+    torch.testing.assert_close(ours(pipe, guide(), None), ours(pipe, guide(), pipe.controlnet), rtol=0, atol=0)
+
+
+def test_the_same_controlnet_object_twice_is_refused(pipe):
+    """MultiControlNetModel calls the one object once per use: its momentum state would mix between the uses."""
+    with pytest.raises(ValueError, match="same ControlNetModel object twice"):
+        ours(pipe, [guide(), guide(seed=1)], [pipe.controlnet, pipe.controlnet])
+
+
+@pytest.mark.parametrize("name, value", [("controlnet", "/nonexistent"), ("controlnet_conditioning_scale", 0.5),
+                                         ("guess_mode", True), ("control_guidance_start", 0.1),
+                                         ("control_guidance_end", 0.9)])
+def test_control_arguments_without_a_control_video_are_refused(pipe, name, value):
+    with pytest.raises(ValueError, match=f"{name} needs? control_video"):
+        zs2_kernels.sample_video(pipe, "a cat", num_frames=3, num_inference_steps=1, progress=False, **{name: value})
+
+
+def test_a_controlnet_on_the_pipelines_device_and_dtype_is_cast_with_it(pipe):
+    """Given apart from the pipeline, it is cast for the call like the pipeline and given back bit for bit."""
+    net = copy.deepcopy(pipe.controlnet)
+    before = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    mine = ours(pipe, guide(), net, dtype=torch.bfloat16)
+    torch.testing.assert_close(mine, ours(pipe, guide(), pipe.controlnet, dtype=torch.bfloat16), rtol=0, atol=0)
+    after = net.state_dict()
+    assert all(after[name].dtype == torch.float32 and torch.equal(after[name], t) for name, t in before.items())
+
+
+def test_a_compiled_controlnet_is_accepted(pipe):
+    compiled = torch.compile(pipe.controlnet, backend="eager")
+    torch.testing.assert_close(ours(pipe, guide(), compiled), ours(pipe, guide(), pipe.controlnet), rtol=0, atol=0)
+
+
+def test_controlnets_that_do_not_fit_name_the_config_entry(pipe):
+    one_channel = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16),
+                                            conditioning_channels=1)
+    with pytest.raises(ValueError, match="conditioning_channels 1"):
+        ours(pipe, guide(), one_channel)
+    config = {key: value for key, value in pipe.controlnet.config.items() if not key.startswith("_")}
+    with pytest.raises(ValueError, match="layers_per_block 2 vs the UNet's 1"):
+        ours(pipe, guide(), ControlNetModel(**{**config, "layers_per_block": 2}))
+
+
+@pytest.mark.parametrize("source, match", [("/nonexistent/controlnet", "no such folder"),
+                                           ("./cn", "no such folder")])
+def test_a_missing_controlnet_folder_is_named(pipe, source, match):
+    with pytest.raises(FileNotFoundError, match=match):
+        ours(pipe, guide(), source)
+
+
+def pil_video(frames=FRAMES, size=16):
+    from PIL import Image
+
+    return [Image.new("RGB", (size, size), (10 * f, 0, 0)) for f in range(frames)]
+
+
+@pytest.mark.parametrize("video, match", [
+    (pil_video()[:2] + pil_video(1, 8), r"same size, got \(height, width\) \(8, 8\), \(16, 16\)"),
+    ([pil_video(), pil_video(2)], "same number of frames"),
+    (np.zeros((3, 16, 16, 2), np.float32), r"\(3, 16, 16, 2\)"),
+])
+def test_bad_control_videos_are_described_as_given(pipe, video, match):
+    with pytest.raises(ValueError, match=match):
+        zs2_kernels.sample_video(pipe, ["a cat", "a dog"], control_video=video, controlnet=pipe.controlnet,
+                                 num_frames=3, num_inference_steps=1, progress=False)

@@ -54,6 +54,7 @@ def test_contrast_does_not_change_the_map():
     (torch.zeros(1, 2, 4, 4), ValueError, r"images must have shape .*\[1, 2, 4, 4\]"),
     (torch.zeros(4, 4), ValueError, r"images must have shape .*\[4, 4\]"),
     (torch.zeros(1, 1, 0, 4), ValueError, "images must have at least one pixel"),
+    (torch.zeros(0, 1, 4, 4), ValueError, "images must hold at least one frame"),
     (torch.full((1, 1, 4, 4), -1.0), ValueError, r"images must be finite values in \[0, 1\].*\(images \+ 1\) / 2"),
     (torch.full((1, 1, 4, 4), 2.0), ValueError, r"images must be finite values in \[0, 1\]"),
     (torch.full((1, 1, 4, 4), float("nan")), ValueError, r"images must be finite values in \[0, 1\]"),

@@ -70,15 +70,25 @@ def sample_parser() -> argparse.ArgumentParser:
                              "a Python session that makes many videos (sample_video(compile=True)), or for long "
                              "videos and large models, not for one short video from the command line")
     parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames")
+    parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames; with several "
+                        "--prompt, one per prompt named with _0, _1, ... before the extension (out/v.gif: "
+                        "out/v_0.gif, out/v_1.gif), which must not exist yet")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
 
 def _output_paths(out: Path, count: int) -> list[Path]:
+    """``out`` for one video; for several, ``<stem>_0<suffix>``, ``<stem>_1<suffix>``, ... beside it: names the user did
+    not type, so any that exists already is refused (``out`` itself is replaced, atomically, as documented)."""
     if count == 1:
         return [out]
-    return [out.with_name(f"{out.stem}_{index}{out.suffix}") for index in range(count)]
+    paths = [out.with_name(f"{out.stem}_{index}{out.suffix}") for index in range(count)]
+    existing = [str(path) for path in paths if path.exists() or path.is_symlink()]
+    if existing:
+        raise FileExistsError(f"with {count} prompts the videos are written to {paths[0].name}, {paths[1].name}, ...; "
+                              f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} and would be "
+                              "replaced: move it away or choose another --out")
+    return paths
 
 
 class _Refusals:
@@ -150,6 +160,8 @@ def _check_before_loading(args, refusals: _Refusals):
                              ("--video", args.video, _video)):
         if path is not None and refusals.check(flag, lambda: read(args, size)) is None:
             return None
+    if args.control_video is not None:
+        refusals.check("--controlnet", lambda: _check_controlnet(args.controlnet, location, config["unet"]))
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
     upscale = _upscale(size)
     # Written frames: the upscaled uint8 pixels and about two more copies inside the GIF/MP4 writer.
@@ -184,6 +196,22 @@ def _control_video(args, size):
         frames = digit_condition(torch.from_numpy(frames).movedim(-1, 1)).movedim(1, -1).numpy()
     args.control = frames
     return frames
+
+
+def _check_controlnet(controlnet, location: str, unet_config: dict) -> None:
+    """--controlnet's config.json against the UNet's config, or, without --controlnet, that the model has a ControlNet
+    of its own (a ControlNet pipeline) or is the embedded one (its digit ControlNet): all before any weights load."""
+    from .control import check_fits_unet, read_controlnet_config
+    from .embedded import embedded_model_path
+    from .loading import _hub_folder
+
+    if controlnet is not None:
+        check_fits_unet(read_controlnet_config(controlnet), unet_config)
+    elif Path(location).resolve() != embedded_model_path().resolve():
+        folder = Path(location) if Path(location).is_dir() else _hub_folder(location)
+        if "controlnet" not in json.loads((folder / "model_index.json").read_text()):
+            raise ValueError("needed with this --model (a ControlNet folder or hub id fitting its UNet): only the "
+                             "embedded model and ControlNet pipelines have a ControlNet of their own")
 
 
 def _check_edit_flags(args, refusals: _Refusals) -> None:

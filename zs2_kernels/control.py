@@ -7,6 +7,8 @@ computation per UNet call is diffusers' ``StableDiffusionControlNetPipeline``'s 
 
 from __future__ import annotations
 
+import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +16,14 @@ import torch
 
 from ._checks import check_number
 from .embedded import controlnet_path, embedded_model_path
-from .loading import quiet_library_logs
+from .loading import _looks_like_path, quiet_library_logs
 from .video_io import frames_tensor
 
 #: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
-MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels")
+MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels", "layers_per_block")
+#: sample_video's ControlNet arguments and their defaults: given without control_video, they are refused.
+CONTROL_DEFAULTS = {"controlnet": None, "controlnet_conditioning_scale": 1.0, "control_guidance_start": 0.0,
+                    "control_guidance_end": 1.0, "guess_mode": False}
 
 
 def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
@@ -28,11 +33,12 @@ def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
     [V, F, H, W, C] (uint8, or float in [0, 1]), or a list of PIL images (one video) or of such lists.
     """
     frames = frames_tensor(control_video, "control_video")
+    given = tuple(getattr(control_video, "shape", frames.shape))  # an array's shape as passed: channels last
     if frames.dim() == 4:
         frames = frames.unsqueeze(0)
     if frames.dim() != 5 or frames.shape[2] not in (1, 3) or 0 in frames.shape:
         raise ValueError(f"control_video must be [F, C, H, W] or [V, F, C, H, W] with C 1 or 3 (arrays and PIL: "
-                         f"channels last), got shape {tuple(frames.shape)}")
+                         f"channels last), got shape {given}")
     if not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
         raise ValueError("control_video values must be in [0, 1] (uint8 arrays and PIL images are scaled by 1/255)")
     if num_frames is not None and frames.shape[1] != num_frames:
@@ -41,36 +47,120 @@ def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
     return frames.expand(-1, -1, 3, -1, -1).float()
 
 
-def load_controlnets(controlnet, model, unet, count: int):
-    """The ControlNet(s) to guide with, checked against ``unet``: a ControlNetModel, a folder or hub id, a list of
-    those (one per control video), or None for the embedded one (only with the embedded model)."""
+def control_arguments(control_video, model, controlnet, scale, start, end, guess_mode) -> dict | None:
+    """sample_video's ControlNet arguments as ``prepare_guidance`` takes them, or None without a control video, where
+    any of them given is refused. controlnet=None with a ControlNet pipeline as ``model``: its ControlNet(s)."""
+    given = dict(zip(CONTROL_DEFAULTS, (controlnet, scale, start, end, guess_mode)))
+    if control_video is None:
+        named = [name for name, default in CONTROL_DEFAULTS.items() if not _is_default(given[name], default)]
+        if named:
+            raise ValueError(f"{', '.join(named)} need{'s' if len(named) == 1 else ''} control_video (the frames "
+                             "that guide the video); without it they would be ignored")
+        return None
+    if controlnet is None and hasattr(model, "unet"):
+        controlnet = getattr(model, "controlnet", None)
+    if hasattr(controlnet, "nets"):  # a MultiControlNetModel: its nets, one control video each
+        controlnet = list(controlnet.nets)
+    return dict(control_video=control_video, controlnet=controlnet, scale=scale, start=start, end=end,
+                guess_mode=guess_mode)
+
+
+def _is_default(value, default) -> bool:
+    """``value`` is ``default`` or a number equal to it (1 for 1.0, numpy numbers too; not a list or tensor)."""
+    return value is default or (isinstance(value, numbers.Real) and value == default)
+
+
+def moved_with_pipeline(control: dict | None, pipe) -> list:
+    """The ControlNet objects of ``control`` that sit on the given pipeline's UNet device in its dtype (and are not
+    its components): cast and moved with the pipeline for the call, and given back like it."""
+    nets = control["controlnet"] if control is not None else None
+    parts = {id(module) for module in pipe.components.values()}
+    return [net for net in map(_uncompiled, nets if isinstance(nets, (list, tuple)) else [nets])
+            if isinstance(net, torch.nn.Module) and id(net) not in parts
+            and (net.device, net.dtype) == (pipe.unet.device, pipe.unet.dtype)]
+
+
+def _uncompiled(net):
+    """The module a ``torch.compile``d one wraps (``_orig_mod``), as diffusers' pipelines unwrap it."""
+    while isinstance(getattr(net, "_orig_mod", None), torch.nn.Module):
+        net = net._orig_mod
+    return net
+
+
+def controlnet_location(source) -> str:
+    """A ControlNet folder (with config.json) or hub id; raises FileNotFoundError for a missing folder (a source that
+    looks like a path: starts with ".", "/" or "~", or is not "org/name")."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"controlnet folder {path} has no config.json: not a diffusers ControlNet folder")
+        return str(path)
+    if _looks_like_path(str(source)) or path.exists():
+        raise FileNotFoundError(f"controlnet {path}: no such folder (a ControlNet folder with config.json, or a hub id "
+                                "org/name)")
+    return str(source)
+
+
+def read_controlnet_config(source) -> dict:
+    """A ControlNet folder's or hub id's config.json, read without its weights (hub: fetched or from the cache)."""
+    location = controlnet_location(source)
+    if Path(location).is_dir():
+        return json.loads((Path(location) / "config.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(location, "config.json")).read_text())
+    except Exception as error:  # the hub client's errors of every kind: network, missing repo or file, offline
+        raise OSError(f"controlnet {location!r}: could not find its config.json on the hub or in the local cache: "
+                      f"{type(error).__name__}") from None
+
+
+def check_fits_unet(config, unet_config) -> None:
+    """Raise ValueError unless a ControlNet of ``config`` fits a UNet of ``unet_config`` and takes RGB conditions."""
+    wrong = [f"{key} {_listed(config.get(key))} vs the UNet's {_listed(unet_config.get(key))}"
+             for key in MATCHING_CONFIG if _listed(config.get(key)) != _listed(unet_config.get(key))]
+    if wrong:
+        raise ValueError(f"controlnet does not fit the UNet: {'; '.join(wrong)}")
+    channels = config.get("conditioning_channels", 3)
+    if channels != 3:
+        raise ValueError(f"controlnet takes {channels}-channel conditions (conditioning_channels {channels}) but "
+                         "control videos are given to it as RGB, grey copied to 3 channels: use an RGB ControlNet")
+
+
+def load_controlnets(controlnet, pipe, count: int):
+    """The ControlNet(s) to guide with, checked against ``pipe.unet``: a ControlNetModel (or its compiled wrapper), a
+    folder or hub id, a list of those (one per control video), or None for the embedded one (embedded model only)."""
     from diffusers import ControlNetModel
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
+    unet = pipe.unet
     if controlnet is None:
-        if model is not None and Path(str(model)).resolve() != embedded_model_path():
+        controlnet = getattr(pipe, "controlnet", None)  # a ControlNet pipeline's own (loaded from its folder)
+    if controlnet is None:
+        source = getattr(pipe, "name_or_path", None) or ""
+        if Path(str(source)).resolve() != embedded_model_path():
             raise ValueError("control_video needs controlnet= (a ControlNetModel, folder or hub id) for this model; "
                              "only the embedded model has a default ControlNet")
         controlnet = controlnet_path()
-    nets = list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet]
+    nets = list(getattr(controlnet, "nets", controlnet if isinstance(controlnet, (list, tuple)) else [controlnet]))
     if len(nets) != count:
         raise ValueError(f"give one control video per ControlNet: {len(nets)} ControlNet(s), {count} control video(s)")
     loaded = []
-    for net in nets:
+    for net in map(_uncompiled, nets):
         if isinstance(net, (str, Path)):
             with quiet_library_logs():
-                net = ControlNetModel.from_pretrained(net, use_safetensors=True, low_cpu_mem_usage=False,
-                                                      torch_dtype=unet.dtype)
+                net = ControlNetModel.from_pretrained(controlnet_location(net), use_safetensors=True,
+                                                      low_cpu_mem_usage=False, torch_dtype=unet.dtype)
         if not isinstance(net, ControlNetModel):
             raise TypeError(f"controlnet must be a ControlNetModel, a folder or a hub id, got {type(net).__name__}")
-        wrong = [key for key in MATCHING_CONFIG if _listed(net.config.get(key)) != _listed(unet.config.get(key))]
-        if wrong:
-            raise ValueError(f"controlnet does not fit the UNet: {', '.join(wrong)} differ "
-                             f"({[net.config.get(k) for k in wrong]} vs {[unet.config.get(k) for k in wrong]})")
+        check_fits_unet(net.config, unet.config)
         if (net.device, net.dtype) != (unet.device, unet.dtype):
             raise ValueError(f"controlnet is on {net.device} in {net.dtype}, the UNet on {unet.device} in "
                              f"{unet.dtype}: move it (controlnet.to(...)) or pass its folder")
         loaded.append(net)
+    if len({id(net) for net in loaded}) < len(loaded):
+        raise ValueError("controlnet lists the same ControlNetModel object twice: its momentum-attention state would "
+                         "mix between the two uses; load it twice (or copy.deepcopy it) for two guides")
     return loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded)
 
 
@@ -120,11 +210,15 @@ class ControlGuidance:
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def prepare_guidance(control_video, controlnet, model, pipe, *, num_frames, videos, height, width, scale, start, end,
+def prepare_guidance(control_video, controlnet, pipe, *, num_frames, videos, height, width, scale, start, end,
                      guess_mode) -> ControlGuidance:
-    """Check and load everything guided sampling needs; control videos on the UNet's device and dtype."""
+    """Check and load everything guided sampling needs; control videos on the UNet's device and dtype.
+
+    As in diffusers, guess mode is on whenever the (first) ControlNet pools its conditions (global_pool_conditions).
+    """
     clips = control_video if isinstance(controlnet, (list, tuple)) else [control_video]
-    net = load_controlnets(controlnet, model, pipe.unet, len(clips))
+    net = load_controlnets(controlnet, pipe, len(clips))
+    guess_mode = bool(guess_mode) or bool(getattr(net, "nets", [net])[0].config.get("global_pool_conditions"))
     count = len(clips)
     scales, starts, ends = (_per_net(name, value, count) for name, value in
                             (("controlnet_conditioning_scale", scale), ("control_guidance_start", start),
@@ -146,7 +240,7 @@ def prepare_guidance(control_video, controlnet, model, pipe, *, num_frames, vide
             raise ValueError(f"control_video frames are {tuple(frames.shape[-2:])} pixels but the video is "
                              f"{(height, width)}: pass height/width matching the control video")
         tensors.append(frames.expand(videos, *frames.shape[1:]).to(pipe.unet.device, pipe.unet.dtype))
-    return ControlGuidance(net, tensors, scales, starts, ends, bool(guess_mode))
+    return ControlGuidance(net, tensors, scales, starts, ends, guess_mode)
 
 
 def _per_net(name: str, value, count: int) -> list:

@@ -21,7 +21,7 @@ from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draw
 from .attention import install_momentum_attention
 from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
-from .control import control_frames, prepare_guidance
+from .control import control_arguments, control_frames, moved_with_pipeline, prepare_guidance
 from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
 from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
@@ -151,10 +151,10 @@ def _decode(pipe, latents, chunk_size):
                       for start in range(0, latents.shape[0], chunk_size)])
 
 
-def _saved_tensors(pipe) -> list:
-    """(store, name, tensor object, its data) of every parameter and buffer of the pipeline's modules."""
+def _saved_tensors(components) -> list:
+    """(store, name, tensor object, its data) of every parameter and buffer of the given modules."""
     saved = []
-    for component in pipe.components.values():
+    for component in components:
         if isinstance(component, torch.nn.Module):
             for module in component.modules():
                 for store in (module._parameters, module._buffers):
@@ -163,23 +163,26 @@ def _saved_tensors(pipe) -> list:
 
 
 @contextlib.contextmanager
-def _pipeline(model, device, dtype, progress):
+def _pipeline(model, device, dtype, progress, control=None):
     """The pipeline to sample with: ``model`` itself when it is one, else loaded.
 
     A given pipeline is moved/cast for the call only: its own tensors are put back afterwards, bit for bit
-    (a cast down and up again would round them), also when sampling fails.
+    (a cast down and up again would round them), also when sampling fails; so are the ControlNet objects of
+    ``control`` that were on its device in its dtype.
     """
     if not (hasattr(model, "unet") and hasattr(model, "vae")):
         yield load_pipeline(model, device=device, dtype=dtype, progress=progress)
         return
     move = device is not None and device != model.device
     cast = dtype is not None and dtype != model.unet.dtype
-    saved = _saved_tensors(model) if move or cast else []
+    parts = [model, *moved_with_pipeline(control, model)] if move or cast else []
+    saved = _saved_tensors([*model.components.values(), *parts[1:]]) if parts else []
     try:
-        if move:
-            model.to(device)
-        if cast:
-            model.to(dtype=dtype)
+        for part in parts:
+            if move:
+                part.to(device)
+            if cast:
+                part.to(dtype=dtype)
         yield model
     finally:
         for store, name, tensor, data in saved:
@@ -193,6 +196,7 @@ class _Models:
     its net's callable, and the momentum-attention handles on all of them."""
 
     unet: object
+    dtype: torch.dtype  # the UNet's, read once: diffusers' model.dtype walks every parameter (~1 ms a call)
     guidance: object
     controlnet: object
     handles: list
@@ -215,7 +219,7 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, ch
         for handle in models.handles:
             handle.set_num_frames(frames, carry_state=chunk < num_frames or models.traced)
         block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
-        model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(pipe.unet.dtype)
+        model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(models.dtype)
         hidden, extra = conditioning.for_frames(frames)
         before_call(models.cuda_graphs)
         residuals = {} if models.guidance is None else models.guidance.residuals(
@@ -243,7 +247,8 @@ def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_atten
     steps = scheduler.timesteps if steps is None else steps
     calls = len(steps) * -(-num_frames // chunk)
     net = None if guidance is None else guidance.net
-    models = _Models(unet=pipe.unet if compile_with is None else compiled(pipe.unet, compile_with), guidance=guidance,
+    models = _Models(unet=pipe.unet if compile_with is None else compiled(pipe.unet, compile_with),
+                     dtype=pipe.unet.dtype, guidance=guidance,
                      controlnet=net if compile_with is None or net is None else compiled(net, compile_with),
                      handles=[], traced=compile_with is not None,
                      cuda_graphs=uses_cuda_graphs(compile_with, pipe.unet.device))
@@ -319,10 +324,10 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         control_video: guided video: frames steering every video frame through ``controlnet`` — a tensor
             [F, C, H, W] or [V, F, C, H, W] in [0, 1], an array [(V,) F, H, W, C] (uint8 or [0, 1]) or PIL
             images; one shared by every video or one per video; a list of them with a list of ControlNets.
-        controlnet: a ControlNetModel (on the UNet's device and dtype), a folder or hub id, or a list
-            (multi-ControlNet); None with the embedded model: its shipped digit ControlNet (condition:
-            ``zs2_kernels.embedded.digit_condition``). controlnet_conditioning_scale, control_guidance_start,
-            control_guidance_end, guess_mode: as in diffusers' ControlNet pipelines (one value or one per net).
+        controlnet: a ControlNetModel (compiled or not; on the UNet's device and dtype), a folder or hub id, or a
+            list of distinct ones (multi-ControlNet); None: a ControlNet pipeline's own, or the embedded model's digit
+            ControlNet (condition: ``zs2_kernels.embedded.digit_condition``). controlnet_conditioning_scale,
+            control_guidance_start, control_guidance_end, guess_mode: as in diffusers' ControlNet pipelines.
         num_inference_steps: scheduler steps (>= 1). guidance_scale: >= 0; <= 1 disables guidance (half the batch).
         scheduler: "ddim" (default), "dpm++" (DPM++ 2M), "unipc", "euler", "euler-a", or a diffusers scheduler
             instance (copied, never stepped itself); per-step noise (euler-a, DDPM) is drawn as dependency chains.
@@ -351,7 +356,9 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
     """
     embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
     edit = check_edit(image, video, strength, control_video, num_inference_steps)
-    num_frames = _frame_count(num_frames, control_video, controlnet, edit)
+    control = control_arguments(control_video, model, controlnet, controlnet_conditioning_scale, control_guidance_start,
+                                control_guidance_end, guess_mode)
+    num_frames = _frame_count(num_frames, control, edit)
     prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
                                             noise_lambda, momentum, search, frame_chunk, output_type,
                                             decode_chunk_size, num_videos_per_prompt, seed, generator,
@@ -363,7 +370,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
     compile_with, dtype = compile_options(compile), check_dtype(dtype)
     device = None if device is None else check_device(device)
     started = time.perf_counter()
-    with _pipeline(model, device, dtype, progress) as pipe:
+    with _pipeline(model, device, dtype, progress, control) as pipe:
         frames, stats = _sample(
             pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings, videos=videos,
             num_videos_per_prompt=num_videos_per_prompt, num_frames=num_frames, height=height, width=width,
@@ -371,11 +378,8 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             momentum=momentum, search=search, dependency_noise=dependency_noise,
             momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
             output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
-            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler,
-            control=None if control_video is None else dict(
-                control_video=control_video, controlnet=controlnet, model=_model_source(model),
-                scale=controlnet_conditioning_scale, start=control_guidance_start, end=control_guidance_end,
-                guess_mode=guess_mode), edit=edit, compile_with=compile_with)
+            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler, control=control,
+            edit=edit, compile_with=compile_with)
     return VideoOutput(frames=frames, stats=stats)
 
 
@@ -388,25 +392,20 @@ def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, neg
     return PromptEmbeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
 
 
-def _frame_count(num_frames, control_video, controlnet, edit):
+def _frame_count(num_frames, control, edit):
     """``num_frames``, else the control video's or the edited video's length, else 8."""
-    if control_video is not None and num_frames is None:
-        return control_frames(_first_clip(control_video, controlnet), None).shape[1]
+    if control is not None and num_frames is None:
+        return control_frames(_first_clip(control), None).shape[1]
     return edit_frame_count(edit, num_frames)
 
 
-def _first_clip(control_video, controlnet):
+def _first_clip(control):
     """The (first) control video: with a list of ControlNets, control_video is a list with one per net."""
-    if isinstance(controlnet, (list, tuple)):
-        if not isinstance(control_video, (list, tuple)) or not control_video:
+    if isinstance(control["controlnet"], (list, tuple)):
+        if not isinstance(control["control_video"], (list, tuple)) or not control["control_video"]:
             raise ValueError("with a list of ControlNets, control_video must be a list with one video per ControlNet")
-        return control_video[0]
-    return control_video
-
-
-def _model_source(model):
-    """Where the pipeline comes from (a path, hub id or None), also for a pipeline object."""
-    return (getattr(model, "name_or_path", None) or "") if hasattr(model, "unet") else model
+        return control["control_video"][0]
+    return control["control_video"]
 
 
 def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
@@ -416,8 +415,7 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_
     """The steps of :func:`sample_video` on a ready pipeline: (frames, stats)."""
     timings = {}
     if control is not None and height is None and width is None:
-        height, width = control_frames(_first_clip(control["control_video"], control["controlnet"]),
-                                       num_frames).shape[-2:]
+        height, width = control_frames(_first_clip(control), num_frames).shape[-2:]
     if edit is not None and height is None and width is None:
         height, width = edit.video_size(pipe.vae_scale_factor)
     height, width = _check_resolution(pipe, height, width)

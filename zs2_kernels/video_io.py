@@ -3,6 +3,7 @@ nothing that was there before is removed); reading frames (a guide video, an ima
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -112,10 +113,18 @@ def frames_tensor(value, name: str):
     if hasattr(value, "convert"):
         value = [value]
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
-        return torch.stack([frames_tensor(list(item), name) for item in value])
+        videos = [frames_tensor(list(item), name) for item in value]
+        if len({video.shape for video in videos}) > 1:
+            raise ValueError(f"{name}'s videos must have the same number of frames and size, got (frames, channels, "
+                             f"height, width) {[tuple(video.shape) for video in videos]}")
+        return torch.stack(videos)
     if isinstance(value, (list, tuple)):
         if not value or not all(hasattr(image, "convert") for image in value):
             raise TypeError(f"{name} as a list must hold PIL images (or lists of them, one per video)")
+        sizes = sorted({image.size[::-1] for image in value})
+        if len(sizes) > 1:
+            raise ValueError(f"{name}'s PIL images must all have the same size, got (height, width) "
+                             f"{', '.join(map(str, sizes))}")
         value = np.stack([np.asarray(image.convert("RGB")) for image in value])
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a tensor, an array or PIL images, got {type(value).__name__}")
@@ -124,7 +133,8 @@ def frames_tensor(value, name: str):
 
 
 def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
-    """The frames of a .gif/.mp4 or an image file (one frame), or a folder of PNGs in name order, as float32
+    """The frames of a .gif/.mp4 or an image file (one frame), or a folder of PNGs in name order (numbers in names
+    by value: frame_2.png before frame_10.png), as float32
     [F, H, W, 3] in [0, 1], resized to ``size`` = (height, width): a guide video for ``control_video``, the image
     of image-to-video, the video to edit. ``what`` names the input in errors."""
     import imageio.v3 as iio
@@ -132,18 +142,28 @@ def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.png"))
+        files = sorted(path.glob("*.png"), key=_natural_key)
         if not files:
             raise FileNotFoundError(f"{what} folder {path} holds no .png frames")
         frames = [iio.imread(file) for file in files]
     elif path.is_file():
         try:
-            frames = list(iio.imiter(path))
+            frames = list(iio.imiter(path)) if path.stat().st_size else []
         except Exception as error:  # imageio raises plugin-specific errors for unreadable files
-            raise ValueError(f"cannot read {what} {path}: {error}") from None
+            reason = ("not a video or image file (.gif, .mp4, .png, ...)" if "backend" in str(error)
+                      else str(error).splitlines()[0] if str(error) else type(error).__name__)
+            raise ValueError(f"cannot read {what} {path}: {reason}") from None
+        if not frames:
+            raise ValueError(f"cannot read {what} {path}: it is empty (no frames)")
     else:
         raise FileNotFoundError(f"{what} {path} does not exist")
     height, width = size
     resized = [np.asarray(Image.fromarray(np.asarray(frame)[..., :3] if np.ndim(frame) == 3 else np.asarray(frame))
                           .convert("RGB").resize((width, height), Image.BILINEAR)) for frame in frames]
     return np.stack(resized).astype(np.float32) / 255.0
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key of a file name with its digit runs compared as numbers: frame_2.png before frame_10.png (the split
+    alternates text and digits, so equal positions always hold the same type)."""
+    return [int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", path.name))]

@@ -41,11 +41,12 @@ def digit_condition(images: torch.Tensor) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape [N, 3, H, W], [N, 1, H, W] or [N, H, W], "
                          f"got {list(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images must hold at least one frame, got {list(images.shape)}")
     if images.shape[-2] == 0 or images.shape[-1] == 0:
         raise ValueError(f"images must have at least one pixel per frame, got {list(images.shape)}")
     grey = images.float().mean(dim=1, keepdim=True)
-    if grey.numel() and not (torch.isfinite(grey).all() and -_RANGE_SLACK <= grey.min() <= grey.max()
-                             <= 1.0 + _RANGE_SLACK):
+    if not (torch.isfinite(grey).all() and -_RANGE_SLACK <= grey.min() <= grey.max() <= 1.0 + _RANGE_SLACK):
         raise ValueError(f"images must be finite values in [0, 1], got range [{grey.min().item():.4g}, "
                          f"{grey.max().item():.4g}] (for images in [-1, 1] pass (images + 1) / 2)")
     kernels = torch.stack([_SOBEL_X, _SOBEL_X.T]).unsqueeze(1).to(grey.device)
