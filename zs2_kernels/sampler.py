@@ -351,9 +351,9 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         image: image-to-video from this frame 0 ([C, H, W] or [V, C, H, W] in [0, 1], arrays, PIL), kept exactly.
             video, strength: video-to-video (SDEdit): frames as control_video takes them, noised to ``strength`` in
             (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
-        compile: run the UNet (and ControlNets) with ``torch.compile``: True, a mode ("max-autotune", ...) or a
-            dict of its arguments; compiled once per model and options and reused (see zs2_kernels.compiling).
+        compile: torch.compile the UNet and ControlNets, once per model: True, a mode or a dict of its arguments.
     """
+    started = time.perf_counter()  # the "load" timing: from here to a ready pipeline
     embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
     edit = check_edit(image, video, strength, control_video, num_inference_steps)
     control = control_arguments(control_video, model, controlnet, controlnet_conditioning_scale, control_guidance_start,
@@ -366,13 +366,11 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                                                 callback_on_step_end), switches=dict(
                                                 dependency_noise=dependency_noise, guess_mode=guess_mode,
                                                 momentum_attention=momentum_attention, progress=progress))
-    videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
     compile_with, dtype = compile_options(compile), check_dtype(dtype)
     device = None if device is None else check_device(device)
-    started = time.perf_counter()
     with _pipeline(model, device, dtype, progress, control) as pipe:
         frames, stats = _sample(
-            pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings, videos=videos,
+            pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings,
             num_videos_per_prompt=num_videos_per_prompt, num_frames=num_frames, height=height, width=width,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_lambda=noise_lambda,
             momentum=momentum, search=search, dependency_noise=dependency_noise,
@@ -408,12 +406,13 @@ def _first_clip(control):
     return control["control_video"]
 
 
-def _sample(pipe, started, *, prompts, negative_prompt, embeddings, videos, num_videos_per_prompt, num_frames, height,
+def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_per_prompt, num_frames, height,
             width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
             momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
             callback_on_step_end, backend, scheduler, control, edit, compile_with):
     """The steps of :func:`sample_video` on a ready pipeline: (frames, stats)."""
     timings = {}
+    videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
     if control is not None and height is None and width is None:
         height, width = control_frames(_first_clip(control), num_frames).shape[-2:]
     if edit is not None and height is None and width is None:
