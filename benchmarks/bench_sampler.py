@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 
@@ -210,7 +211,7 @@ def run(args) -> list[dict]:
         if name in errors:
             record["error"] = errors[name]
         else:
-            record.update(summarize_seconds(samples[name]))
+            record.update(summarize_seconds(samples[name]), round_s=samples[name])
             record["frames_per_s"] = args.frames / record["median_s"]
             if name in COMPILED_IMPLS:
                 record["compile_s"] = warmup[name][0]  # the first call: compiles, then samples once
@@ -219,7 +220,34 @@ def run(args) -> list[dict]:
                                             for stage in stages[name][0]}
         records[name] = record
     add_ratios(records)
+    add_paired_ratios(records, samples)
     return list(records.values())
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Median of ``values`` and a distribution-free confidence interval for it (order statistics: the k-th smallest
+    and largest values, k the largest with P(Binomial(n, 1/2) < k) <= (1 - level) / 2); NaN bounds when n is too
+    small for the level."""
+    ordered, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    low, high = (ordered[k - 1], ordered[n - k]) if k else (math.nan, math.nan)
+    return float(statistics.median(ordered)), low, high
+
+
+def add_paired_ratios(records: dict, samples: dict) -> None:
+    """Per-round ratios to plain DDIM (each round runs every impl once, in turn: a paired comparison that cancels
+    slow drift), their median and its 95 % interval, ``paired_ratio_plain_ddim``."""
+    base = samples.get("plain_ddim") or []
+    for name, record in records.items():
+        rounds = samples.get(name) or []
+        if "median_s" in record and base and len(rounds) == len(base):
+            median, low, high = median_interval([a / b for a, b in zip(rounds, base)])
+            record["paired_ratio_plain_ddim"] = {"median": median, "ci95_low": low, "ci95_high": high,
+                                                 "rounds": len(rounds)}
+            record["paired_ratio_plain_ddim_text"] = f"{median:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def add_ratios(records: dict) -> None:

@@ -36,6 +36,7 @@ TABLE_COLUMNS = {
         ("impl", "impl", "{}"), ("backend", "backend", "{}"), ("frames/s", "frames_per_s", "{:.4g}"),
         ("median s", "median_s", "{:.4g}"), ("p20 s", "p20_s", "{:.4g}"), ("p80 s", "p80_s", "{:.4g}"),
         ("time / plain DDIM", "time_ratio_plain_ddim", "{:.3g}"),
+        ("per round / plain DDIM, median [95% CI]", "paired_ratio_plain_ddim_text", "{}"),
         ("time / Text2Video-Zero", "time_ratio_text2video_zero", "{:.3g}"),
         ("time / compiled baseline", "time_ratio_compiled_baseline", "{:.3g}"), ("compile s", "compile_s", "{:.3g}"),
         ("note / error", "error_or_note", "{}"),

@@ -108,6 +108,14 @@ def test_bench_sampler_compiled_rows(tmp_path, monkeypatch):
         assert record["compile_s"] > 0 and record["time_ratio_compiled_baseline"] > 0
         assert record["time_ratio_compiled_baseline"] == pytest.approx(
             record["median_s"] / records[bench.COMPILED_BASELINES[name]]["median_s"])
+        assert record["paired_ratio_plain_ddim"]["rounds"] == len(record["round_s"]) == 1
+
+
+def test_median_interval_is_distribution_free(monkeypatch):
+    bench = load_benchmark("bench_sampler", monkeypatch)
+    assert bench.median_interval(list(range(1, 11))) == (5.5, 2, 9)  # n = 10: 2nd and 9th smallest (97.9 %)
+    median, low, high = bench.median_interval([1.0, 2.0, 3.0])
+    assert median == 2.0 and math.isnan(low) and math.isnan(high)  # 3 rounds cannot give 95 %
 
 
 def test_results_file_appends(tmp_path):
