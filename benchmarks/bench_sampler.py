@@ -224,16 +224,16 @@ def run(args) -> list[dict]:
     return list(records.values())
 
 
-def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
     """Median of ``values`` and a distribution-free confidence interval for it (order statistics: the k-th smallest
-    and largest values, k the largest with P(Binomial(n, 1/2) < k) <= (1 - level) / 2); NaN bounds when n is too
-    small for the level."""
+    and largest values, k the largest with P(Binomial(n, 1/2) < k) <= (1 - level) / 2); None bounds when n is too
+    small for the level (fewer than 6 values at 95 %)."""
     ordered, n = sorted(values), len(values)
     tail, k = 0.0, 0
     while k < n and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
         tail += math.comb(n, k) / 2 ** n
         k += 1
-    low, high = (ordered[k - 1], ordered[n - k]) if k else (math.nan, math.nan)
+    low, high = (ordered[k - 1], ordered[n - k]) if k else (None, None)
     return float(statistics.median(ordered)), low, high
 
 
@@ -247,7 +247,8 @@ def add_paired_ratios(records: dict, samples: dict) -> None:
             median, low, high = median_interval([a / b for a, b in zip(rounds, base)])
             record["paired_ratio_plain_ddim"] = {"median": median, "ci95_low": low, "ci95_high": high,
                                                  "rounds": len(rounds)}
-            record["paired_ratio_plain_ddim_text"] = f"{median:.3f} [{low:.3f}, {high:.3f}]"
+            record["paired_ratio_plain_ddim_text"] = (f"{median:.3f} [{low:.3f}, {high:.3f}]" if low is not None
+                                                      else f"{median:.3f} (too few rounds for an interval)")
 
 
 def add_ratios(records: dict) -> None:

@@ -1,4 +1,5 @@
-"""What the test modules share: dtypes, the GPU markers, and the one tolerance rule for low-precision outputs."""
+"""What the test modules share: dtypes, the GPU markers, the one tolerance rule for low-precision outputs, and
+the confidence interval the quality gates report."""
 
 import os
 
@@ -24,3 +25,13 @@ def assert_within_lowp_error(out, reference_fp32, torch_lowp, atol=1e-6):
     torch_err = (torch_lowp.float() - reference_fp32.float()).abs().max().item()
     assert kernel_err <= 2 * torch_err + atol, \
         f"kernel error {kernel_err:.3g} > 2 x torch error {torch_err:.3g} + {atol}"
+
+
+def interval(values: torch.Tensor) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of ``values`` (one per video), computed in float64."""
+    from scipy import stats
+
+    values = values.double()
+    mean = values.mean().item()
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std().item() / len(values) ** 0.5
+    return mean, mean - half, mean + half

@@ -394,7 +394,8 @@ def test_image_to_video_and_video_to_video_from_files(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--video", "{video}", "--frames", "3"], "--video: it has 4 frames but --frames is 3"),
     (["--video", "{video}", "--strength", "0"], "--strength: strength must be in (0, 1]"),
-    (["--video", "{video}", "--strength", "1.5"], "--strength: strength must be in [0.0, 1.0]"),
+    (["--video", "{video}", "--strength", "1.5"], "--strength: strength must be in (0, 1], got 1.5"),
+    (["--video", "{video}", "--out", "{video}"], "--out: {video} is also the --video input"),
     (["--strength", "0.5"], "--strength: needs --video"),
     (["--video", "{video}", "--strength", "0.01"], "--strength: strength 0.01 of num_inference_steps 25 runs no step"),
     (["--image", "{video}"], "--image: {video} has 4 frames; give one image"),
@@ -404,6 +405,9 @@ def test_image_to_video_and_video_to_video_from_files(tmp_path):
 ])
 def test_edit_refusals_name_the_flag(tmp_path, capsys, extra, message):
     paths = {"video": moving_square_gif(tmp_path / "in.gif"), "missing": tmp_path / "missing.png"}
-    args = ["--prompt", "a", "--out", str(tmp_path / "v.gif"), *[a.format(**paths) for a in extra]]
+    out = [] if "--out" in extra else ["--out", str(tmp_path / "v.gif")]
+    args = ["--prompt", "a", *out, *[a.format(**paths) for a in extra]]
+    before = paths["video"].read_bytes()
     assert cli.sample_main(args) == 2
+    assert paths["video"].read_bytes() == before
     assert message.format(**paths) in capsys.readouterr().err

@@ -135,6 +135,9 @@ def _check_before_loading(args, refusals: _Refusals):
     paths = refusals.check("--out", lambda: [check_output_path(p) for p in _output_paths(Path(args.out),
                                                                                            len(args.prompt))])
     refusals.check("--fps", lambda: check_fps(args.fps))
+    for flag, given in (("--video", args.video), ("--image", args.image), ("--control-video", args.control_video)):
+        if given is not None and paths and any(Path(given).resolve() == Path(path).resolve() for path in paths):
+            refusals.messages.append(f"--out: {given} is also the {flag} input; writing there would replace it")
     if args.control_video is None and (args.controlnet is not None or args.digit_condition):
         refusals.messages.append("--controlnet/--digit-condition: need --control-video")
     _check_edit_flags(args, refusals)

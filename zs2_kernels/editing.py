@@ -71,14 +71,18 @@ def check_edit(image, video, strength, control_video, num_inference_steps) -> Ed
 def check_strength(strength, num_inference_steps) -> float:
     """Video-to-video's strength in (0, 1] (None: 0.8, diffusers' Img2Img default), refused where it would run no
     step: int(num_inference_steps · strength) = 0 (steps that are not an int >= 1 are refused by their own check)."""
-    strength = check_number("strength", 0.8 if strength is None else strength, 0.0, 1.0)
+    given = 0.8 if strength is None else strength
+    try:
+        strength = check_number("strength", given, 0.0, 1.0)
+    except ValueError:
+        raise ValueError(f"strength must be in (0, 1], got {given!r}") from None
     if strength == 0:
         raise ValueError("strength must be in (0, 1]: 0 would return the video unchanged")
     steps = num_inference_steps
     countable = isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 1
     if countable and int(steps * strength) == 0:
         raise ValueError(f"strength {strength} of num_inference_steps {steps} runs no step (int(steps · strength) = "
-                         f"0): raise either")
+                         f"0): raise strength or num_inference_steps")
     return strength
 
 
@@ -212,8 +216,8 @@ def prepare_edit(pipe, scheduler, conditioning, edit: EditInput, *, videos: int,
         raise ValueError(f"{edit.kind} is {edit.size[0]}x{edit.size[1]} pixels but the video is {height}x{width}: "
                          "resize it, or leave height/width out to take its size")
     if edit.frames.shape[0] not in (1, videos):
-        raise ValueError(f"{edit.kind} holds {edit.frames.shape[0]} videos' frames; give one for all or one per "
-                         f"video ({videos})")
+        given = f"{edit.frames.shape[0]} {'images' if edit.kind == 'image' else 'videos'}"
+        raise ValueError(f"{edit.kind} holds {given}; give one for all videos or one per video ({videos})")
     if pipe.vae.config.in_channels != 3:
         raise ValueError(f"{edit.kind} needs a VAE taking RGB images, this one takes {pipe.vae.config.in_channels}")
     given, num_frames = edit.frames.shape[:2]

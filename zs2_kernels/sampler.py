@@ -219,7 +219,7 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, ch
         for handle in models.handles:
             handle.set_num_frames(frames, carry_state=chunk < num_frames or models.traced)
         block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
-        model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(models.dtype)
+        model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(models.dtype).contiguous()
         hidden, extra = conditioning.for_frames(frames)
         before_call(models.cuda_graphs)
         residuals = {} if models.guidance is None else models.guidance.residuals(
@@ -348,7 +348,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         output_type: "np", "pt", "pil" or "latent". decode_chunk_size: frames per VAE decode call. progress: bars.
         callback_on_step_end: ``fn(pipe, step, timestep, {"latents": latents}) -> dict``; a returned "latents"
             entry (same shape) replaces the latents (diffusers convention).
-        image: image-to-video from this frame 0 ([C, H, W] or [V, C, H, W] in [0, 1], arrays, PIL), kept exactly.
+        image: image-to-video from this frame 0, kept: a tensor [(V,) C, H, W] in [0, 1], array [(V,) H, W, C], PIL.
             video, strength: video-to-video (SDEdit): frames as control_video takes them, noised to ``strength`` in
             (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
         compile: torch.compile the UNet and ControlNets, once per model: True, a mode or a dict of its arguments.

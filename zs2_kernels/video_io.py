@@ -109,6 +109,8 @@ def frames_tensor(value, name: str):
     import torch
 
     if isinstance(value, torch.Tensor):
+        if value.is_meta:
+            raise ValueError(f"{name} is on the meta device: it holds no data")
         return value.detach().cpu()
     if hasattr(value, "convert"):
         value = [value]
@@ -125,9 +127,12 @@ def frames_tensor(value, name: str):
         if len(sizes) > 1:
             raise ValueError(f"{name}'s PIL images must all have the same size, got (height, width) "
                              f"{', '.join(map(str, sizes))}")
-        value = np.stack([np.asarray(image.convert("RGB")) for image in value])
+        value = np.stack([np.asarray(_pil_rgb(image)) for image in value])
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a tensor, an array or PIL images, got {type(value).__name__}")
+    if value.ndim < 3:
+        raise ValueError(f"{name}: arrays are channels last, [H, W, C] or [(V,) F, H, W, C]; got shape {value.shape} "
+                         "(a greyscale image: add a channel axis, value[..., None])")
     array = value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value
     return torch.from_numpy(np.ascontiguousarray(array)).float().movedim(-1, -3)
 
@@ -158,9 +163,27 @@ def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
     else:
         raise FileNotFoundError(f"{what} {path} does not exist")
     height, width = size
-    resized = [np.asarray(Image.fromarray(np.asarray(frame)[..., :3] if np.ndim(frame) == 3 else np.asarray(frame))
+    resized = [np.asarray(Image.fromarray(_eight_bit(frame[..., :3] if np.ndim(frame) == 3 else frame))
                           .convert("RGB").resize((width, height), Image.BILINEAR)) for frame in frames]
     return np.stack(resized).astype(np.float32) / 255.0
+
+
+def _eight_bit(frame) -> np.ndarray:
+    """A decoded frame as 8 bits: 16-bit images (uint16, or 32-bit integer PIL data above 255) scaled by 255/65535,
+    which PIL's own conversion to RGB would clip instead."""
+    frame = np.asarray(frame)
+    if frame.dtype == np.uint16 or (frame.dtype.kind in "iu" and frame.dtype.itemsize > 1 and frame.max() > 255):
+        return np.round(frame.astype(np.float32).clip(0, 65535) / 257.0).astype(np.uint8)
+    return frame
+
+
+def _pil_rgb(image):
+    """A PIL image as RGB, 16-bit greyscale scaled rather than clipped (see :func:`_eight_bit`)."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):
+        image = Image.fromarray(_eight_bit(np.asarray(image)))
+    return image.convert("RGB")
 
 
 def _natural_key(path: Path) -> list:

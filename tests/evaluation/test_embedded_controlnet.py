@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy import stats
+from helpers import interval
 
 import zs2_kernels
 from zs2_kernels.embedded import controlnet_path, digit_condition
@@ -58,11 +58,6 @@ def edge_correlation(frames: torch.Tensor, guides: torch.Tensor) -> torch.Tensor
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
 
-
-def interval(values: torch.Tensor) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of ``values`` (one per guide video)."""
-    mean, half = values.mean().item(), stats.t.ppf(0.975, len(values) - 1) * values.std().item() / len(values) ** 0.5
-    return mean, mean - half, mean + half
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy import stats
+from helpers import interval
 
 import zs2_kernels
 from zs2_kernels.embedded.digits import digit_prompt, load_digit_classifier, load_digit_split
@@ -39,12 +39,6 @@ MIN_ACCURACY = 0.9
 MIN_PSNR = 18.0
 MIN_MOTION = 0.2
 
-
-def interval(values: torch.Tensor) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of ``values`` (one per video)."""
-    values = values.double()
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std().item() / len(values) ** 0.5
-    return values.mean().item(), values.mean().item() - half, values.mean().item() + half
 
 
 def show(name: str, values: torch.Tensor) -> tuple[float, float, float]:
