@@ -16,13 +16,11 @@ The same from the command line, with the inputs written here:
         --out v2v.gif
 """
 
-import argparse
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import torch
-from guided_example import FRAMES, sliding_digit
+from guided_example import FRAMES, example_arguments, sliding_digit
 
 import zs2_kernels
 from zs2_kernels.embedded.digits import load_digit_split
@@ -30,10 +28,7 @@ from zs2_kernels.video_io import to_uint8, write_video
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks" / "results")
-    parser.add_argument("--steps", type=int, default=25)
-    args = parser.parse_args()
+    args = example_arguments(__doc__)
     split = load_digit_split()
     held_out = split.test_images * 0.5 + 0.5
     seven, three = held_out[split.test_labels == 7][0], held_out[split.test_labels == 3][0]

@@ -35,11 +35,16 @@ def sliding_digit(image: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(frames, grid, padding_mode="zeros", align_corners=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def example_arguments(doc: str) -> argparse.Namespace:
+    """--out (default benchmarks/results) and --steps (default 25), what the README's example scripts take."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks" / "results")
     parser.add_argument("--steps", type=int, default=25)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = example_arguments(__doc__)
     split = load_digit_split()
     seven = split.test_images[split.test_labels == 7][0:1] * 0.5 + 0.5  # held out: never seen in training
     guide = sliding_digit(seven)
