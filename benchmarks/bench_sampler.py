@@ -39,6 +39,8 @@ import zs2_kernels
 from random_models import STYLES, random_pipeline
 from zs2_kernels._checks import SEED_LIMIT
 from zs2_kernels.compiling import COMPILE_MODES, compile_options, compiled
+from zs2_kernels.evaluation import text2video_zero
+from zs2_kernels.evaluation.text2video_zero import text2video_zero_pipeline
 from zs2_kernels.ops import resolve_backend
 
 COMPILED_IMPLS = ("plain_compiled", "zs2_compiled", "text2video_zero_compiled")
@@ -47,37 +49,16 @@ COMPILED_BASELINES = {"plain_compiled": "plain_ddim", "zs2_compiled": "text2vide
                       "text2video_zero_compiled": "text2video_zero"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SEARCH = "exact"
-#: Text2Video-Zero's defaults: t0 = 44, t1 = 47 of 50 steps; a motion of 12 units of its 512-wide flow
-#: grid per frame, which is 1.5 latent pixels per frame at SD's 64-wide latents.
-T2VZ_DEFAULT_STEPS, T2VZ_T0, T2VZ_T1 = 50, 44, 47
-T2VZ_LATENT_PIXELS_PER_FRAME = 12 * 64 / 512
+#: Text2Video-Zero's default motion, 12 units of its 512-wide flow grid per frame, is 1.5 latent pixels per frame
+#: at SD's 64-wide latents; the benchmark keeps those latent pixels at every latent size (speed, not looks).
+T2VZ_LATENT_PIXELS_PER_FRAME = text2video_zero.DEFAULT_MOTION * 64 / 512
 
 
 def text2video_zero_settings(steps: int, latent_height: int, latent_width: int) -> dict:
-    """t0 < t1 < steps at the same fractions of the schedule as the defaults; motion in latent pixels as at 64²."""
-    if steps < 2:
-        raise ValueError(f"Text2Video-Zero needs at least 2 steps (t0 < t1 < steps), got {steps}")
-    t1 = min(round(T2VZ_T1 * steps / T2VZ_DEFAULT_STEPS), steps - 1)
-    t0 = max(min(round(T2VZ_T0 * steps / T2VZ_DEFAULT_STEPS), t1 - 1), 0)
-    # The flow is given on a 512-wide grid and resampled to the latent size (diffusers' create_motion_field).
-    return {"t0": t0, "t1": t1,
+    """Its t0 < t1 < steps at the fractions of its defaults; motion in latent pixels as at 64²."""
+    return {**text2video_zero.schedule(steps),
             "motion_field_strength_x": T2VZ_LATENT_PIXELS_PER_FRAME * 512 / latent_width,
             "motion_field_strength_y": T2VZ_LATENT_PIXELS_PER_FRAME * 512 / latent_height}
-
-
-def text2video_zero_pipeline(pipe):
-    """diffusers' Text2Video-Zero (its SDXL variant for SDXL models) on ``pipe``'s modules, with a DDIM scheduler."""
-    from diffusers import DDIMScheduler, TextToVideoZeroPipeline, TextToVideoZeroSDXLPipeline
-
-    shared = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                  scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        t2vz = TextToVideoZeroSDXLPipeline(**shared, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
-    else:
-        t2vz = TextToVideoZeroPipeline(**shared, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    t2vz.set_progress_bar_config(disable=True)
-    return t2vz
 
 
 def build_runners(pipe, args, device: torch.device) -> dict:

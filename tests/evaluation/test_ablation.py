@@ -59,17 +59,20 @@ def test_outputs(uninterrupted):
     names = {p.name for p in uninterrupted.iterdir()}
     assert {"results.json", "results.csv", "results.md", "components.png", "samples.gif", "units"} <= names
     results = json.loads((uninterrupted / "results.json").read_text())
-    assert len(results["units"]) == 4 * 2 * 2
+    assert len(results["units"]) == 5 * 2 * 2  # zs2, text2video_zero, the two single-component ones, neither
     assert results["scorer"].startswith("digit-classifier") and "git_revision" in results["environment"]
     summary = results["summary"]
     assert abs(summary["zs2"]["achieved_kl"]["mean"] - 0.01) < 1e-4
     assert "achieved_kl" not in summary["neither"] and summary["zs2"]["fid"]["n"] == 2 * 2 * 3
+    # Text2Video-Zero as a configuration: same metrics, no noise statistics, diffusers' pipeline ran it.
+    assert "achieved_kl" not in summary["text2video_zero"] and summary["text2video_zero"]["fid"]["n"] == 2 * 2 * 3
+    assert {u["backend"] for u in results["units"] if u["config_name"] == "text2video_zero"} == {"diffusers"}
     # Both components on vs off: correlated noise makes consecutive frames more alike (pixels move less).
     assert summary["zs2"]["motion_pixel"]["mean"] < summary["neither"]["motion_pixel"]["mean"]
     table = (uninterrupted / "results.md").read_text()
     assert "## components" in table and "| zs2 |" in table and "±" in table
     rows = (uninterrupted / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 16 and rows[0].startswith("config,")
+    assert len(rows) == 1 + 20 and rows[0].startswith("config,")
 
 
 def test_rerun_skips_finished_units(model_dir, prompts_file, uninterrupted):
@@ -108,14 +111,14 @@ def test_a_rerun_with_other_settings_computes_them_beside_the_old_units(model_di
     used = tmp_path / "used"
     shutil.copytree(uninterrupted, used)
     first = unit_files(used)
-    changes = {"frames": ["--frames", "2"], "steps": ["--steps", "1"], "guidance": ["--guidance", "2.5"],
+    changes = {"frames": ["--frames", "2"], "steps": ["--steps", "3"], "guidance": ["--guidance", "2.5"],
                "height": ["--height", "8"], "model": ["--model", str(other_model)]}
     for count, (setting, extra) in enumerate(changes.items(), start=2):
         assert ablate_cli.ablate_main(args(model_dir, prompts_file, used, *extra)) == 0
-        assert len(unit_files(used)) == 16 * count, setting
+        assert len(unit_files(used)) == 20 * count, setting
         units = json.loads((used / "results.json").read_text())["units"]
         before = json.loads((uninterrupted / "results.json").read_text())["units"][0]["key"][setting]
-        assert len(units) == 16 and all(u["key"][setting] != before for u in units), setting
+        assert len(units) == 20 and all(u["key"][setting] != before for u in units), setting
     # The first settings' units are still there, untouched: asking for them again computes nothing.
     assert ablate_cli.ablate_main(args(model_dir, prompts_file, used)) == 0
     assert {p: t for p, t in unit_files(used).items() if p in first} == first
@@ -178,7 +181,7 @@ def test_a_units_video_does_not_depend_on_the_thread_count(model_dir, prompts_fi
             assert torch.get_num_threads() == count
     finally:
         torch.set_num_threads(threads)
-    assert len(videos) == 8 and all(len(v) == 2 and np.array_equal(*v) for v in videos.values())
+    assert len(videos) == 10 and all(len(v) == 2 and np.array_equal(*v) for v in videos.values())
 
 
 def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupted, tmp_path):
@@ -199,6 +202,7 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--metrics", "clip,speed"], "--metrics"),
         (["--seeds", "0"], "--seeds"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
+        (["--steps", "1"], "--steps must be >= 2 for the components study's text2video_zero configuration"),
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
         (["--width", "0"], "--width must be an int >= 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),

@@ -59,6 +59,7 @@ class Config:
     noise_lambda: float = 0.01
     search: str = "exact"
     momentum: float = 0.98
+    method: str = "zs2"  # or "text2video_zero": diffusers' pipeline on the same components (the paper's baseline)
 
     @property
     def slug(self) -> str:
@@ -86,6 +87,8 @@ def study_configs(study: str) -> list[Config]:
     """The configurations of one study, or of all of them for ``study="all"``."""
     groups = {
         "components": [Config("zs2", "components"),
+                       Config("text2video_zero", "components", dependency_noise=False, momentum_attention=False,
+                              method="text2video_zero"),
                        Config("no_dependency_noise", "components", dependency_noise=False),
                        Config("no_momentum_attention", "components", momentum_attention=False),
                        Config("neither", "components", dependency_noise=False, momentum_attention=False)],
@@ -231,6 +234,9 @@ class Ablation:
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
+        if settings.steps < 2 and any(config.method == "text2video_zero" for config in self.configs):
+            raise ValueError(f"--steps must be >= 2 for the components study's text2video_zero configuration "
+                             f"(its t0 < t1 < steps), got {settings.steps}")
         check_number("--guidance", settings.guidance, 0.0, MAX_GUIDANCE)
         if settings.device is not None:
             try:
@@ -347,6 +353,9 @@ class Ablation:
         config = batch[0].config
         settings = self.settings
         generators = [torch.Generator().manual_seed(unit_seed(config, u.prompt_index, u.seed)) for u in batch]
+        if config.method == "text2video_zero":
+            self._run_text2video_zero(pipe, batch, generators)
+            return
         result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=settings.frames,
                               height=self.height, width=self.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
@@ -356,6 +365,24 @@ class Ablation:
         seconds = result.stats["timings"]["total"] / len(batch)
         for video, unit in enumerate(batch):
             self._finish_unit(unit, result.frames[video], result.stats, video, seconds)
+
+    def _run_text2video_zero(self, pipe, batch: list[Unit], generators: list) -> None:
+        """Text2Video-Zero units, one video per call (its pipeline makes one video), same prompts and seeds; its
+        UNet processors are put back afterwards (its constructor installs cross-frame attention)."""
+        from . import text2video_zero
+
+        processors = dict(pipe.unet.attn_processors)
+        try:
+            t2vz = text2video_zero.text2video_zero_pipeline(pipe)
+            stats = {"device": str(pipe._execution_device), "backend": "diffusers"}
+            for unit, generator in zip(batch, generators):
+                started = time.perf_counter()
+                frames = text2video_zero.sample(t2vz, self.prompts[unit.prompt_index], frames=self.settings.frames,
+                                                height=self.height, width=self.width, steps=self.settings.steps,
+                                                guidance=self.settings.guidance, generator=generator)
+                self._finish_unit(unit, frames, stats, 0, time.perf_counter() - started)
+        finally:
+            pipe.unet.set_attn_processor(processors)
 
     def _finish_unit(self, unit: Unit, frames, stats, video, seconds) -> None:
         frames_u8 = zm.to_uint8_chw(frames)

@@ -1,0 +1,51 @@
+"""Text2Video-Zero, the paper's baseline: diffusers' ``TextToVideoZeroPipeline`` (its SDXL variant for SDXL models)
+built from a pipeline's own components, with its schedule fitted to the step count.
+
+Its defaults: DDIM, t0 = 44 and t1 = 47 of 50 steps (the latents of frame 0 are noised back from t0 to t1 and warped
+by a global motion field), motion of 12 units of its 512-wide flow grid per frame: diffusers normalises the flow by
+that grid, so the content moves 12/512 = 2.3% of the frame's width per frame whatever the latent size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_STEPS, DEFAULT_T0, DEFAULT_T1 = 50, 44, 47
+#: Its default motion_field_strength_x/_y: units of the 512-wide flow grid per frame.
+DEFAULT_MOTION = 12.0
+
+
+def schedule(steps: int) -> dict:
+    """t0 < t1 < steps at the fractions of the schedule its defaults take (44 and 47 of 50)."""
+    if steps < 2:
+        raise ValueError(f"Text2Video-Zero needs at least 2 steps (t0 < t1 < steps), got {steps}")
+    t1 = min(round(DEFAULT_T1 * steps / DEFAULT_STEPS), steps - 1)
+    t0 = max(min(round(DEFAULT_T0 * steps / DEFAULT_STEPS), t1 - 1), 0)
+    return {"t0": t0, "t1": t1}
+
+
+def text2video_zero_pipeline(pipe):
+    """diffusers' Text2Video-Zero on ``pipe``'s modules (shared, not copied), with a DDIM scheduler and no progress
+    bars. Its constructor installs its cross-frame attention processors on the shared UNet."""
+    from diffusers import DDIMScheduler, TextToVideoZeroPipeline, TextToVideoZeroSDXLPipeline
+
+    shared = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                  scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        t2vz = TextToVideoZeroSDXLPipeline(**shared, text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
+    else:
+        t2vz = TextToVideoZeroPipeline(**shared, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    t2vz.set_progress_bar_config(disable=True)
+    return t2vz
+
+
+def sample(t2vz, prompt: str, *, frames: int, height: int, width: int, steps: int, guidance: float,
+           generator: torch.Generator, motion: float = DEFAULT_MOTION) -> np.ndarray:
+    """One video, float32 [F, H, W, 3] in [0, 1], with the schedule fitted to ``steps``."""
+    with torch.no_grad():
+        result = t2vz(prompt, video_length=frames, height=height, width=width, num_inference_steps=steps,
+                      guidance_scale=guidance, generator=generator, output_type="np", motion_field_strength_x=motion,
+                      motion_field_strength_y=motion, **schedule(steps))
+    return np.asarray(result.images, dtype=np.float32)
