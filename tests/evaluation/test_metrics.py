@@ -60,7 +60,7 @@ def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)
     settings = AblationSettings(out=str(tmp_path / "out"), study="components", model=str(model), prompts=["a cat"],
-                                seeds=1, frames=2, steps=1, metrics=("clip", "consistency"), clip_model=tiny_clip_dir)
+                                seeds=1, frames=2, steps=2, metrics=("clip", "consistency"), clip_model=tiny_clip_dir)
     results = Ablation(settings).run(progress=False)
     assert results["scorer"].startswith("CLIP") and results["fid_reference"] is None
     assert 0 <= results["summary"]["zs2"]["clip_score"]["mean"] <= 100
