@@ -411,3 +411,32 @@ def test_edit_refusals_name_the_flag(tmp_path, capsys, extra, message):
     assert cli.sample_main(args) == 2
     assert paths["video"].read_bytes() == before
     assert message.format(**paths) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["sampling", "writing"])
+def test_ctrl_c_exits_130_with_one_line_and_leaves_the_output(tmp_path, capsys, monkeypatch, stage):
+    """Ctrl-C printed a KeyboardInterrupt traceback (found by the new-user attack); outputs are left as they were."""
+    import numpy as np
+
+    import zs2_kernels.sampler
+    import zs2_kernels.video_io
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def frames(*args, **kwargs):
+        return zs2_kernels.sampler.VideoOutput(frames=np.zeros((1, 2, 32, 32, 3), np.float32), stats={})
+
+    monkeypatch.setattr(zs2_kernels.sampler, "sample_video", interrupt if stage == "sampling" else frames)
+    monkeypatch.setattr(zs2_kernels.video_io, "write_video", interrupt)
+    out = tmp_path / "v.gif"
+    out.write_bytes(b"old")
+    argv = ["--prompt", "a", "--frames", "2", "--steps", "1", "--no-progress", "--out", str(out)]
+    try:
+        code = cli.sample_main(argv)
+    except KeyboardInterrupt:  # re-raised, it would stop the whole test session
+        pytest.fail("sample_main let KeyboardInterrupt through (a traceback for the user)")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"interrupted while {stage}" in err and "Traceback" not in err
+    assert out.read_bytes() == b"old"

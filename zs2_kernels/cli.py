@@ -292,6 +292,9 @@ def sample_main(argv=None) -> int:
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
         print(f"zs2-sample: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("zs2-sample: interrupted while sampling; nothing was written", file=sys.stderr)
+        return 130
     upscale = _upscale((height, width))
     for path, video in zip(paths, result.frames):
         try:
@@ -299,6 +302,9 @@ def sample_main(argv=None) -> int:
         except (ValueError, OSError) as error:
             print(f"zs2-sample: error: writing {path} failed: {error}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # the write is atomic: the path holds what it held before
+            print(f"zs2-sample: interrupted while writing {path}, which was left as it was", file=sys.stderr)
+            return 130
         print(f"wrote {path} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]} px, upscaled x{upscale})")
     print("noise statistics:", json.dumps(_summary(result.stats)))
     return 0
