@@ -100,6 +100,18 @@ def test_no_graph_break_with_momentum_attention_and_a_controlnet():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
+def test_multi_controlnet_is_compiled_too():
+    """MultiControlNetModel has no attention processors of its own (its nets do): compiling it must not ask for
+    them (it raised "unet must be a diffusers model with attention processors")."""
+    pipe = tiny_variant("controlnet")
+    second = copy.deepcopy(pipe.controlnet)
+    videos = [torch.rand(1, 3, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    kwargs = dict(control_video=videos, controlnet=[pipe.controlnet, second], num_frames=3,
+                  controlnet_conditioning_scale=[1.0, 0.5])
+    eager = zs2_kernels.sample_video(pipe, "a cat", **COMMON, **kwargs).frames
+    assert torch.equal(zs2_kernels.sample_video(pipe, "a cat", **COMMON, **kwargs, compile=TRACE_ONLY).frames, eager)
+
+
 def test_inductor_output_equals_eager_within_its_rounding(pipe, tmp_path_factory, monkeypatch):
     """The one inductor compile of the suite (a tiny UNet: ~20 s on 2 cores)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))

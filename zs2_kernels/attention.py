@@ -98,13 +98,19 @@ def _is_self_attention(name: str) -> bool:
     return name.endswith("attn1.processor")
 
 
+def unwrap_compiled(module):
+    """The module a ``torch.compile``d one wraps (``_orig_mod``, however deep), or ``module`` itself."""
+    while isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):
+        module = module._orig_mod
+    return module
+
+
 def _uncompiled(unet):
     """The model a ``torch.compile``d module wraps (``_orig_mod``), where its attention processors live.
 
     Raises TypeError unless it is a diffusers model with attention processors (a UNet, a ControlNet...).
     """
-    while isinstance(getattr(unet, "_orig_mod", None), torch.nn.Module):
-        unet = unet._orig_mod
+    unet = unwrap_compiled(unet)
     if not (hasattr(unet, "attn_processors") and hasattr(unet, "set_attn_processor")):
         hint = " (pass pipe.unet, not the pipeline)" if hasattr(unet, "unet") else ""
         raise TypeError(f"unet must be a diffusers model with attention processors (attn_processors, "

@@ -18,7 +18,7 @@ import inspect
 
 import torch
 
-from .attention import _uncompiled
+from .attention import unwrap_compiled
 
 #: ``torch.compile`` modes by name; ``compile=True`` is "default".
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -69,9 +69,10 @@ def compile_options(compile) -> dict | None:
 def compiled(model: torch.nn.Module, options: dict) -> torch.nn.Module:
     """``torch.compile(model, **options)``, made on the first call for these options and kept on the model.
 
-    A model that is itself a compiled wrapper is compiled from the module it wraps.
+    A model that is itself a compiled wrapper is compiled from the module it wraps. Any module: a
+    MultiControlNetModel has no attention processors of its own (its nets carry them).
     """
-    base = _uncompiled(model)
+    base = unwrap_compiled(model)
     cache = base.__dict__.setdefault(_CACHE_ATTRIBUTE, _CompiledCache())
     key = repr(sorted(options.items()))
     if key not in cache:

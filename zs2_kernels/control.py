@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ._checks import check_number
+from .attention import unwrap_compiled
 from .embedded import controlnet_path, embedded_model_path
 from .loading import _looks_like_path, quiet_library_logs
 from .video_io import frames_tensor
@@ -75,16 +76,9 @@ def moved_with_pipeline(control: dict | None, pipe) -> list:
     its components): cast and moved with the pipeline for the call, and given back like it."""
     nets = control["controlnet"] if control is not None else None
     parts = {id(module) for module in pipe.components.values()}
-    return [net for net in map(_uncompiled, nets if isinstance(nets, (list, tuple)) else [nets])
+    return [net for net in map(unwrap_compiled, nets if isinstance(nets, (list, tuple)) else [nets])
             if isinstance(net, torch.nn.Module) and id(net) not in parts
             and (net.device, net.dtype) == (pipe.unet.device, pipe.unet.dtype)]
-
-
-def _uncompiled(net):
-    """The module a ``torch.compile``d one wraps (``_orig_mod``), as diffusers' pipelines unwrap it."""
-    while isinstance(getattr(net, "_orig_mod", None), torch.nn.Module):
-        net = net._orig_mod
-    return net
 
 
 def controlnet_location(source) -> str:
@@ -146,7 +140,7 @@ def load_controlnets(controlnet, pipe, count: int):
     if len(nets) != count:
         raise ValueError(f"give one control video per ControlNet: {len(nets)} ControlNet(s), {count} control video(s)")
     loaded = []
-    for net in map(_uncompiled, nets):
+    for net in map(unwrap_compiled, nets):
         if isinstance(net, (str, Path)):
             with quiet_library_logs():
                 net = ControlNetModel.from_pretrained(controlnet_location(net), use_safetensors=True,
