@@ -144,9 +144,8 @@ class MomentumAttentionHandle:
         # The first parameter's device: diffusers' ``model.device`` walks every parameter (~1 ms per call).
         device = next(self.unet.parameters()).device if traced else None
         for processor in self.processors:
-            processor.state = None
+            processor.state = torch.empty(0, device=device) if traced else None
             if traced:
-                processor.state = torch.empty(0, device=device)
                 torch._dynamo.decorators.mark_unbacked(processor.state, 0)
 
     def check_installed(self) -> bool:
