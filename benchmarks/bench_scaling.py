@@ -47,6 +47,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
 import zs2_kernels
 from random_models import STYLES, random_pipeline
 from zs2_kernels._checks import SEED_LIMIT
+from zs2_kernels.evaluation import text2video_zero
 
 IMPLS = ("zs2", "text2video_zero")
 NOISE_LAMBDA, MOMENTUM = 0.01, 0.98
@@ -59,36 +60,13 @@ SANITY_MIN_RATIO = 2.0
 MIB = 2**20
 
 
-def text2video_zero_chunks(frames: int, chunk: int | None) -> list[list[int]]:
-    """The ``frame_ids`` of each Text2Video-Zero call: one call of every frame, or diffusers' long-video recipe.
-
-    The recipe (diffusers docs, "Text2Video-Zero", long videos): ``chunk_ids = np.arange(0, frames, chunk - 1)``,
-    each call generating ``[0] + range(start, end)`` and keeping all but its first frame (frame 0 again).
-    """
-    if chunk is None:
-        return [list(range(frames))]
-    if chunk < 2:
-        raise ValueError(f"the Text2Video-Zero chunk recipe needs chunks of at least 2 frames, got {chunk}")
-    starts = list(range(0, frames, chunk - 1))
-    ends = starts[1:] + [frames]
-    return [[0, *range(start, end)] for start, end in zip(starts, ends)]
-
-
 def text2video_zero_video(t2vz, args, frames: int, chunk: int | None, steps: int) -> tuple[torch.Tensor, int]:
     """Text2Video-Zero latents [frames, c, h, w] (unchunked, or by the chunk recipe) and the number of calls."""
-    calls = text2video_zero_chunks(frames, chunk)
     settings = text2video_zero_settings(steps, args.height // args.vae_factor, args.width // args.vae_factor)
-    parts = []
-    for frame_ids in calls:
-        generator = torch.Generator(device="cpu").manual_seed(args.seed)  # the recipe: the same seed every call
-        latents = t2vz(args.prompt, video_length=len(frame_ids), height=args.height, width=args.width,
-                       num_inference_steps=steps, guidance_scale=args.guidance_scale, generator=generator,
-                       output_type="latent", frame_ids=None if chunk is None else frame_ids, **settings).images
-        parts.append(latents if chunk is None else latents[1:])
-    video = torch.cat(parts)
-    if video.shape[0] != frames:
-        raise RuntimeError(f"the Text2Video-Zero recipe made {video.shape[0]} frames instead of {frames}")
-    return video, len(calls)
+    video = text2video_zero.sample(t2vz, args.prompt, frames=frames, height=args.height, width=args.width,
+                                   steps=steps, guidance=args.guidance_scale, seed=args.seed, chunk=chunk,
+                                   output_type="latent", **settings)
+    return video, len(text2video_zero.chunk_frame_ids(frames, chunk))
 
 
 def video_call(pipe, args, impl: str, frames: int, chunk: int | None, steps: int):

@@ -15,6 +15,8 @@ import pytest
 import torch
 from tiny_pipelines import tiny_pipeline
 
+from zs2_kernels.evaluation import text2video_zero
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 
@@ -232,12 +234,13 @@ def test_bench_scaling_smoke(tmp_path):
 
 
 def test_text2video_zero_chunk_recipe_makes_every_frame_once(monkeypatch):
-    """diffusers' recipe: calls of at most `chunk` frames, each starting with frame 0, whose first output is dropped."""
+    """diffusers' recipe: calls of at most `chunk` frames, each starting with frame 0, whose first output is dropped,
+    every call seeded alike; a chunk as long as the video (or none) is one plain call."""
     scaling = load_benchmark("bench_scaling", monkeypatch)
-    assert scaling.text2video_zero_chunks(8, 4) == [[0, 0, 1, 2], [0, 3, 4, 5], [0, 6, 7]]
-    assert scaling.text2video_zero_chunks(5, None) == [[0, 1, 2, 3, 4]]
+    assert text2video_zero.chunk_frame_ids(8, 4) == [[0, 0, 1, 2], [0, 3, 4, 5], [0, 6, 7]]
+    assert text2video_zero.chunk_frame_ids(5, None) == text2video_zero.chunk_frame_ids(5, 5) == [[0, 1, 2, 3, 4]]
     with pytest.raises(ValueError, match="at least 2"):
-        scaling.text2video_zero_chunks(8, 1)
+        text2video_zero.chunk_frame_ids(8, 1)
     seen = []
 
     def fake_pipeline(prompt, video_length, frame_ids, generator, **settings):
@@ -250,8 +253,10 @@ def test_text2video_zero_chunk_recipe_makes_every_frame_once(monkeypatch):
         seen.clear()
         video, calls = scaling.text2video_zero_video(fake_pipeline, args, frames, chunk, steps=10)
         assert video.flatten().tolist() == list(range(frames)) and calls == len(seen)
-        assert all(len(ids) <= chunk and ids[0] == 0 and seed == 5 for ids, seed in seen) if chunk else \
-            seen == [(None, 5)]
+        if chunk is not None and chunk < frames:
+            assert all(len(ids) <= chunk and ids[0] == 0 and seed == 5 for ids, seed in seen)
+        else:
+            assert seen == [(None, 5)]
 
 
 def scaling_point(impl, frames, chunk, seconds, peak_mib):

@@ -202,7 +202,7 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--metrics", "clip,speed"], "--metrics"),
         (["--seeds", "0"], "--seeds"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
-        (["--steps", "1"], "--steps must be >= 2 for the components study's text2video_zero configuration"),
+        (["--steps", "1"], "--steps must be >= 2 for the text2video_zero configurations"),
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
         (["--width", "0"], "--width must be an int >= 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
@@ -292,9 +292,13 @@ def test_metric_helpers_on_known_inputs():
 
     still = torch.full((4, 3, 8, 8), 100, dtype=torch.uint8)
     embeddings = torch.ones(4, 5)
-    assert consistency_metrics(embeddings) == pytest.approx({"consistency_adjacent": 100.0, "consistency_all": 100.0})
+    assert consistency_metrics(embeddings) == pytest.approx({"consistency_adjacent": 100.0, "consistency_all": 100.0,
+                                                             "consistency_first": 100.0,
+                                                             "consistency_last_first": 100.0})
     flipped = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    assert consistency_metrics(flipped) == pytest.approx({"consistency_adjacent": 0.0, "consistency_all": 100 / 3})
+    assert consistency_metrics(flipped) == pytest.approx({"consistency_adjacent": 0.0, "consistency_all": 100 / 3,
+                                                          "consistency_first": 50.0,
+                                                          "consistency_last_first": 100.0})
     assert motion_metrics(still, embeddings) == {"motion_pixel": 0.0, "motion_embedding": 0.0}
     moving = still.clone()
     moving[1::2] = 110

@@ -9,7 +9,6 @@ shipped classifier must still see the prompted digit in the guided frames. Also:
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import interval
 
 import zs2_kernels
 from zs2_kernels.embedded import controlnet_path, digit_condition
+from zs2_kernels.evaluation.conditional import edge_correlation, moving_guides
 from zs2_kernels.embedded.digits import digit_prompt, load_digit_classifier, load_digit_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,29 +36,6 @@ MARGIN = 0.3
 MIN_ACCURACY = 0.75
 
 
-def moving_guides(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """[V * FRAMES, 1, H, W] in [0, 1]: each image shifted (up to 15 % of the side) and rotated (up to 25 degrees)
-    from a random start pose to a random end pose, linearly over the frames."""
-    videos = len(images)
-    start, end = (torch.rand(2, videos, 3, generator=generator) * 2 - 1).unbind(0)
-    t = torch.linspace(0, 1, FRAMES).view(1, FRAMES, 1)
-    pose = (start.unsqueeze(1) * (1 - t) + end.unsqueeze(1) * t).reshape(-1, 3)  # [V * FRAMES, 3]
-    angle, shift = pose[:, 0] * math.radians(25), pose[:, 1:] * 0.3  # grid coordinates span 2
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos, -sin, -shift[:, 0]], 1), torch.stack([sin, cos, -shift[:, 1]], 1)], 1)
-    frames = images.repeat_interleave(FRAMES, dim=0)
-    grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
-    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def edge_correlation(frames: torch.Tensor, guides: torch.Tensor) -> torch.Tensor:
-    """Per-frame Pearson correlation of the edge maps of ``frames`` and ``guides`` (both in [0, 1])."""
-    a, b = (digit_condition(x)[:, 0].flatten(1) for x in (frames, guides))
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
-
-
-
 @pytest.fixture(scope="module")
 def videos():
     """Guides, guided and unguided ZS² videos (all [V * FRAMES, C, 32, 32] in [0, 1]) and each frame's digit."""
@@ -67,7 +43,7 @@ def videos():
 
     split = load_digit_split()
     picks = torch.cat([torch.nonzero(split.test_labels == d)[:PER_DIGIT, 0] for d in range(10)])
-    guides = moving_guides((split.test_images[picks] + 1) / 2, torch.Generator().manual_seed(SEED))
+    guides = moving_guides((split.test_images[picks] + 1) / 2, FRAMES, torch.Generator().manual_seed(SEED))
     digits = split.test_labels[picks].repeat_interleave(FRAMES)
     prompts = [digit_prompt(int(d)) for d in digits]
     pipe = zs2_kernels.load_pipeline(None)

@@ -16,15 +16,14 @@ Every number is printed with its 95 % t-interval over the 10 videos (pytest -s s
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import interval
 
 import zs2_kernels
 from zs2_kernels.embedded.digits import digit_prompt, load_digit_classifier, load_digit_split
+from zs2_kernels.evaluation.conditional import flicker, motion_correlation, moving_videos, psnr
 
 SETTINGS = dict(num_inference_steps=20, guidance_scale=4.0, seed=0, progress=False)
 IMAGE_FRAMES = 6
@@ -121,40 +120,6 @@ def test_later_frames_are_recognised_as_the_images_digit(pipe, classifier, digit
     assert show("image-to-video frames 1.. recognised as the image's digit", correct.float().mean(1))[0] >= MIN_ACCURACY
 
 
-def moving(images: torch.Tensor) -> torch.Tensor:
-    """[V, F, 3, 32, 32]: each image shifted along x by 0.3·sin(2πt) and along y by 0.15·sin(4πt + 1) (grid units,
-    the side spans 2), t = f / F: motion that changes direction, so its shift sequence has variance."""
-    t = torch.arange(VIDEO_FRAMES) / VIDEO_FRAMES
-    theta = torch.zeros(VIDEO_FRAMES, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, 0, 2], theta[:, 1, 2] = -0.3 * torch.sin(2 * math.pi * t), -0.15 * torch.sin(4 * math.pi * t + 1)
-    grid = F.affine_grid(theta, [VIDEO_FRAMES, 1, 32, 32], align_corners=False)
-    return torch.stack([F.grid_sample(image.expand(VIDEO_FRAMES, -1, -1, -1), grid, align_corners=False)
-                        for image in images]).expand(-1, -1, 3, -1, -1)
-
-
-def flicker(videos: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of consecutive frames, per video."""
-    return (videos[:, 1:] - videos[:, :-1]).abs().mean(dim=(1, 2, 3, 4))
-
-
-def shifts(videos: torch.Tensor) -> torch.Tensor:
-    """[V, 2 (F - 1)]: the frame-to-frame shift (x, then y) of each frame's intensity centre of mass, in pixels."""
-    grey = videos.mean(2)
-    weights = grey / grey.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
-    side = torch.arange(grey.shape[-1], dtype=grey.dtype)
-    centre = torch.stack([(weights.sum(-2) * side).sum(-1), (weights.sum(-1) * side).sum(-1)], dim=-1)
-    return (centre[:, 1:] - centre[:, :-1]).transpose(1, 2).flatten(1)
-
-
-def motion_correlation(output: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
-    """Per video, Pearson correlation of the output's shift sequence with the input's (0 where one has none)."""
-    a, b = shifts(output), shifts(given)
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    norms = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(norms > 1e-12, (a * b).sum(1) / norms.clamp_min(1e-12), torch.zeros_like(norms))
-
-
 def keeps_motion(output: torch.Tensor, given: torch.Tensor) -> bool:
     """The motion gate: the lower end of the interval of the motion correlation is above MIN_MOTION."""
     return show("motion correlation with the input", motion_correlation(output, given))[1] > MIN_MOTION
@@ -165,7 +130,7 @@ def edits(pipe, digits):
     """The moving input videos and their edits: strength 0.2 with their own digit's prompt; strength 0.8 with
     another digit's, ZS² and per-frame."""
     images, labels = digits
-    videos = moving(images)
+    videos = moving_videos(images, VIDEO_FRAMES)
     own = [digit_prompt(int(d)) for d in labels]
     other = [digit_prompt((int(d) + OTHER) % 10) for d in labels]
     common = dict(video=videos, output_type="pt", **SETTINGS)
@@ -173,10 +138,6 @@ def edits(pipe, digits):
                 zs2=zs2_kernels.sample_video(pipe, other, strength=0.8, **common).frames,
                 per_frame=zs2_kernels.sample_video(pipe, other, strength=0.8, dependency_noise=False,
                                                    momentum_attention=False, **common).frames)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return 10 * torch.log10(1 / (a - b).square().mean(dim=(1, 2, 3, 4)))
 
 
 def test_low_strength_stays_close_to_the_input(edits):

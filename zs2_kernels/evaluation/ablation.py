@@ -1,5 +1,6 @@
-"""The ablation study: component isolation, the KL-threshold (lambda) sweep in both search modes, and a
-momentum sweep, with prompt fidelity, FID, consistency and motion metrics.
+"""The ablation study: component isolation (with Text2Video-Zero, the paper's baseline), the KL-threshold (lambda)
+sweep in both search modes, a momentum sweep, video length (drift) and, on the embedded model, the conditional modes
+(guided, image-to-video, video-to-video), with prompt fidelity, FID, consistency and motion metrics.
 
 Work is split into units (configuration, prompt, seed); units of one configuration are sampled in fixed
 batches with one generator per video, on one CPU thread, so a unit's result does not depend on which process
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import conditional
 from . import metrics as zm
 from .. import __version__
 from .._atomic import atomic_write
@@ -34,16 +36,21 @@ from ..ops.backend import resolve_backend
 from ..sampler import MAX_GUIDANCE, check_resolution
 from ..video_io import to_uint8
 
-STUDIES = ("components", "lambda", "momentum")
+STUDIES = ("components", "lambda", "momentum", "length", "conditional")
 METRICS = ("clip", "fid", "consistency")
 SCORERS = ("digits", "clip")
 LAMBDAS = (0.001, 0.01, 0.1, 1.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
 SEARCH_MODES = ("paper", "exact")
-GRID_SIDE = 128  # pixels per frame in the GIF grid
+LENGTHS = (8, 16, 32, 64, 128)
+#: The length study runs longer videos in chunks of this many frames (ZS²'s frame_chunk, Text2Video-Zero's recipe).
+LENGTH_CHUNK = 16
+STRENGTHS = (0.2, 0.5, 0.8)
+#: Pixels per frame in the GIF grids (the length study's long videos smaller).
+GRID_SIDE, LENGTH_GRID_SIDE = 128, 64
 #: Part of every unit's key: bump it when a change to the sampler or the metrics changes what a unit holds
 #: (units of another version are then recomputed beside the old ones, never mixed in).
-STUDY_VERSION = 2
+STUDY_VERSION = 3
 #: The files of a model folder its numbers depend on: configuration and weights (pickles are never loaded).
 IDENTITY_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
 
@@ -60,6 +67,10 @@ class Config:
     search: str = "exact"
     momentum: float = 0.98
     method: str = "zs2"  # or "text2video_zero": diffusers' pipeline on the same components (the paper's baseline)
+    mode: str = "text"  # or "guided", "image", "video": the conditional study's modes (conditional.py)
+    strength: float | None = None  # video-to-video's
+    frames: int | None = None  # the length study's video length (None: the run's --frames)
+    frame_chunk: int | None = None  # ZS²'s frame_chunk, or Text2Video-Zero's chunk recipe
 
     @property
     def slug(self) -> str:
@@ -83,8 +94,39 @@ def unit_seed(config: Config, prompt_index: int, seed: int) -> int:
     return base + 2**31 if config is IMAGE_PRIOR else base
 
 
-def study_configs(study: str) -> list[Config]:
-    """The configurations of one study, or of all of them for ``study="all"``."""
+def _length_configs(lengths) -> list[Config]:
+    """ZS², Text2Video-Zero and per-frame sampling at each length; longer than LENGTH_CHUNK frames in chunks."""
+    configs = []
+    for frames in lengths:
+        chunk = LENGTH_CHUNK if frames > LENGTH_CHUNK else None
+        configs += [Config(f"zs2/frames={frames}", "length", frames=frames, frame_chunk=chunk),
+                    Config(f"text2video_zero/frames={frames}", "length", dependency_noise=False,
+                           momentum_attention=False, method="text2video_zero", frames=frames, frame_chunk=chunk),
+                    Config(f"per_frame/frames={frames}", "length", dependency_noise=False, momentum_attention=False,
+                           frames=frames)]
+    return configs
+
+
+def _conditional_configs() -> list[Config]:
+    """Plain ZS² (the baseline of the guide and image metrics), guided video with each component switched off,
+    image-to-video with and without the components, video-to-video at each strength and per-frame at the highest."""
+    def config(name, mode, both=True, **fields):
+        return Config(name, "conditional", mode=mode, dependency_noise=fields.pop("dependency_noise", both),
+                      momentum_attention=fields.pop("momentum_attention", both), **fields)
+
+    return [config("plain/zs2", "text"), config("guided/zs2", "guided"),
+            config("guided/no_dependency_noise", "guided", dependency_noise=False),
+            config("guided/no_momentum_attention", "guided", momentum_attention=False),
+            config("guided/neither", "guided", both=False),
+            config("image/zs2", "image"), config("image/neither", "image", both=False),
+            *(config(f"video/strength={strength:g}", "video", strength=strength) for strength in STRENGTHS),
+            config(f"video/strength={STRENGTHS[-1]:g}/neither", "video", both=False, strength=STRENGTHS[-1])]
+
+
+def study_configs(study: str, embedded: bool = True, lengths=LENGTHS) -> list[Config]:
+    """The configurations of one study, or of all of them for ``study="all"`` (the conditional study only with
+    the embedded model: its inputs are held-out digits and its guide the embedded ControlNet's); ``lengths``: the
+    video lengths of the length study."""
     groups = {
         "components": [Config("zs2", "components"),
                        Config("text2video_zero", "components", dependency_noise=False, momentum_attention=False,
@@ -95,11 +137,16 @@ def study_configs(study: str) -> list[Config]:
         "lambda": [Config(f"lambda={lam:g}/{mode}", "lambda", noise_lambda=lam, search=mode)
                    for mode in SEARCH_MODES for lam in LAMBDAS],
         "momentum": [Config(f"momentum={mu:g}", "momentum", momentum=mu) for mu in MOMENTA],
+        "length": _length_configs(lengths),
+        "conditional": _conditional_configs(),
     }
     if study == "all":
-        return [config for name in STUDIES for config in groups[name]]
+        return [config for name in STUDIES if embedded or name != "conditional" for config in groups[name]]
     if study not in groups:
         raise ValueError(f"--study must be one of {STUDIES + ('all',)}, got {study!r}")
+    if study == "conditional" and not embedded:
+        raise ValueError("--study conditional runs on the embedded model only (its inputs are held-out digits, its "
+                         "guide the embedded ControlNet's): leave out --model")
     return groups[study]
 
 
@@ -126,6 +173,7 @@ class AblationSettings:
     device: str | None = None
     dtype: str | None = None
     batch: int = 4
+    lengths: tuple[int, ...] = LENGTHS
 
 
 def default_prompts(model) -> list[str]:
@@ -219,7 +267,10 @@ class Ablation:
 
     def __init__(self, settings: AblationSettings):
         self.settings = settings
-        self.configs = study_configs(settings.study)
+        if not settings.lengths or any(not isinstance(n, int) or n < 2 for n in settings.lengths) \
+                or len(set(settings.lengths)) != len(settings.lengths):
+            raise ValueError(f"--lengths must be distinct frame counts >= 2, got {settings.lengths}")
+        self.configs = study_configs(settings.study, embedded=settings.model is None, lengths=settings.lengths)
         unknown = set(settings.metrics) - set(METRICS)
         if unknown or not settings.metrics:
             raise ValueError(f"--metrics must be a comma-separated subset of {METRICS}, got {settings.metrics}")
@@ -235,8 +286,10 @@ class Ablation:
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         if settings.steps < 2 and any(config.method == "text2video_zero" for config in self.configs):
-            raise ValueError(f"--steps must be >= 2 for the components study's text2video_zero configuration "
-                             f"(its t0 < t1 < steps), got {settings.steps}")
+            raise ValueError(f"--steps must be >= 2 for the text2video_zero configurations (its t0 < t1 < steps), "
+                             f"got {settings.steps}")
+        if any(config.study == "conditional" for config in self.configs):
+            self._check_conditional()
         check_number("--guidance", settings.guidance, 0.0, MAX_GUIDANCE)
         if settings.device is not None:
             try:
@@ -265,6 +318,35 @@ class Ablation:
             "steps": settings.steps, "guidance": settings.guidance, "height": self.height, "width": self.width,
             "metrics": sorted(settings.metrics), "scorer": [type(self.scorer).__name__, self.scorer.fid_name],
             "scorer_sources": [source_identity(source) for source in self.scorer.sources]}
+
+    def _check_conditional(self) -> None:
+        """The conditional study pairs each prompt's digit with that digit's held-out images, one per seed."""
+        from ..embedded.digits import parse_digit_prompt
+
+        bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
+        if bad:
+            raise ValueError(f"the conditional study needs prompts naming one digit; these do not: {bad[:3]}")
+        from ..editing import check_strength
+
+        for config in self.configs:
+            if config.mode == "video":
+                try:
+                    check_strength(config.strength, self.settings.steps)
+                except ValueError as error:
+                    raise ValueError(f"--steps {self.settings.steps} is too few for the conditional study's "
+                                     f"{config.name}: {error}") from None
+        limit = conditional.max_seeds()
+        if self.settings.seeds > limit:
+            raise ValueError(f"--seeds must be at most {limit} for the conditional study (one held-out image per "
+                             f"digit and seed), got {self.settings.seeds}")
+
+    def frames_of(self, config: Config) -> int:
+        """A configuration's video length: its own (the length study) or the run's --frames."""
+        return config.frames or self.settings.frames
+
+    def config_record(self, config: Config) -> dict:
+        """What a unit records of its configuration, its video length resolved."""
+        return dataclasses.asdict(config) | {"frames": self.frames_of(config)}
 
     @property
     def uses_image_prior(self) -> bool:
@@ -312,7 +394,7 @@ class Ablation:
         return out
 
     def _unit(self, config: Config, prompt_index: int, seed: int, batch_size: int) -> Unit:
-        key = self.run_key | {"config": dataclasses.asdict(config), "prompt": self.prompts[prompt_index],
+        key = self.run_key | {"config": self.config_record(config), "prompt": self.prompts[prompt_index],
                               "prompt_index": prompt_index, "seed": seed, "batch": batch_size}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = self.out / "units" / config.slug / f"p{prompt_index:03d}-s{seed:03d}-{digest}.json"
@@ -352,49 +434,67 @@ class Ablation:
 
         config = batch[0].config
         settings = self.settings
-        generators = [torch.Generator().manual_seed(unit_seed(config, u.prompt_index, u.seed)) for u in batch]
+        frames = self.frames_of(config)
+        inputs = [self._conditional_inputs(unit) for unit in batch]
         if config.method == "text2video_zero":
-            self._run_text2video_zero(pipe, batch, generators)
+            self._run_text2video_zero(pipe, batch)
             return
-        result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=settings.frames,
+        result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=frames,
                               height=self.height, width=self.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
-                              momentum=config.momentum, search=config.search,
+                              momentum=config.momentum, search=config.search, frame_chunk=config.frame_chunk,
                               dependency_noise=config.dependency_noise, momentum_attention=config.momentum_attention,
-                              generator=generators, output_type="np", progress=False)
+                              generator=[torch.Generator().manual_seed(unit_seed(config, u.prompt_index, u.seed))
+                                         for u in batch], output_type="np", progress=False,
+                              **conditional.sampler_arguments(config.mode, inputs, config.strength))
         seconds = result.stats["timings"]["total"] / len(batch)
-        for video, unit in enumerate(batch):
-            self._finish_unit(unit, result.frames[video], result.stats, video, seconds)
+        for video, (unit, unit_inputs) in enumerate(zip(batch, inputs)):
+            self._finish_unit(unit, result.frames[video], result.stats, video, seconds, unit_inputs)
 
-    def _run_text2video_zero(self, pipe, batch: list[Unit], generators: list) -> None:
-        """Text2Video-Zero units, one video per call (its pipeline makes one video), same prompts and seeds; its
-        UNet processors are put back afterwards (its constructor installs cross-frame attention)."""
+    def _conditional_inputs(self, unit: Unit) -> dict | None:
+        """The conditional study's inputs of a unit (from its prompt's digit and its seed), else None."""
+        if unit.config.study != "conditional":
+            return None
+        from ..embedded.digits import parse_digit_prompt
+
+        digit = parse_digit_prompt(self.prompts[unit.prompt_index])
+        return conditional.unit_inputs(digit, unit.seed, self.frames_of(unit.config))
+
+    def _run_text2video_zero(self, pipe, batch: list[Unit]) -> None:
+        """Text2Video-Zero units, one video per call (its pipeline makes one video; long ones by its chunk recipe),
+        same prompts and seeds; its UNet processors are put back afterwards (its constructor installs cross-frame
+        attention)."""
         from . import text2video_zero
 
+        config = batch[0].config
         processors = dict(pipe.unet.attn_processors)
         try:
             t2vz = text2video_zero.text2video_zero_pipeline(pipe)
             stats = {"device": str(pipe._execution_device), "backend": "diffusers"}
-            for unit, generator in zip(batch, generators):
+            for unit in batch:
                 started = time.perf_counter()
-                frames = text2video_zero.sample(t2vz, self.prompts[unit.prompt_index], frames=self.settings.frames,
-                                                height=self.height, width=self.width, steps=self.settings.steps,
-                                                guidance=self.settings.guidance, generator=generator)
+                frames = text2video_zero.sample(
+                    t2vz, self.prompts[unit.prompt_index], frames=self.frames_of(config), height=self.height,
+                    width=self.width, steps=self.settings.steps, guidance=self.settings.guidance,
+                    seed=unit_seed(config, unit.prompt_index, unit.seed), chunk=config.frame_chunk)
                 self._finish_unit(unit, frames, stats, 0, time.perf_counter() - started)
         finally:
             pipe.unet.set_attn_processor(processors)
 
-    def _finish_unit(self, unit: Unit, frames, stats, video, seconds) -> None:
+    def _finish_unit(self, unit: Unit, frames, stats, video, seconds, inputs: dict | None = None) -> None:
         frames_u8 = zm.to_uint8_chw(frames)
         prompt = self.prompts[unit.prompt_index]
-        values = {}
-        arrays = {}
+        values, arrays, curves = {}, {}, {}
         if "clip" in self.settings.metrics:
             values.update(self.scorer.prompt_metrics(frames_u8, prompt))
         if "consistency" in self.settings.metrics:
             embeddings = self.scorer.embed(frames_u8)
             values.update(zm.consistency_metrics(embeddings))
             values.update(zm.motion_metrics(frames_u8, embeddings))
+            curves["consistency_to_first"] = zm.consistency_to_first(embeddings).tolist()
+        if inputs is not None:
+            values.update(conditional.unit_metrics(unit.config.mode, frames_u8.float() / 255, inputs,
+                                                   self.scorer.embed))
         if "fid" in self.settings.metrics:
             arrays["fid_features"] = self.scorer.fid_features(frames_u8).numpy()
         noise = {}
@@ -403,12 +503,13 @@ class Ablation:
                 pairs = np.asarray(stats[key][video], dtype=np.float64)
                 noise[key] = float(pairs.mean()) if pairs.size else None
         if unit.prompt_index == 0 and unit.seed == 0:
-            arrays["grid_frames"] = to_uint8(frames, max(1, GRID_SIDE // max(frames.shape[1:3])))
+            side = LENGTH_GRID_SIDE if unit.config.study == "length" else GRID_SIDE
+            arrays["grid_frames"] = to_uint8(frames, max(1, side // max(frames.shape[1:3])))
         unit.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(unit.path.with_suffix(".npz"), lambda tmp: _save_npz(tmp, arrays))
-        _write_json(unit.path, {"key": unit.key, "config": dataclasses.asdict(unit.config), "prompt": prompt,
+        _write_json(unit.path, {"key": unit.key, "config": self.config_record(unit.config), "prompt": prompt,
                                 "prompt_index": unit.prompt_index, "seed": unit.seed, "metrics": values,
-                                "noise": noise, "seconds": seconds, "device": stats["device"],
+                                "curves": curves, "noise": noise, "seconds": seconds, "device": stats["device"],
                                 "backend": stats["backend"]})
 
     # ---------------------------------------------------------------- outputs
@@ -430,7 +531,7 @@ class Ablation:
                                                "n": int(fake.shape[0])}
         results = {
             "settings": dataclasses.asdict(self.settings) | {"prompts": self.prompts},
-            "configs": [dataclasses.asdict(c) for c in self.configs],
+            "configs": [self.config_record(c) for c in self.configs],
             "scorer": self.scorer.name,
             "fid_reference": self._fid_reference_name() if "fid" in self.settings.metrics else None,
             "summary": summary,
@@ -443,10 +544,26 @@ class Ablation:
         report.write_csv(self.out / "results.csv", units)
         report.write_markdown(self.out / "results.md", results, self.configs)
         report.write_plots(self.out, results, self.configs)
-        grid = [(u.config.name, np.load(u.path.with_suffix(".npz"))["grid_frames"]) for u in study
-                if u.prompt_index == 0 and u.seed == 0]
-        report.write_gif_grid(self.out / "samples.gif", grid)
+        self._write_gif_grids(study)
         return results
+
+    def _write_gif_grids(self, study: list[Unit]) -> None:
+        """samples.gif: one row per configuration of the components, lambda and momentum studies (and the image
+        prior); samples-length.gif: the length study's longest videos; samples-conditional.gif: that study's rows.
+        Each row is the configuration's first prompt and seed."""
+        from . import report
+
+        longest = max((self.frames_of(c) for c in self.configs if c.study == "length"), default=None)
+        grids = {}
+        for unit in study:
+            config = unit.config
+            if unit.prompt_index or unit.seed or (config.study == "length" and self.frames_of(config) != longest):
+                continue
+            name = {"length": "samples-length.gif", "conditional": "samples-conditional.gif"}.get(config.study,
+                                                                                               "samples.gif")
+            grids.setdefault(name, []).append((config.name, np.load(unit.path.with_suffix(".npz"))["grid_frames"]))
+        for name, rows in grids.items():
+            report.write_gif_grid(self.out / name, rows)
 
     def _reference_features(self, study: list[Unit]) -> torch.Tensor:
         if self.reference_folder is not None:

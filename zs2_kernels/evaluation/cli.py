@@ -25,17 +25,21 @@ def missing_eval_packages() -> list[str]:
 
 
 def ablate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zs2-ablate", description="ZS² ablation study: component isolation, "
-                                     "lambda sweep (both search modes), momentum sweep.",
+    parser = argparse.ArgumentParser(prog="zs2-ablate", description="ZS² ablation study: component isolation "
+                                     "(with Text2Video-Zero), lambda sweep (both search modes), momentum sweep, "
+                                     "video length (drift), conditional modes (embedded model).",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add("--study", default=DEFAULTS["study"], choices=STUDIES + ("all",))
+    add("--study", default=DEFAULTS["study"], choices=STUDIES + ("all",),
+        help="all: every study (the conditional one only with the embedded model)")
     add("--model", default=DEFAULTS["model"], help="pipeline folder or hub id (default: embedded digits model)")
     add("--prompts", default=None, help="file with one prompt per line (default: per model)")
     for name, text in (("seeds", "seeds per prompt"), ("frames", "frames per video"), ("steps", "DDIM steps"),
                        ("height", "pixels (default: the model's)"), ("width", "pixels (default: the model's)"),
                        ("batch", "videos per sampler call")):
         add(f"--{name}", type=int, default=DEFAULTS[name], help=text)
+    add("--lengths", default=",".join(map(str, DEFAULTS["lengths"])),
+        help="frame counts of the length study, comma-separated")
     add("--guidance", type=float, default=DEFAULTS["guidance"], help="classifier-free guidance scale")
     add("--metrics", default=",".join(DEFAULTS["metrics"]), help=f"comma-separated subset of {METRICS}")
     add("--clip-model", default=DEFAULTS["clip_model"], help="CLIP folder or hub id (needed for non-embedded models)")
@@ -54,6 +58,14 @@ def ablate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """'8,16,32' -> (8, 16, 32); anything else is refused naming --lengths."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--lengths must be comma-separated frame counts such as 8,16,32, got {text!r}") from None
+
+
 def ablate_main(argv=None) -> int:
     args = ablate_parser().parse_args(argv)
     missing = missing_eval_packages()
@@ -69,7 +81,7 @@ def ablate_main(argv=None) -> int:
             metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()), clip_model=args.clip_model,
             inception_weights=args.inception_weights, reference_images=args.reference_images,
             fid_feature=args.fid_feature, scorer=args.scorer, device=args.device, dtype=args.dtype,
-            batch=args.batch)
+            batch=args.batch, lengths=parse_lengths(args.lengths))
         ablation = Ablation(settings)
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
         print(f"zs2-ablate: error: {error}", file=sys.stderr)

@@ -36,15 +36,25 @@ def to_uint8_chw(frames: np.ndarray) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- per-video quantities
 def consistency_metrics(embeddings: torch.Tensor) -> dict:
-    """Cosine similarity x100 of frame embeddings: consecutive frames and all frame pairs (both conventions)."""
+    """Cosine similarity x100 of frame embeddings: consecutive frames, all frame pairs (both conventions), and
+    drift: every later frame against frame 0 (mean) and the last frame against frame 0."""
     unit = nn.functional.normalize(embeddings.double(), dim=-1)
     if unit.shape[0] < 2:
-        return {"consistency_adjacent": 100.0, "consistency_all": 100.0}
+        return {"consistency_adjacent": 100.0, "consistency_all": 100.0, "consistency_first": 100.0,
+                "consistency_last_first": 100.0}
     adjacent = (unit[1:] * unit[:-1]).sum(-1).mean().item()
     pairs = list(itertools.combinations(range(unit.shape[0]), 2))
     first, second = zip(*pairs)
     all_pairs = (unit[list(first)] * unit[list(second)]).sum(-1).mean().item()
-    return {"consistency_adjacent": 100 * adjacent, "consistency_all": 100 * all_pairs}
+    to_first = consistency_to_first(embeddings)
+    return {"consistency_adjacent": 100 * adjacent, "consistency_all": 100 * all_pairs,
+            "consistency_first": to_first[1:].mean().item(), "consistency_last_first": to_first[-1].item()}
+
+
+def consistency_to_first(embeddings: torch.Tensor) -> torch.Tensor:
+    """[F]: cosine similarity x100 of each frame's embedding with frame 0's (the drift curve; 100 at frame 0)."""
+    unit = nn.functional.normalize(embeddings.double(), dim=-1)
+    return 100 * (unit * unit[:1]).sum(-1)
 
 
 def motion_metrics(frames_u8: torch.Tensor, embeddings: torch.Tensor) -> dict:

@@ -20,9 +20,18 @@ COLUMNS = (
     ("fid", "FID"),
     ("consistency_adjacent", "consist. adj."),
     ("consistency_all", "consist. all"),
+    ("consistency_first", "consist. to frame 0"),
+    ("consistency_last_first", "last vs frame 0"),
     ("motion_pixel", "motion px"),
     ("motion_embedding", "motion emb."),
+    ("guide_fidelity", "guide fidelity"),
+    ("image_distance", "image dist."),
+    ("frame0_psnr", "frame-0 PSNR dB"),
+    ("input_psnr", "input PSNR dB"),
+    ("motion_correlation", "motion corr."),
 )
+#: The studies in the order of the tables; "reference" is the image prior (the FID reference of a run).
+STUDY_ORDER = ("components", "lambda", "momentum", "length", "conditional", "reference")
 
 
 def t_interval(values) -> tuple[float, float | None]:
@@ -49,12 +58,21 @@ def summarise(units: list[dict]) -> dict:
         summary[key] = {"mean": mean, "ci95": ci, "n": len(values)}
     summary["seconds_per_video"] = {"mean": float(np.mean([u["seconds"] for u in units])), "ci95": None,
                                     "n": len(units)}
+    curves = {key for u in units for key in u.get("curves", {})}
+    summary["curves"] = {key: _curve([u["curves"][key] for u in units]) for key in sorted(curves)}
     return summary
+
+
+def _curve(rows: list[list[float]]) -> dict:
+    """Per index over the units: mean and 95% interval half-width (the units of one configuration are alike)."""
+    points = [t_interval(column) for column in zip(*rows)]
+    return {"mean": [mean for mean, _ in points], "ci95": [ci for _, ci in points], "n": len(rows)}
 
 
 def write_csv(path: Path, units: list[dict]) -> None:
     keys = sorted({k for u in units for k in {**u["metrics"], **u["noise"]}})
-    config_keys = ("dependency_noise", "momentum_attention", "noise_lambda", "search", "momentum")
+    config_keys = ("method", "dependency_noise", "momentum_attention", "noise_lambda", "search", "momentum", "mode",
+                   "strength", "frames", "frame_chunk")
 
     def write(tmp):
         with open(tmp, "w", newline="") as handle:
@@ -77,85 +95,153 @@ def _cell(entry) -> str:
 
 def write_markdown(path: Path, results: dict, configs) -> None:
     summary = results["summary"]
-    studies = [s for s in ("components", "lambda", "momentum", "reference") if any(c.study == s for c in configs)]
-    present = [(k, h) for k, h in COLUMNS if any(k in summary[c.name] for c in configs)]
+    studies = [s for s in STUDY_ORDER if any(c.study == s for c in configs)]
     settings = results["settings"]
     lines = [
         "# ZS² ablation results",
         "",
         f"Model: `{settings['model'] or 'embedded digits model'}`; {len(settings['prompts'])} prompts x "
-        f"{settings['seeds']} seeds; {settings['frames']} frames; {settings['steps']} DDIM steps; guidance "
-        f"{settings['guidance']}.",
-        f"Scorer: {results['scorer']}. FID: {results['fid_reference'] or 'not computed'}.",
+        f"{settings['seeds']} seeds; {settings['frames']} frames (the length study: as named); {settings['steps']} "
+        f"DDIM steps; guidance {settings['guidance']}.",
+        f"Metric backend: {results['scorer']}. FID: {results['fid_reference'] or 'not computed'}.",
         "Cells: mean ± half-width of the 95% t-interval over prompts x seeds (FID: one value over all frames).",
         "Noise corr.: correlation of adjacent frames' initial noise; achieved KL: the paper's KL statistic between",
-        "adjacent initial noises. Motion: mean change between consecutive frames (pixels 0-255; embedding L2 x100):",
-        "a still video has perfect consistency and zero motion.",
-        "",
+        "adjacent initial noises. Consist.: cosine similarity x100 of frame embeddings (adjacent frames, all pairs,",
+        "each later frame to frame 0, the last to frame 0: drift). Motion: mean change between consecutive frames",
+        "(pixels 0-255; embedding L2 x100): a still video has perfect consistency and zero motion.",
     ]
+    if "conditional" in studies:
+        lines += ["Conditional modes: guide fidelity = edge-map correlation with the guide; image dist. = feature",
+                  "distance of frames 1.. to the image; PSNR of frame 0 to the image, and of the edit to its input;",
+                  "motion corr. = correlation of the edit's frame-to-frame shifts with the input's (0: a still video)."]
+    lines.append("")
     for study in studies:
+        chosen = [c for c in configs if c.study == study]
+        present = [(k, h) for k, h in COLUMNS if any(k in summary[c.name] for c in chosen)]
         lines += [f"## {study}", "", "| config | " + " | ".join(h for _, h in present) + " |",
                   "|---|" + "---|" * len(present)]
-        for config in (c for c in configs if c.study == study):
+        for config in chosen:
             lines.append(f"| {config.name} | " + " | ".join(_cell(summary[config.name].get(k)) for k, _ in present)
                          + " |")
         lines.append("")
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines), encoding="utf-8"))
 
 
-def _prompt_metric(summary) -> str | None:
-    return next((k for k in ("clip_score", "prompt_probability") if k in summary), None)
+#: Metrics drawn in the plots (those a run has), and the conditional study's own.
+PLOTTED = ("achieved_kl", "correlation", "clip_score", "prompt_probability", "fid", "consistency_adjacent",
+           "motion_pixel")
+CONDITIONAL_PLOTTED = ("guide_fidelity", "image_distance", "input_psnr", "motion_correlation", "motion_pixel",
+                       "prompt_probability", "clip_score")
+LENGTH_PLOTTED = ("consistency_adjacent", "consistency_last_first", "motion_pixel", "prompt_probability",
+                  "clip_score")
 
 
-def write_plots(out: Path, results: dict, configs) -> None:
-    """lambda.png (metrics vs lambda, one line per search mode), components.png and momentum.png (bars/lines)."""
-    import matplotlib
+class _Plots:
+    """The figures of one run: lambda.png (metrics vs lambda, one line per search mode), components.png and
+    momentum.png (bars / lines), length.png (drift curve of the longest videos; metrics vs length, one line per
+    method) and conditional.png (the conditional metrics per configuration)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, out: Path, results: dict, configs):
+        import matplotlib
 
-    summary = results["summary"]
-    metric_keys = [k for k in ("achieved_kl", "correlation", "clip_score", "prompt_probability", "fid",
-                               "consistency_adjacent", "motion_pixel")
-                   if any(k in summary[c.name] for c in configs)]
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-    def save(figure, name):
-        atomic_write(out / name, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-        plt.close(figure)
+        self.plt, self.out, self.summary, self.configs = plt, out, results["summary"], configs
 
-    def value(config, key):
-        entry = summary[config.name].get(key)
+    def value(self, config, key) -> tuple[float, float]:
+        entry = self.summary[config.name].get(key)
         return (np.nan, 0.0) if entry is None else (entry["mean"], entry["ci95"] or 0.0)
 
-    lam_configs = [c for c in configs if c.study == "lambda"]
-    if lam_configs:
-        figure, axes = plt.subplots(1, len(metric_keys), figsize=(3.2 * len(metric_keys), 3), squeeze=False)
-        for axis, key in zip(axes[0], metric_keys):
-            for mode in ("paper", "exact"):
-                points = sorted((c.noise_lambda, *value(c, key)) for c in lam_configs if c.search == mode)
-                lam, mean, ci = zip(*points)
-                axis.errorbar(lam, mean, yerr=ci, marker="o", capsize=3, label=mode)
+    def keys(self, chosen, candidates) -> list[str]:
+        return [k for k in candidates if any(k in self.summary[c.name] for c in chosen)]
+
+    def axes(self, count: int):
+        figure, axes = self.plt.subplots(1, count, figsize=(3.2 * count, 3), squeeze=False)
+        return figure, axes[0]
+
+    def save(self, figure, name: str) -> None:
+        atomic_write(self.out / name, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        self.plt.close(figure)
+
+    def lines(self, axis, chosen, key, x, label=None) -> None:
+        """One error-bar line of ``key`` over the configurations ``chosen``, at x = ``x(config)``."""
+        points = sorted((x(c), *self.value(c, key)) for c in chosen)
+        xs, mean, ci = zip(*points)
+        axis.errorbar(xs, mean, yerr=ci, marker="o", capsize=3, label=label)
+
+    def lambda_plot(self, chosen) -> None:
+        keys = self.keys(chosen, PLOTTED)
+        figure, axes = self.axes(len(keys))
+        for axis, key in zip(axes, keys):
+            for mode in sorted({c.search for c in chosen}, reverse=True):
+                self.lines(axis, [c for c in chosen if c.search == mode], key, lambda c: c.noise_lambda, mode)
             axis.set_xscale("log")
             axis.set_xlabel("lambda")
             axis.set_title(key)
-        axes[0][0].legend(title="search")
-        save(figure, "lambda.png")
-    for study, xlabel in (("components", None), ("momentum", "momentum")):
-        chosen = [c for c in configs if c.study == study]
-        if not chosen:
-            continue
-        keys = [k for k in metric_keys if k not in ("achieved_kl", "correlation")]
-        figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-        for axis, key in zip(axes[0], keys):
-            mean, ci = zip(*(value(c, key) for c in chosen))
-            if xlabel:
-                axis.errorbar([c.momentum for c in chosen], mean, yerr=ci, marker="o", capsize=3)
-                axis.set_xlabel(xlabel)
-            else:
-                axis.bar(range(len(chosen)), mean, yerr=ci, capsize=3)
-                axis.set_xticks(range(len(chosen)), [c.name for c in chosen], rotation=35, ha="right")
+        axes[0].legend(title="search")
+        self.save(figure, "lambda.png")
+
+    def bars(self, chosen, candidates, name: str) -> None:
+        keys = self.keys(chosen, candidates)
+        figure, axes = self.axes(len(keys))
+        for axis, key in zip(axes, keys):
+            mean, ci = zip(*(self.value(c, key) for c in chosen))
+            axis.bar(range(len(chosen)), mean, yerr=ci, capsize=3)
+            axis.set_xticks(range(len(chosen)), [c.name for c in chosen], rotation=35, ha="right")
             axis.set_title(key)
-        save(figure, f"{study}.png")
+        self.save(figure, name)
+
+    def momentum_plot(self, chosen) -> None:
+        keys = [k for k in self.keys(chosen, PLOTTED) if k not in ("achieved_kl", "correlation")]
+        figure, axes = self.axes(len(keys))
+        for axis, key in zip(axes, keys):
+            self.lines(axis, chosen, key, lambda c: c.momentum)
+            axis.set_xlabel("momentum")
+            axis.set_title(key)
+        self.save(figure, "momentum.png")
+
+    def length_plot(self, chosen) -> None:
+        """Drift: consistency to frame 0 against frame index (the longest videos, a band for the interval), then
+        each metric against video length, one line per method."""
+        methods = {}
+        for config in chosen:
+            methods.setdefault(config.name.split("/")[0], []).append(config)
+        keys = self.keys(chosen, LENGTH_PLOTTED)
+        figure, axes = self.axes(1 + len(keys))
+        for method, group in methods.items():
+            longest = max(group, key=lambda c: c.frames)
+            curve = self.summary[longest.name].get("curves", {}).get("consistency_to_first")
+            if curve:
+                mean, ci = np.asarray(curve["mean"]), np.asarray([c or 0.0 for c in curve["ci95"]])
+                axes[0].plot(mean, label=method)
+                axes[0].fill_between(range(len(mean)), mean - ci, mean + ci, alpha=0.25)
+            for axis, key in zip(axes[1:], keys):
+                self.lines(axis, group, key, lambda c: c.frames, method)
+        axes[0].set_xlabel("frame index")
+        axes[0].set_title("consistency to frame 0 (longest)")
+        axes[0].legend()
+        for axis, key in zip(axes[1:], keys):
+            axis.set_xscale("log", base=2)
+            axis.set_xlabel("frames")
+            axis.set_title(key)
+        self.save(figure, "length.png")
+
+
+def write_plots(out: Path, results: dict, configs) -> None:
+    """Every plot of the studies the run has (see _Plots)."""
+    plots = _Plots(out, results, configs)
+    by_study = {}
+    for config in configs:
+        by_study.setdefault(config.study, []).append(config)
+    drawers = {"lambda": plots.lambda_plot, "momentum": plots.momentum_plot, "length": plots.length_plot,
+               "components": lambda chosen: plots.bars(chosen, [k for k in PLOTTED if k not in ("achieved_kl",
+                                                                                                "correlation")],
+                                                       "components.png"),
+               "conditional": lambda chosen: plots.bars(chosen, CONDITIONAL_PLOTTED, "conditional.png")}
+    for study, chosen in by_study.items():
+        if study in drawers:
+            drawers[study](chosen)
 
 
 def write_gif_grid(path: Path, rows: list[tuple[str, np.ndarray]], fps: int = 6) -> None:

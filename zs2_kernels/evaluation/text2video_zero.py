@@ -41,11 +41,40 @@ def text2video_zero_pipeline(pipe):
     return t2vz
 
 
-def sample(t2vz, prompt: str, *, frames: int, height: int, width: int, steps: int, guidance: float,
-           generator: torch.Generator, motion: float = DEFAULT_MOTION) -> np.ndarray:
-    """One video, float32 [F, H, W, 3] in [0, 1], with the schedule fitted to ``steps``."""
+def chunk_frame_ids(frames: int, chunk: int | None) -> list[list[int]]:
+    """The ``frame_ids`` of each Text2Video-Zero call: one call of every frame, or diffusers' long-video recipe.
+
+    The recipe (diffusers docs, "Text2Video-Zero", long videos): ``chunk_ids = np.arange(0, frames, chunk - 1)``,
+    each call generating ``[0] + range(start, end)`` and keeping all but its first frame (frame 0 again).
+    """
+    if chunk is None or chunk >= frames:
+        return [list(range(frames))]
+    if chunk < 2:
+        raise ValueError(f"the Text2Video-Zero chunk recipe needs chunks of at least 2 frames, got {chunk}")
+    starts = list(range(0, frames, chunk - 1))
+    ends = starts[1:] + [frames]
+    return [[0, *range(start, end)] for start, end in zip(starts, ends)]
+
+
+def sample(t2vz, prompt: str, *, frames: int, height: int, width: int, steps: int, guidance: float, seed: int,
+           chunk: int | None = None, output_type: str = "np", **settings):
+    """One video: float32 [F, H, W, 3] in [0, 1] (``output_type="np"``) or latents [F, c, h, w] (``"latent"``).
+
+    Unchunked, or by the chunk recipe (every call seeded with ``seed`` again, as the recipe does). ``settings``
+    override the defaults: the schedule fitted to ``steps`` and the default motion of 12/512 of the frame."""
+    settings = {**schedule(steps), "motion_field_strength_x": DEFAULT_MOTION,
+                "motion_field_strength_y": DEFAULT_MOTION, **settings}
+    calls = chunk_frame_ids(frames, chunk)
+    parts = []
     with torch.no_grad():
-        result = t2vz(prompt, video_length=frames, height=height, width=width, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=generator, output_type="np", motion_field_strength_x=motion,
-                      motion_field_strength_y=motion, **schedule(steps))
-    return np.asarray(result.images, dtype=np.float32)
+        for frame_ids in calls:
+            result = t2vz(prompt, video_length=len(frame_ids), height=height, width=width, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+                          output_type=output_type, frame_ids=None if len(calls) == 1 else frame_ids, **settings)
+            images = result.images
+            parts.append(images if len(calls) == 1 else images[1:])
+    video = torch.cat(parts) if output_type == "latent" else np.concatenate(
+        [np.asarray(part, dtype=np.float32) for part in parts])
+    if video.shape[0] != frames:
+        raise RuntimeError(f"the Text2Video-Zero recipe made {video.shape[0]} frames instead of {frames}")
+    return video
