@@ -186,9 +186,10 @@ class _Plots:
         keys = self.keys(chosen, candidates)
         figure, axes = self.axes(len(keys))
         for axis, key in zip(axes, keys):
-            mean, ci = zip(*(self.value(c, key) for c in chosen))
-            axis.bar(range(len(chosen)), mean, yerr=ci, capsize=3)
-            axis.set_xticks(range(len(chosen)), [c.name for c in chosen], rotation=35, ha="right")
+            having = [c for c in chosen if key in self.summary[c.name]]  # a bar only where the metric applies
+            mean, ci = zip(*(self.value(c, key) for c in having))
+            axis.bar(range(len(having)), mean, yerr=ci, capsize=3)
+            axis.set_xticks(range(len(having)), [c.name for c in having], rotation=35, ha="right")
             axis.set_title(key)
         self.save(figure, name)
 
