@@ -71,6 +71,8 @@ def test_outputs(uninterrupted):
     assert summary["zs2"]["motion_pixel"]["mean"] < summary["neither"]["motion_pixel"]["mean"]
     table = (uninterrupted / "results.md").read_text()
     assert "## components" in table and "| zs2 |" in table and "±" in table
+    assert "## paired differences" in table and "| zs2 - text2video_zero |" in table
+    assert results["sampling_seconds"] == pytest.approx(sum(u["seconds"] for u in results["units"]))
     rows = (uninterrupted / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 20 and rows[0].startswith("config,")
 

@@ -12,7 +12,8 @@ from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation import cli as ablate_cli
 from zs2_kernels.evaluation import conditional
-from zs2_kernels.evaluation.ablation import LENGTH_CHUNK, LENGTHS, STRENGTHS, study_configs
+from zs2_kernels.evaluation import report
+from zs2_kernels.evaluation.ablation import LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
 from zs2_kernels.evaluation.metrics import consistency_metrics, consistency_to_first
 
 pytestmark = pytest.mark.filterwarnings("ignore:FID with .* rank-deficient:RuntimeWarning")
@@ -43,6 +44,31 @@ def test_length_and_conditional_configurations():
     assert "conditional" not in {c.study for c in study_configs("all", embedded=False)}
     with pytest.raises(ValueError, match="embedded model only"):
         study_configs("conditional", embedded=False)
+
+
+def test_paired_comparisons_name_existing_configurations():
+    everything = study_configs("all")
+    pairs = paired_comparisons(everything)
+    names = {c.name for c in everything}
+    assert all(a in names and b in names and a != b for a, b in pairs) and len(set(pairs)) == len(pairs)
+    assert ("zs2", "text2video_zero") in pairs and ("zs2/frames=128", "zs2/frames=8") in pairs
+    assert ("guided/zs2", "guided/no_momentum_attention") in pairs
+    assert paired_comparisons(study_configs("components")) == [
+        ("zs2", "text2video_zero"), ("zs2", "neither"), ("zs2", "no_dependency_noise"),
+        ("zs2", "no_momentum_attention")]
+
+
+def test_paired_differences_pair_units_by_prompt_and_seed():
+    """A - B is taken unit by unit over the (prompt, seed) both have; metrics only one side has are left out."""
+    def unit(config, prompt, seed, **metrics):
+        return {"config_name": config, "prompt_index": prompt, "seed": seed, "metrics": metrics}
+
+    units = [unit("a", 0, 0, motion_pixel=5.0, guide_fidelity=0.5), unit("a", 1, 0, motion_pixel=9.0),
+             unit("a", 2, 0, motion_pixel=100.0), unit("b", 1, 0, motion_pixel=4.0), unit("b", 0, 0, motion_pixel=1.0)]
+    [row] = report.paired_differences(units, [("a", "b")])
+    assert row["differences"] == {"motion_pixel": {"mean": 4.5, "ci95": pytest.approx(6.353, abs=1e-3), "n": 2}}
+    lines = report._paired_lines([row])
+    assert "| a - b | 4.5 ± 6.4 |" in lines
 
 
 def test_drift_metrics_on_known_embeddings():

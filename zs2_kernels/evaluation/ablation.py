@@ -150,6 +150,28 @@ def study_configs(study: str, embedded: bool = True, lengths=LENGTHS) -> list[Co
     return groups[study]
 
 
+def paired_comparisons(configs) -> list[tuple[str, str]]:
+    """The (A, B) configuration pairs whose per-unit differences A - B the results report: units of one prompt
+    and seed share their noise, so the pairing removes what prompt and seed contribute. Full ZS² against each
+    alternative, the paper search against the exact one, momentum 1 against 0, each length's methods and the
+    longest ZS² against the shortest, each conditional mode with against without the components."""
+    names = {c.name for c in configs}
+    lengths = sorted(c.frames for c in configs if c.study == "length" and c.name.startswith("zs2/"))
+    top = f"{STRENGTHS[-1]:g}"
+    alternatives = ("neither", "no_dependency_noise", "no_momentum_attention")
+    pairs = [("zs2", other) for other in ("text2video_zero", *alternatives)]
+    pairs += [(f"lambda={lam:g}/paper", f"lambda={lam:g}/exact") for lam in LAMBDAS]
+    pairs += [("momentum=1", "momentum=0")]
+    for frames in lengths:
+        pairs += [(f"zs2/frames={frames}", f"{other}/frames={frames}") for other in ("text2video_zero", "per_frame")]
+    if len(lengths) > 1:
+        pairs.append((f"zs2/frames={lengths[-1]}", f"zs2/frames={lengths[0]}"))
+    pairs += [("guided/zs2", f"guided/{other}") for other in alternatives]
+    pairs += [("guided/zs2", "plain/zs2"), ("image/zs2", "image/neither"), ("image/zs2", "plain/zs2"),
+              (f"video/strength={top}", f"video/strength={top}/neither")]
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
 @dataclasses.dataclass
 class AblationSettings:
     """Everything that defines a study run (all configurations share prompts, seeds and sampler settings)."""
@@ -535,10 +557,12 @@ class Ablation:
             "scorer": self.scorer.name,
             "fid_reference": self._fid_reference_name() if "fid" in self.settings.metrics else None,
             "summary": summary,
+            "paired": report.paired_differences(units, paired_comparisons(self.configs)),
             "units": units,
             "environment": describe(self.device),
             "world_size": self.world,
             "wall_time_s": wall_time,
+            "sampling_seconds": sum(unit["seconds"] for unit in units),
         }
         _write_json(self.out / "results.json", results)
         report.write_csv(self.out / "results.csv", units)

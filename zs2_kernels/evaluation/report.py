@@ -69,6 +69,31 @@ def _curve(rows: list[list[float]]) -> dict:
     return {"mean": [mean for mean, _ in points], "ci95": [ci for _, ci in points], "n": len(rows)}
 
 
+#: Metrics of the paired-differences table (those both configurations of a pair have).
+PAIRED_METRICS = ("clip_score", "prompt_probability", "consistency_adjacent", "consistency_first", "motion_pixel",
+                  "guide_fidelity", "image_distance", "input_psnr", "motion_correlation")
+
+
+def paired_differences(units: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """Per pair (A, B): for each metric both have, the mean and 95% interval of A - B over the units of one
+    prompt and seed in both (the same noise), with their count."""
+    by_config = {}
+    for unit in units:
+        by_config.setdefault(unit["config_name"], {})[(unit["prompt_index"], unit["seed"])] = unit["metrics"]
+    rows = []
+    for a, b in pairs:
+        shared = sorted(set(by_config.get(a, {})) & set(by_config.get(b, {})))
+        row = {"a": a, "b": b, "differences": {}}
+        for key in PAIRED_METRICS:
+            values = [by_config[a][x][key] - by_config[b][x][key] for x in shared
+                      if key in by_config[a][x] and key in by_config[b][x]]
+            if values:
+                mean, ci = t_interval(values)
+                row["differences"][key] = {"mean": mean, "ci95": ci, "n": len(values)}
+        rows.append(row)
+    return rows
+
+
 def write_csv(path: Path, units: list[dict]) -> None:
     keys = sorted({k for u in units for k in {**u["metrics"], **u["noise"]}})
     config_keys = ("method", "dependency_noise", "momentum_attention", "noise_lambda", "search", "momentum", "mode",
@@ -124,7 +149,22 @@ def write_markdown(path: Path, results: dict, configs) -> None:
             lines.append(f"| {config.name} | " + " | ".join(_cell(summary[config.name].get(k)) for k, _ in present)
                          + " |")
         lines.append("")
+    lines += _paired_lines(results.get("paired", []))
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines), encoding="utf-8"))
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    """The paired-differences table: A - B per metric, mean ± 95% interval over shared prompts and seeds."""
+    present = [(k, h) for k, h in COLUMNS if k in PAIRED_METRICS and any(k in p["differences"] for p in paired)]
+    if not paired or not present:
+        return []
+    lines = ["## paired differences", "", "A - B over the units of one prompt and seed in both (the same noise), mean "
+             "± half-width of the 95% t-interval: an interval that excludes 0 is a difference these runs show.", "",
+             "| A - B | " + " | ".join(h for _, h in present) + " |", "|---|" + "---|" * len(present)]
+    for pair in paired:
+        cells = " | ".join(_cell(pair["differences"].get(k)) for k, _ in present)
+        lines.append(f"| {pair['a']} - {pair['b']} | {cells} |")
+    return lines + [""]
 
 
 #: Metrics drawn in the plots (those a run has), and the conditional study's own.
