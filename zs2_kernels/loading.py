@@ -102,8 +102,8 @@ def _hub_folder(hub_id: str) -> Path:
 
 
 def read_model_config(model=None) -> dict:
-    """What the checks need before any weights load: {"unet": config, "vae": config, "vae_scale_factor": int,
-    "weights": bytes}.
+    """What the checks need before any weights load: {"unet": config, "vae": config, "scheduler": config (empty
+    when the folder has none), "vae_scale_factor": int, "weights": bytes}.
 
     ``weights`` is the size of the safetensors files on disk (0 for a hub id whose weights are not yet in
     the cache). Raises FileNotFoundError/OSError naming the model when it cannot be found or read.
@@ -118,6 +118,8 @@ def read_model_config(model=None) -> dict:
         except (OSError, ValueError) as error:
             raise FileNotFoundError(f"model {location!r} has no readable {part}/config.json ({error}); zs2 needs a "
                                     "text-to-image latent diffusion pipeline such as StableDiffusionPipeline") from None
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    configs["scheduler"] = json.loads(scheduler.read_text()) if scheduler.is_file() else {}
     configs["vae_scale_factor"] = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)  # as diffusers computes it
     configs["weights"] = sum(path.stat().st_size for path in folder.rglob("*.safetensors") if path.is_file())
     return configs

@@ -203,6 +203,10 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
     [
         (["--metrics", "clip,speed"], "--metrics"),
         (["--seeds", "0"], "--seeds"),
+        (["--frames", "1"], "--frames must be >= 2, got 1"),
+        (["--steps", "1001"], "--steps must be at most the scheduler's 1000 training timesteps, got 1001"),
+        (["--clip-model", "some/clip"], "--clip-model applies to --scorer clip only"),
+        (["--fid-feature", "64"], "--fid-feature applies to --scorer clip only"),
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
         (["--steps", "1"], "--steps must be >= 2 for the text2video_zero configurations"),
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
@@ -261,6 +265,49 @@ def test_unwritable_out(model_dir, prompts_file, tmp_path, capsys):
     blocker.write_text("x")
     assert ablate_cli.ablate_main(args(model_dir, prompts_file, blocker / "out")) == 2
     assert "--out" in capsys.readouterr().err
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, "")) == 2
+    assert "--out must name a folder" in capsys.readouterr().err
+    if Path("/proc/self").is_dir():  # os.access says yes there (as root), but no folder can be made
+        assert ablate_cli.ablate_main(args(model_dir, prompts_file, "/proc/zs2-out")) == 2
+        assert "--out /proc/zs2-out is not writable: cannot create a folder in /proc" in capsys.readouterr().err
+
+
+def test_a_run_that_would_not_fit_is_refused_before_any_work(model_dir, prompts_file, tmp_path, capsys,
+                                                              monkeypatch):
+    from zs2_kernels import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2**20)
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "--frames 3: zs2 needs about" in err and "GiB free; lower --frames or --batch" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_damaged_unit_is_computed_again(model_dir, prompts_file, uninterrupted, tmp_path):
+    """Units are written atomically; a file damaged from outside (emptied, truncated) is not a finished unit."""
+    used = tmp_path / "used"
+    shutil.copytree(uninterrupted, used)
+    damaged = sorted(used.glob("units/*/*.json"))
+    damaged[0].write_text("")
+    damaged[1].with_suffix(".npz").write_bytes(b"PK")
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, used)) == 0
+    json.loads(damaged[0].read_text())
+    assert (used / "results.md").read_text() == (uninterrupted / "results.md").read_text()
+
+
+def test_ctrl_c_keeps_the_finished_units_and_says_how_to_resume(model_dir, prompts_file, uninterrupted, tmp_path):
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(script_command(model_dir, prompts_file, out), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("units/*/*.json"))) < 4 and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted; the finished units are kept" in err
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, out)) == 0
+    assert (out / "results.md").read_text() == (uninterrupted / "results.md").read_text()
 
 
 def test_study_definitions():

@@ -193,6 +193,8 @@ def test_conditional_study_resumes_to_the_same_table(conditional_run, tmp_path):
     (["--seeds", "36"], "--seeds must be at most 35 for the conditional study"),
     (["--steps", "4"], "--steps 4 is too few for the conditional study's video/strength=0.2"),
     (["--model", "/nonexistent"], "embedded model only"),
+    (["--frames", "3"], "--frames must be >= 4 for the conditional study"),
+    (["--height", "16", "--width", "16"], "the conditional study runs at the embedded model's 32 x 32"),
 ])
 def test_conditional_bad_input(tmp_path, capsys, extra, message):
     assert ablate_cli.ablate_main(conditional_args(tmp_path / "o", *extra)) == 2

@@ -110,7 +110,8 @@ def test_ablation_refuses_pickled_inception_weights_before_sampling(tiny_clip_di
 
     torch.save({"w": torch.ones(1)}, tmp_path / "inception.pth")
     (tmp_path / "prompts.txt").write_text("a cat\n")
-    code = ablate_main(["--out", str(tmp_path / "out"), "--scorer", "clip", "--clip-model", tiny_clip_dir,
+    code = ablate_main(["--study", "components", "--out", str(tmp_path / "out"), "--scorer", "clip",
+                        "--clip-model", tiny_clip_dir,
                         "--inception-weights", str(tmp_path / "inception.pth"),
                         "--prompts", str(tmp_path / "prompts.txt")])
     assert code == 2

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +49,7 @@ LENGTH_CHUNK = 16
 STRENGTHS = (0.2, 0.5, 0.8)
 #: Pixels per frame in the GIF grids (the length study's long videos smaller).
 GRID_SIDE, LENGTH_GRID_SIDE = 128, 64
+DEFAULT_FID_FEATURE = 2048
 #: Part of every unit's key: bump it when a change to the sampler or the metrics changes what a unit holds
 #: (units of another version are then recomputed beside the old ones, never mixed in).
 STUDY_VERSION = 3
@@ -190,7 +192,7 @@ class AblationSettings:
     clip_model: str | None = None
     inception_weights: str | None = None
     reference_images: str | None = None
-    fid_feature: int = 2048
+    fid_feature: int = DEFAULT_FID_FEATURE
     scorer: str | None = None  # "digits" or "clip"; default: digits for the embedded model, else clip
     device: str | None = None
     dtype: str | None = None
@@ -245,18 +247,29 @@ def source_identity(source: str) -> str:
     return f"hub:{source}@{Path(snapshot_download(source, allow_patterns='*.json')).name}"
 
 
-def _model_resolution(settings) -> tuple[int, int]:
-    """--height/--width (default: the model's size), checked as the sampler checks them but from the model's
-    configuration files alone: a bad size is refused before any weights load."""
+def _read_model_config(settings) -> dict:
+    """The model's configuration files (no weights), or a ValueError naming --model."""
     try:
-        config = read_model_config(settings.model)
+        return read_model_config(settings.model)
     except OSError as error:
         raise ValueError(f"--model: {error}") from None
+
+
+def _model_resolution(settings, config: dict) -> tuple[int, int]:
+    """--height/--width (default: the model's size), checked as the sampler checks them but from the model's
+    configuration files alone: a bad size is refused before any weights load."""
     factor = config["vae_scale_factor"]
     try:
         return check_resolution(factor, config["unet"]["sample_size"] * factor, settings.height, settings.width)
     except ValueError as error:  # its messages begin with the argument's name
         raise ValueError(f"--{error}") from None
+
+
+def _check_steps(steps: int, config: dict) -> None:
+    """--steps at most the scheduler's training timesteps (diffusers refuses more, but only after the work)."""
+    limit = config["scheduler"].get("num_train_timesteps", 1000)
+    if steps > limit:
+        raise ValueError(f"--steps must be at most the scheduler's {limit} training timesteps, got {steps}")
 
 
 @contextlib.contextmanager
@@ -303,21 +316,21 @@ class Ablation:
             raise ValueError(f"--prompts holds {len(self.prompts)} prompts; at most {MAX_PROMPTS} are supported")
         if settings.seeds > MAX_SEEDS:
             raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {settings.seeds}")
-        for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, 1),
+        for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, 2),
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         if settings.steps < 2 and any(config.method == "text2video_zero" for config in self.configs):
             raise ValueError(f"--steps must be >= 2 for the text2video_zero configurations (its t0 < t1 < steps), "
                              f"got {settings.steps}")
-        if any(config.study == "conditional" for config in self.configs):
-            self._check_conditional()
         check_number("--guidance", settings.guidance, 0.0, MAX_GUIDANCE)
         if settings.device is not None:
             try:
                 check_device(settings.device)
             except ValueError as error:
                 raise ValueError(f"--device: {error}") from None
+        if not str(settings.out).strip():
+            raise ValueError("--out must name a folder, got an empty string")
         self.out = Path(settings.out)
         self._check_out_writable()
         self.reference_folder = None
@@ -326,10 +339,15 @@ class Ablation:
             if not self.reference_folder.is_dir() or not _image_files(self.reference_folder):
                 raise ValueError(f"--reference-images {self.reference_folder} is not a folder with images "
                                  "(.png/.jpg/.jpeg)")
-        self.height, self.width = _model_resolution(settings)
+        model_config = _read_model_config(settings)
+        self.height, self.width = _model_resolution(settings, model_config)
+        if any(config.study == "conditional" for config in self.configs):
+            self._check_conditional(model_config)
+        _check_steps(settings.steps, model_config)
         model_identity = source_identity(resolve_model_location(settings.model))
         self.rank, self.world = _distributed_rank_world()
         self.device = _rank_device(settings.device, self.rank)
+        self._check_memory(model_config)
         self.scorer = self._make_scorer()
         if self.uses_image_prior:
             self.configs = self.configs + [IMAGE_PRIOR]
@@ -341,13 +359,15 @@ class Ablation:
             "metrics": sorted(settings.metrics), "scorer": [type(self.scorer).__name__, self.scorer.fid_name],
             "scorer_sources": [source_identity(source) for source in self.scorer.sources]}
 
-    def _check_conditional(self) -> None:
-        """The conditional study pairs each prompt's digit with that digit's held-out images, one per seed."""
+    def _check_conditional(self, model_config: dict) -> None:
+        """The conditional study pairs each prompt's digit with that digit's held-out images (32 x 32), one per
+        seed, and measures motion over at least 3 frame-to-frame shifts."""
         from ..embedded.digits import parse_digit_prompt
 
         bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
         if bad:
-            raise ValueError(f"the conditional study needs prompts naming one digit; these do not: {bad[:3]}")
+            raise ValueError(f"the conditional study (in --study all with the embedded model) needs prompts naming "
+                             f"one digit; these do not: {bad[:3]}; choose another --study or digit prompts")
         from ..editing import check_strength
 
         for config in self.configs:
@@ -357,10 +377,36 @@ class Ablation:
                 except ValueError as error:
                     raise ValueError(f"--steps {self.settings.steps} is too few for the conditional study's "
                                      f"{config.name}: {error}") from None
+        native = model_config["unet"]["sample_size"] * model_config["vae_scale_factor"]
+        if (self.height, self.width) != (native, native):
+            raise ValueError(f"--height/--width: the conditional study runs at the embedded model's {native} x "
+                             f"{native} (its held-out digit inputs), got {self.height} x {self.width}")
+        if self.settings.frames < 4:
+            raise ValueError(f"--frames must be >= 4 for the conditional study (its motion correlation needs 3 "
+                             f"frame-to-frame shifts), got {self.settings.frames}")
         limit = conditional.max_seeds()
         if self.settings.seeds > limit:
             raise ValueError(f"--seeds must be at most {limit} for the conditional study (one held-out image per "
                              f"digit and seed), got {self.settings.seeds}")
+
+    def _check_memory(self, model_config: dict) -> None:
+        """Refuse, before any work, a configuration whose batch would not fit in this device's free memory."""
+        from ..memory import GIB, available_memory, estimate_memory
+
+        free = available_memory(self.device)
+        dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else torch.float32
+        videos = min(self.settings.batch, len(self.prompts) * self.settings.seeds)
+        for config in self.configs:
+            frames = self.frames_of(config)
+            estimate = estimate_memory(model_config["unet"], model_config["vae"], videos=videos, frames=frames,
+                                       height=self.height, width=self.width, chunk=config.frame_chunk,
+                                       guidance=self.settings.guidance > 1.0, dtype=dtype,
+                                       weights=model_config["weights"])
+            if free is not None and estimate.total > free:
+                name = "--lengths" if config.frames else "--frames"
+                raise MemoryError(f"{name} {frames}: {config.name} needs about {estimate.total / GIB:.1f} GiB for "
+                                  f"{videos} videos per call but {self.device} has {free / GIB:.1f} GiB free; lower "
+                                  f"{name} or --batch")
 
     def frames_of(self, config: Config) -> int:
         """A configuration's video length: its own (the length study) or the run's --frames."""
@@ -384,6 +430,11 @@ class Ablation:
             raise PermissionError(f"--out {self.out} is not writable: {existing} is a file, not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"--out {self.out} is not writable: no write permission on {existing}")
+        try:  # what os.access cannot tell (read-only or virtual file systems such as /proc): try, and clean up
+            os.rmdir(tempfile.mkdtemp(prefix=".zs2-probe-", dir=existing))
+        except OSError as error:
+            raise PermissionError(f"--out {self.out} is not writable: cannot create a folder in {existing} "
+                                  f"({error.strerror})") from None
 
     def _make_scorer(self) -> zm.Scorer:
         settings = self.settings
@@ -392,6 +443,13 @@ class Ablation:
             raise ValueError(f"--scorer must be one of {SCORERS}, got {choice!r}")
         if choice == "digits":
             from ..embedded.digits import parse_digit_prompt
+
+            for name, value, default in (("--clip-model", settings.clip_model, None),
+                                         ("--inception-weights", settings.inception_weights, None),
+                                         ("--fid-feature", settings.fid_feature, DEFAULT_FID_FEATURE)):
+                if value != default:
+                    raise ValueError(f"{name} applies to --scorer clip only; this run scores with the digit "
+                                     "classifier (the embedded model's default)")
 
             bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
             if bad:
@@ -434,7 +492,7 @@ class Ablation:
         started = time.perf_counter()
         (self.out / "units").mkdir(parents=True, exist_ok=True)
         mine = [b for i, b in enumerate(self.batches()) if i % self.world == self.rank]
-        todo = [b for b in mine if not all(u.path.is_file() for u in b)]
+        todo = [b for b in mine if not all(_finished(u) for u in b)]
         with _one_thread():
             if todo:
                 dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else None
@@ -604,6 +662,18 @@ class Ablation:
         else:
             source = "image prior: per-frame independent samples of the same model and prompts"
         return f"{self.scorer.fid_name} vs {source}"
+
+
+def _finished(unit: Unit) -> bool:
+    """A unit whose files both read back (they are written atomically, so anything else was damaged from outside:
+    the unit is computed again and its files replaced)."""
+    try:
+        json.loads(unit.path.read_text())
+        with np.load(unit.path.with_suffix(".npz")) as arrays:
+            arrays.files
+        return True
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def _fid_features(unit: Unit) -> np.ndarray:

@@ -83,12 +83,18 @@ def ablate_main(argv=None) -> int:
             fid_feature=args.fid_feature, scorer=args.scorer, device=args.device, dtype=args.dtype,
             batch=args.batch, lengths=parse_lengths(args.lengths))
         ablation = Ablation(settings)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError, MemoryError) as error:
         print(f"zs2-ablate: error: {error}", file=sys.stderr)
         return 2
-    results = ablation.run(progress=not args.no_progress)
+    try:
+        results = ablation.run(progress=not args.no_progress)
+    except KeyboardInterrupt:  # every finished unit is on disk (written atomically): a rerun resumes from them
+        print(f"zs2-ablate: interrupted; the finished units are kept in {ablation.out}/units: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     if results is not None:
-        print(f"wrote {ablation.out}/results.md, results.json, results.csv, plots and samples.gif "
+        outputs = sorted(p.name for p in ablation.out.iterdir() if p.suffix in (".png", ".gif"))
+        print(f"wrote {ablation.out}/results.md, results.json, results.csv, {', '.join(outputs)} "
               f"({len(results['units'])} units, {results['wall_time_s']:.0f} s)")
     return 0
 

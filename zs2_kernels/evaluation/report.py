@@ -167,11 +167,12 @@ def _paired_lines(paired: list[dict]) -> list[str]:
     return lines + [""]
 
 
+TITLES = dict(COLUMNS)
 #: Metrics drawn in the plots (those a run has), and the conditional study's own.
 PLOTTED = ("achieved_kl", "correlation", "clip_score", "prompt_probability", "fid", "consistency_adjacent",
            "motion_pixel")
-CONDITIONAL_PLOTTED = ("guide_fidelity", "image_distance", "input_psnr", "motion_correlation", "motion_pixel",
-                       "prompt_probability", "clip_score")
+CONDITIONAL_PLOTTED = ("guide_fidelity", "image_distance", "frame0_psnr", "input_psnr", "motion_correlation",
+                       "motion_pixel", "prompt_probability", "clip_score")
 LENGTH_PLOTTED = ("consistency_adjacent", "consistency_last_first", "motion_pixel", "prompt_probability",
                   "clip_score")
 
@@ -196,8 +197,8 @@ class _Plots:
     def keys(self, chosen, candidates) -> list[str]:
         return [k for k in candidates if any(k in self.summary[c.name] for c in chosen)]
 
-    def axes(self, count: int):
-        figure, axes = self.plt.subplots(1, count, figsize=(3.2 * count, 3), squeeze=False)
+    def axes(self, count: int, width: float = 3.2):
+        figure, axes = self.plt.subplots(1, count, figsize=(width * count, 3), squeeze=False)
         return figure, axes[0]
 
     def save(self, figure, name: str) -> None:
@@ -218,19 +219,19 @@ class _Plots:
                 self.lines(axis, [c for c in chosen if c.search == mode], key, lambda c: c.noise_lambda, mode)
             axis.set_xscale("log")
             axis.set_xlabel("lambda")
-            axis.set_title(key)
+            axis.set_title(TITLES.get(key, key))
         axes[0].legend(title="search")
         self.save(figure, "lambda.png")
 
     def bars(self, chosen, candidates, name: str) -> None:
         keys = self.keys(chosen, candidates)
-        figure, axes = self.axes(len(keys))
+        figure, axes = self.axes(len(keys), width=max(3.2, 0.4 * len(chosen)))
         for axis, key in zip(axes, keys):
             having = [c for c in chosen if key in self.summary[c.name]]  # a bar only where the metric applies
             mean, ci = zip(*(self.value(c, key) for c in having))
             axis.bar(range(len(having)), mean, yerr=ci, capsize=3)
             axis.set_xticks(range(len(having)), [c.name for c in having], rotation=35, ha="right")
-            axis.set_title(key)
+            axis.set_title(TITLES.get(key, key))
         self.save(figure, name)
 
     def momentum_plot(self, chosen) -> None:
@@ -239,7 +240,7 @@ class _Plots:
         for axis, key in zip(axes, keys):
             self.lines(axis, chosen, key, lambda c: c.momentum)
             axis.set_xlabel("momentum")
-            axis.set_title(key)
+            axis.set_title(TITLES.get(key, key))
         self.save(figure, "momentum.png")
 
     def length_plot(self, chosen) -> None:
@@ -265,7 +266,7 @@ class _Plots:
         for axis, key in zip(axes[1:], keys):
             axis.set_xscale("log", base=2)
             axis.set_xlabel("frames")
-            axis.set_title(key)
+            axis.set_title(TITLES.get(key, key))
         self.save(figure, "length.png")
 
 
