@@ -440,3 +440,14 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_the_output(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"interrupted while {stage}" in err and "Traceback" not in err
     assert out.read_bytes() == b"old"
+
+
+def test_help_shows_defaults_but_never_none():
+    """An option left out as None says in its own text what that means; argparse's '(default: None)' after it
+    (e.g. '(default: per model) (default: None)') was noise."""
+    from zs2_kernels.cli import sample_parser
+    from zs2_kernels.evaluation.cli import ablate_parser
+
+    for parser in (sample_parser(), ablate_parser()):
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: 4.0)" in text  # other defaults still shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
@@ -133,3 +134,10 @@ def check_same_device_dtype(name: str, value: torch.Tensor, ref_name: str, ref: 
     check_same_device(name, value, ref_name, ref)
     if value.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {value.dtype} but {ref_name} has {ref.dtype}; they must match")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help showing each option's default, except None (the option's own text says what leaving it out does)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)

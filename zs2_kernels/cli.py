@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, check_device, dtype_from_name
+from ._checks import (DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device,
+                      dtype_from_name)
 from .compiling import COMPILE_MODES
 from .schedulers import SCHEDULERS
 
@@ -28,7 +29,7 @@ FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_s
 
 def sample_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zs2-sample", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
     parser.add_argument("--prompt", action="append", help="text prompt (required); repeat for several videos")
     parser.add_argument("--negative-prompt", default=None, help="negative prompt, used for every prompt")

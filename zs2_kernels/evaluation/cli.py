@@ -7,7 +7,7 @@ import dataclasses
 import importlib.util
 import sys
 
-from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES
+from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter
 from .ablation import METRICS, SCORERS, STUDIES, Ablation, AblationSettings, read_prompts
 from .inception import FEATURE_LAYERS
 
@@ -28,7 +28,7 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zs2-ablate", description="ZS² ablation study: component isolation "
                                      "(with Text2Video-Zero), lambda sweep (both search modes), momentum sweep, "
                                      "video length (drift), conditional modes (embedded model).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     add = parser.add_argument
     add("--study", default=DEFAULTS["study"], choices=STUDIES + ("all",),
         help="all: every study (the conditional one only with the embedded model)")
