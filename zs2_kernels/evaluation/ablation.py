@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,7 @@ class AblationSettings:
     clip_model: str | None = None
     inception_weights: str | None = None
     reference_images: str | None = None
-    fid_feature: int = DEFAULT_FID_FEATURE
+    fid_feature: int | None = None  # None: DEFAULT_FID_FEATURE (Inception's pool layer)
     scorer: str | None = None  # "digits" or "clip"; default: digits for the embedded model, else clip
     device: str | None = None
     dtype: str | None = None
@@ -266,10 +267,13 @@ def _model_resolution(settings, config: dict) -> tuple[int, int]:
 
 
 def _check_steps(steps: int, config: dict) -> None:
-    """--steps at most the scheduler's training timesteps (diffusers refuses more, but only after the work)."""
-    limit = config["scheduler"].get("num_train_timesteps", 1000)
+    """--steps at most the scheduler's training timesteps less its steps_offset (diffusers fails past that, but only
+    after the work: with steps_offset 1, 1000 steps of 1000 reach timestep 1000, out of its table)."""
+    scheduler = config["scheduler"]
+    limit = scheduler.get("num_train_timesteps", 1000) - scheduler.get("steps_offset", 0)
     if steps > limit:
-        raise ValueError(f"--steps must be at most the scheduler's {limit} training timesteps, got {steps}")
+        raise ValueError(f"--steps must be at most {limit} (the scheduler's training timesteps less its "
+                         f"steps_offset), got {steps}")
 
 
 @contextlib.contextmanager
@@ -316,7 +320,8 @@ class Ablation:
             raise ValueError(f"--prompts holds {len(self.prompts)} prompts; at most {MAX_PROMPTS} are supported")
         if settings.seeds > MAX_SEEDS:
             raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {settings.seeds}")
-        for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, 2),
+        frames_low = 2 if any(config.frames is None for config in self.configs) else 1  # the length study: --lengths
+        for name, value, low in (("--seeds", settings.seeds, 1), ("--frames", settings.frames, frames_low),
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -366,8 +371,9 @@ class Ablation:
 
         bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
         if bad:
-            raise ValueError(f"the conditional study (in --study all with the embedded model) needs prompts naming "
-                             f"one digit; these do not: {bad[:3]}; choose another --study or digit prompts")
+            within = " (in --study all with the embedded model)" if self.settings.study == "all" else ""
+            raise ValueError(f"the conditional study{within} needs prompts naming one digit; these do not: "
+                             f"{bad[:3]}" + ("; choose another --study or digit prompts" if within else ""))
         from ..editing import check_strength
 
         for config in self.configs:
@@ -444,22 +450,24 @@ class Ablation:
         if choice == "digits":
             from ..embedded.digits import parse_digit_prompt
 
-            for name, value, default in (("--clip-model", settings.clip_model, None),
-                                         ("--inception-weights", settings.inception_weights, None),
-                                         ("--fid-feature", settings.fid_feature, DEFAULT_FID_FEATURE)):
-                if value != default:
+            for name, value in (("--clip-model", settings.clip_model),
+                                ("--inception-weights", settings.inception_weights),
+                                ("--fid-feature", settings.fid_feature)):
+                if value is not None:
                     raise ValueError(f"{name} applies to --scorer clip only; this run scores with the digit "
                                      "classifier (the embedded model's default)")
 
             bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
-            if bad:
-                raise ValueError(f"the digit metrics need prompts naming one digit; these do not: {bad[:3]}")
+            if bad and "clip" in settings.metrics:
+                raise ValueError(f"the digit metrics need prompts naming one digit; these do not: {bad[:3]} (only "
+                                 "the prompt metrics do: --metrics consistency,fid scores any prompt)")
             return zm.DigitScorer(self.device)
         if settings.clip_model is None:
             raise ValueError("CLIP metrics need a CLIP model: pass --clip-model (a local folder, or a hub id when "
                              "online); for FID also --inception-weights")
         return zm.ClipScorer(settings.clip_model, self.device, with_fid="fid" in settings.metrics,
-                              inception_weights=settings.inception_weights, fid_feature=settings.fid_feature)
+                              inception_weights=settings.inception_weights,
+                              fid_feature=settings.fid_feature or DEFAULT_FID_FEATURE)
 
     # ---------------------------------------------------------------- units
     def batches(self) -> list[list[Unit]]:
@@ -668,12 +676,13 @@ def _finished(unit: Unit) -> bool:
     """A unit whose files both read back (they are written atomically, so anything else was damaged from outside:
     the unit is computed again and its files replaced)."""
     try:
-        json.loads(unit.path.read_text())
+        record = json.loads(unit.path.read_text())
         with np.load(unit.path.with_suffix(".npz")) as arrays:
-            arrays.files
-        return True
-    except (OSError, ValueError, EOFError):
+            for name in arrays.files:
+                arrays[name]  # reads and checks every member
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return False
+    return isinstance(record, dict) and isinstance(record.get("metrics"), dict)
 
 
 def _fid_features(unit: Unit) -> np.ndarray:

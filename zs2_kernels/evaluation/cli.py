@@ -47,7 +47,7 @@ def ablate_parser() -> argparse.ArgumentParser:
         help="Inception weights for FID as .safetensors (convert the published .pth with `python -m "
              "zs2_kernels.evaluation.inception SRC.pth DST.safetensors`); omit to download when online")
     add("--fid-feature", type=int, default=DEFAULTS["fid_feature"], choices=FEATURE_LAYERS,
-        help="Inception feature layer (smaller for small runs)")
+        help="Inception feature layer (default 2048; smaller for small runs)")
     add("--scorer", "--metric-backend", dest="scorer", default=DEFAULTS["scorer"], choices=SCORERS,
         help="digits: offline digit classifier (default for the embedded model); clip: CLIP + Inception")
     add("--reference-images", default=DEFAULTS["reference_images"], help="folder of real images for FID")

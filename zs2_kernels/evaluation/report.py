@@ -174,7 +174,7 @@ PLOTTED = ("achieved_kl", "correlation", "clip_score", "prompt_probability", "fi
 CONDITIONAL_PLOTTED = ("guide_fidelity", "image_distance", "frame0_psnr", "input_psnr", "motion_correlation",
                        "motion_pixel", "prompt_probability", "clip_score")
 LENGTH_PLOTTED = ("consistency_adjacent", "consistency_last_first", "motion_pixel", "prompt_probability",
-                  "clip_score")
+                  "clip_score", "fid")
 
 
 class _Plots:
@@ -250,7 +250,9 @@ class _Plots:
         for config in chosen:
             methods.setdefault(config.name.split("/")[0], []).append(config)
         keys = self.keys(chosen, LENGTH_PLOTTED)
-        figure, axes = self.axes(1 + len(keys))
+        drift = any(self.summary[c.name].get("curves", {}).get("consistency_to_first") for c in chosen)
+        figure, axes = self.axes(int(drift) + len(keys))
+        metric_axes = axes[int(drift):]
         for method, group in methods.items():
             longest = max(group, key=lambda c: c.frames)
             curve = self.summary[longest.name].get("curves", {}).get("consistency_to_first")
@@ -258,15 +260,16 @@ class _Plots:
                 mean, ci = np.asarray(curve["mean"]), np.asarray([c or 0.0 for c in curve["ci95"]])
                 axes[0].plot(mean, label=method)
                 axes[0].fill_between(range(len(mean)), mean - ci, mean + ci, alpha=0.25)
-            for axis, key in zip(axes[1:], keys):
+            for axis, key in zip(metric_axes, keys):
                 self.lines(axis, group, key, lambda c: c.frames, method)
-        axes[0].set_xlabel("frame index")
-        axes[0].set_title("consistency to frame 0 (longest)")
-        axes[0].legend()
-        for axis, key in zip(axes[1:], keys):
+        if drift:
+            axes[0].set_xlabel("frame index")
+            axes[0].set_title("consistency to frame 0 (longest)")
+        for axis, key in zip(metric_axes, keys):
             axis.set_xscale("log", base=2)
             axis.set_xlabel("frames")
             axis.set_title(TITLES.get(key, key))
+        axes[0].legend()
         self.save(figure, "length.png")
 
 
