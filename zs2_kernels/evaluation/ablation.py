@@ -521,13 +521,12 @@ class Ablation:
         from ..sampler import sample_video
 
         config = batch[0].config
-        settings = self.settings
-        frames = self.frames_of(config)
-        inputs = [self._conditional_inputs(unit) for unit in batch]
         if config.method == "text2video_zero":
             self._run_text2video_zero(pipe, batch)
             return
-        result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=frames,
+        settings = self.settings
+        inputs = [self._conditional_inputs(unit) for unit in batch]
+        result = sample_video(pipe, [self.prompts[u.prompt_index] for u in batch], num_frames=self.frames_of(config),
                               height=self.height, width=self.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
                               momentum=config.momentum, search=config.search, frame_chunk=config.frame_chunk,

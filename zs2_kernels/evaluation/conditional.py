@@ -16,6 +16,7 @@ prompt's digit d, so the prompt metrics measure edit success. The metrics are th
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,9 +32,15 @@ EDIT_OFFSET = 5
 GUIDE_SHIFT, GUIDE_DEGREES = 0.15, 25.0
 
 
+@functools.lru_cache(maxsize=1)
+def _digit_split():
+    """The digits' fixed split, loaded once (every unit of the study draws its inputs from it)."""
+    return load_digit_split()
+
+
 def held_out_images(digit: int) -> torch.Tensor:
     """Every held-out image of ``digit``: [N, 1, 32, 32] in [0, 1] (35 to 37 per digit)."""
-    split = load_digit_split()
+    split = _digit_split()
     return split.test_images[split.test_labels == digit] * 0.5 + 0.5
 
 
