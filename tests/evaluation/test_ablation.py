@@ -1,8 +1,10 @@
 """The ablation study on a tiny pipeline: outputs, resume after kill -9, 2-process gloo run, reruns with other
 settings, independence of the thread count, bad input."""
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -44,8 +46,46 @@ def args(model_dir, prompts_file, out, *extra):
             "--steps", "2", "--batch", "2", "--scorer", "digits", "--out", str(out), "--no-progress", *extra]
 
 
-def script_command(model_dir, prompts_file, out):
-    return [sys.executable, str(ROOT / "python" / "ablate.py"), *args(model_dir, prompts_file, out)]
+# Runs zs2-ablate in a child that, once its UNITS-th unit is on disk, prints a marker and waits inside the unit
+# loop: the test signals it at that point whatever the machine's load (a signal on a timer raced the run's end).
+PAUSED_ABLATION = """
+import sys, time
+from zs2_kernels.evaluation import cli
+from zs2_kernels.evaluation.ablation import Ablation
+
+finish, written = Ablation._finish_unit, []
+
+def finish_then_pause(self, *args, **kwargs):
+    finish(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == int(sys.argv[1]):
+        print("PAUSED", flush=True)
+        time.sleep(600)
+
+Ablation._finish_unit = finish_then_pause
+sys.exit(cli.ablate_main(sys.argv[2:]))
+"""
+
+
+@contextlib.contextmanager
+def paused_run(model_dir, prompts_file, out, units):
+    """A zs2-ablate child paused after its `units`-th finished unit (stderr in out's folder as stderr.txt)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", PAUSED_ABLATION, str(units),
+                                    *args(model_dir, prompts_file, out)],
+                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        deadline, line = time.monotonic() + 300, None
+        while line != "PAUSED\n" and line != "" and select.select([process.stdout], [], [],
+                                                                     max(0, deadline - time.monotonic()))[0]:
+            line = process.stdout.readline()
+        assert line == "PAUSED\n", f"the child did not pause: {(out.parent / 'stderr.txt').read_text()[-2000:]}"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +125,11 @@ def test_rerun_skips_finished_units(model_dir, prompts_file, uninterrupted):
 
 def test_resume_after_kill_gives_the_same_table(model_dir, prompts_file, uninterrupted, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen(script_command(model_dir, prompts_file, out), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("units/*/*.json"))) < 4 and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with paused_run(model_dir, prompts_file, out, units=4) as process:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
     done = list(out.glob("units/*/*.json"))
-    assert 0 < len(done) < 16, "the kill must land mid-run for this test to mean anything"
+    assert len(done) == 4
     for path in done:  # nothing partial under a final name
         json.loads(path.read_text())
         np.load(path.with_suffix(".npz"))
@@ -310,15 +346,12 @@ def test_a_damaged_unit_is_computed_again(model_dir, prompts_file, uninterrupted
 
 def test_ctrl_c_keeps_the_finished_units_and_says_how_to_resume(model_dir, prompts_file, uninterrupted, tmp_path):
     out = tmp_path / "interrupted"
-    process = subprocess.Popen(script_command(model_dir, prompts_file, out), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(out.glob("units/*/*.json"))) < 4 and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and "Traceback" not in err, err
-    assert "interrupted; the finished units are kept" in err
+    with paused_run(model_dir, prompts_file, out, units=4) as process:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    err = (out.parent / "stderr.txt").read_text()
+    assert "Traceback" not in err and "interrupted; the finished units are kept" in err, err
+    assert len(list(out.glob("units/*/*.json"))) == 4
     assert ablate_cli.ablate_main(args(model_dir, prompts_file, out)) == 0
     assert (out / "results.md").read_text() == (uninterrupted / "results.md").read_text()
 
