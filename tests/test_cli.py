@@ -156,6 +156,19 @@ def test_png_frames_go_into_an_existing_empty_folder(model_dir, tmp_path):
     assert read_video(tmp_path / "frames").shape[0] == 3
 
 
+def test_an_output_link_is_followed(model_dir, tmp_path):
+    """--out naming a link to an empty folder passed the checks, then failed after sampling (a folder cannot be
+    renamed onto a link): the frames go where it points; a link to a video has its target replaced."""
+    (tmp_path / "real-frames").mkdir()
+    (tmp_path / "frames").symlink_to(tmp_path / "real-frames")
+    (tmp_path / "real.gif").write_bytes(b"old video")
+    (tmp_path / "v.gif").symlink_to(tmp_path / "real.gif")
+    assert run_cli(model_dir, tmp_path / "frames") == 0 and run_cli(model_dir, tmp_path / "v.gif") == 0
+    assert (tmp_path / "frames").is_symlink() and read_video(tmp_path / "real-frames").shape[0] == 3
+    assert (tmp_path / "v.gif").is_symlink() and read_video(tmp_path / "real.gif").shape[0] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "real-frames", "real.gif", "v.gif"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -39,6 +39,8 @@ def check_output_path(path) -> Path:
     A .gif/.mp4 file (replaced if it exists) or a PNG folder that does not exist yet or is empty, in an
     existing writable folder. Never the current folder, its ancestors or the home folder, a non-empty
     folder, or an existing entry of the other kind: an output never removes anything it did not create.
+    A symbolic link is followed: the returned path is where it points, so the output replaces the link's
+    target and the link stays (a folder cannot be renamed onto a link).
     """
     if not str(path).strip():
         raise ValueError("output path is empty")
@@ -46,6 +48,8 @@ def check_output_path(path) -> Path:
         raise ValueError(f"output path {path} ends with a separator (a folder) but has a video extension; "
                          f"write the file {str(path).rstrip('/')} or name a folder without extension")
     path = Path(path).expanduser()
+    if path.is_symlink():
+        path = path.resolve()
     if path.suffix and path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"output path {path} has unsupported extension {path.suffix!r}; use .gif, .mp4, or a "
                          "folder name without extension for PNG frames")
