@@ -186,6 +186,9 @@ def test_an_output_link_is_followed(model_dir, tmp_path):
         (["--model", "nobody/no-such-model"], "--model"),
         (["--height", "30"], "--height"),
         (["--frames", "10000000"], "--frames"),
+        # the embedded DDIM's steps_offset 1: 1000 steps of 1000 reach timestep 1000 (diffusers IndexError)
+        (["--steps", "1000"], "--steps"),
+        (["--steps", "1000000"], "--steps"),
     ],
 )
 def test_refused_before_any_weights_load(tmp_path, capsys, no_weights_load, extra, message):
@@ -194,6 +197,13 @@ def test_refused_before_any_weights_load(tmp_path, capsys, no_weights_load, extr
     err = capsys.readouterr().err
     assert code == 2 and f"error: {message}:" in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_backend_in_the_environment_is_refused_before_loading(tmp_path, capsys, no_weights_load, monkeypatch):
+    monkeypatch.setenv("ZS2_BACKEND", "bogus")
+    assert cli.sample_main(["--prompt", "the number 3", "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: ZS2_BACKEND: ZS2_BACKEND must be one of ('triton', 'cuda', 'torch'), got 'bogus'" in err, err
 
 
 def test_good_arguments_get_past_the_checks_to_loading(tmp_path, no_weights_load):

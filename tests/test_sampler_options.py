@@ -112,6 +112,11 @@ EMBEDS = torch.randn(2, 16, 32)
     (dict(prompt_embeds=EMBEDS, generator=[torch.Generator()]), ValueError, "one generator per video"),
     (dict(scheduler="dpm"), ValueError, "scheduler must be one of"),
     (dict(scheduler=DDIMScheduler), TypeError, "scheduler must be one of"),
+    # steps_offset 1: 1000 of 1000 steps reach timestep 1000 (diffusers raised IndexError after the work)
+    (dict(num_inference_steps=1000), ValueError, r"num_inference_steps must be at most 999 .*got 1000"),
+    (dict(num_inference_steps=150, scheduler=DDIMScheduler(num_train_timesteps=100)), ValueError,
+     r"num_inference_steps must be at most 99 "),
+    (dict(backend="bogus"), ValueError, "backend must be one of"),
 ])
 def test_bad_embeddings_and_schedulers_are_refused_before_work(pipe, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -136,3 +141,9 @@ def test_default_prompt_without_embeddings(pipe):
 def test_switches_callbacks_and_embeddings_are_checked(pipe, kwargs, error, match):
     with pytest.raises(error, match=match):
         zs2_kernels.sample_video(pipe, **{"prompt": "a cat", "seed": 0, **FAST, **kwargs})
+
+
+def test_a_bad_backend_in_the_environment_is_refused(pipe, monkeypatch):
+    monkeypatch.setenv("ZS2_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="ZS2_BACKEND must be one of"):
+        zs2_kernels.sample_video(pipe, seed=0, **FAST)

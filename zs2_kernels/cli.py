@@ -17,7 +17,8 @@ import numpy as np
 from ._checks import (DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device,
                       dtype_from_name)
 from .compiling import COMPILE_MODES
-from .schedulers import SCHEDULERS
+from .ops.backend import check_backend_name
+from .schedulers import SCHEDULERS, check_steps
 
 MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscaled so the video is viewable
 #: sample_video's argument names and the flags that set them, so a refusal names the flag the user typed.
@@ -150,10 +151,14 @@ def _check_before_loading(args, refusals: _Refusals):
     refusals.check("--prompt", lambda: check_inputs(args.prompt, args.negative_prompt, frames, args.steps,
                                                     args.guidance, args.noise_lambda, args.momentum, args.search,
                                                     args.chunk, "np", 8, 1, args.seed, None))
+    refusals.check("ZS2_BACKEND", check_backend_name)
     if refusals.messages:
         return None
     config = refusals.check("--model", lambda: read_model_config(location))
     if config is None:
+        return None
+    if refusals.check("--steps", lambda: check_steps(args.steps, config["scheduler"], "--steps")) is None \
+            and refusals.messages:
         return None
     factor = config["vae_scale_factor"]
     size = refusals.check("--height", lambda: check_resolution(factor, config["unet"]["sample_size"] * factor,

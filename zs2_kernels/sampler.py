@@ -25,10 +25,10 @@ from .control import control_arguments, control_frames, moved_with_pipeline, pre
 from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
 from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
-from .ops.backend import resolve_backend
+from .ops.backend import check_backend_name, resolve_backend
 from .ops.noise.chain import dependency_noise as make_dependency_noise
 from .ops.noise.chain import video_generators
-from .schedulers import SCHEDULERS, make_scheduler
+from .schedulers import SCHEDULERS, check_steps, make_scheduler
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -57,7 +57,7 @@ MAX_GUIDANCE = 1000.0
 def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda, momentum,
                  search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator, *,
                  embeddings: PromptEmbeddings | None = None, scheduler="ddim", switches: dict | None = None,
-                 callback_on_step_end=None):
+                 callback_on_step_end=None, backend: str | None = None):
     """Validate everything that needs no model; raise naming the argument and the accepted range.
 
     Returns the prompts (None when ``embeddings`` replace them) and the negative prompts (None or one per
@@ -76,7 +76,9 @@ def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guida
     if callback_on_step_end is not None and not callable(callback_on_step_end):
         raise TypeError(f"callback_on_step_end must be callable or None, got {callback_on_step_end!r}")
     if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
-        make_scheduler(scheduler, {})  # raises for anything but a known name or a scheduler instance
+        check_steps(check_int("num_inference_steps", num_inference_steps, 1),
+                    make_scheduler(scheduler, {}).config)  # raises for anything but a known name or an instance
+    check_backend_name(backend)
     check_int("num_frames", num_frames, 1)
     check_int("num_inference_steps", num_inference_steps, 1)
     check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
@@ -365,7 +367,8 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                                             embeddings=embeddings, scheduler=scheduler, callback_on_step_end=(
                                                 callback_on_step_end), switches=dict(
                                                 dependency_noise=dependency_noise, guess_mode=guess_mode,
-                                                momentum_attention=momentum_attention, progress=progress))
+                                                momentum_attention=momentum_attention, progress=progress),
+                                            backend=backend)
     compile_with, dtype = compile_options(compile), check_dtype(dtype)
     device = None if device is None else check_device(device)
     with _pipeline(model, device, dtype, progress, control) as pipe:
@@ -418,6 +421,8 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_p
     if edit is not None and height is None and width is None:
         height, width = edit.video_size(pipe.vae_scale_factor)
     height, width = _check_resolution(pipe, height, width)
+    if isinstance(scheduler, str):  # an instance's own limit was checked with the other arguments
+        check_steps(num_inference_steps, pipe.scheduler.config)
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
                                width=width, chunk=frame_chunk, guidance=guidance_scale > 1.0, dtype=pipe.unet.dtype,

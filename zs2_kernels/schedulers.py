@@ -34,3 +34,20 @@ def make_scheduler(scheduler, pipeline_config):
         raise TypeError(f"scheduler must be one of {list(SCHEDULERS)} or a diffusers scheduler instance, "
                         f"got {type(scheduler).__name__}")
     return type(scheduler).from_config(scheduler.config)
+
+
+def max_steps(scheduler_config) -> int:
+    """The most inference steps a scheduler of this config runs through: its training timesteps less
+    max(1, steps_offset). diffusers fails past it only when the loop reaches the last step (DDIM's "leading" spacing
+    at 1000 of 1000 steps with offset 1 indexes timestep 1000; DPM++ and UniPC fail at 1000 even with offset 0):
+    tests/test_schedulers.py runs every named scheduler, spacing and offset at this limit."""
+    config = dict(scheduler_config)
+    return config.get("num_train_timesteps", 1000) - max(1, config.get("steps_offset", 0))
+
+
+def check_steps(steps: int, scheduler_config, name: str = "num_inference_steps") -> None:
+    """Raise ValueError naming ``name`` when ``steps`` is past :func:`max_steps` of the scheduler's config."""
+    limit = max_steps(scheduler_config)
+    if steps > limit:
+        raise ValueError(f"{name} must be at most {limit} (the scheduler's training timesteps less "
+                         f"max(1, steps_offset)), got {steps}")

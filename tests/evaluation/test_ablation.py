@@ -267,8 +267,8 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
              ("--device", no_gpu): f"--device: device '{no_gpu}' is not available",
              ("--device", "tpu"): "--device: device 'tpu' is not a device name",
              # its scheduler's steps_offset 1: 1000 steps would reach timestep 1000 (IndexError after the work)
-             ("--steps", "1000"): "--steps must be at most 999 (the scheduler's training timesteps less its "
-                                  "steps_offset), got 1000"}
+             ("--steps", "1000"): "--steps must be at most 999 (the scheduler's training timesteps less "
+                                  "max(1, steps_offset)), got 1000"}
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     runs = {case: subprocess.Popen([sys.executable, str(ROOT / "python" / "ablate.py"), *case, "--out",
                                     str(tmp_path / str(index))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

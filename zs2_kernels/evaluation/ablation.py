@@ -36,6 +36,7 @@ from ..environment import describe
 from ..loading import read_model_config, resolve_model_location
 from ..ops.backend import resolve_backend
 from ..sampler import MAX_GUIDANCE, check_resolution
+from ..schedulers import check_steps
 from ..video_io import to_uint8
 
 STUDIES = ("components", "lambda", "momentum", "length", "conditional")
@@ -266,16 +267,6 @@ def _model_resolution(settings, config: dict) -> tuple[int, int]:
         raise ValueError(f"--{error}") from None
 
 
-def _check_steps(steps: int, config: dict) -> None:
-    """--steps at most the scheduler's training timesteps less its steps_offset (diffusers fails past that, but only
-    after the work: with steps_offset 1, 1000 steps of 1000 reach timestep 1000, out of its table)."""
-    scheduler = config["scheduler"]
-    limit = scheduler.get("num_train_timesteps", 1000) - scheduler.get("steps_offset", 0)
-    if steps > limit:
-        raise ValueError(f"--steps must be at most {limit} (the scheduler's training timesteps less its "
-                         f"steps_offset), got {steps}")
-
-
 @contextlib.contextmanager
 def _one_thread():
     """Run on one intra-op thread. A float32 convolution on the CPU splits its sums by thread count, so a video
@@ -348,7 +339,7 @@ class Ablation:
         self.height, self.width = _model_resolution(settings, model_config)
         if any(config.study == "conditional" for config in self.configs):
             self._check_conditional(model_config)
-        _check_steps(settings.steps, model_config)
+        check_steps(settings.steps, model_config["scheduler"], "--steps")
         model_identity = source_identity(resolve_model_location(settings.model))
         self.rank, self.world = _distributed_rank_world()
         self.device = _rank_device(settings.device, self.rank)

@@ -32,6 +32,17 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def check_backend_name(backend: str | None = None) -> str | None:
+    """The requested backend, ``backend`` or else ``$ZS2_BACKEND`` (None: neither), after checking it is one of
+    :data:`BACKENDS`; the error names whichever gave it. Callers check this before any work (a typo in the
+    environment variable is refused before the weights load, not after)."""
+    requested = backend if backend is not None else (os.environ.get(ENV_VAR) or None)
+    if requested is not None and requested not in BACKENDS:
+        source = "backend" if backend is not None else ENV_VAR
+        raise ValueError(f"{source} must be one of {BACKENDS}, got {requested!r}")
+    return requested
+
+
 def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     """The backend for tensors on ``device``: the explicit ``backend``, else ``$ZS2_BACKEND``, else the default.
 
@@ -39,10 +50,7 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     preference that falls back to the reference where it cannot apply (e.g. CPU tensors).
     """
     explicit = backend is not None
-    requested = backend if explicit else (os.environ.get(ENV_VAR) or None)
-    if requested is not None and requested not in BACKENDS:
-        source = "backend" if explicit else ENV_VAR
-        raise ValueError(f"{source} must be one of {BACKENDS}, got {requested!r}")
+    requested = check_backend_name(backend)
     on_cuda = device.type == "cuda"
     if requested is None:
         return "triton" if on_cuda and triton_available() else "torch"
