@@ -247,6 +247,9 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--seeds", "20001"], "--seeds must be between 1 and 20000"),
         (["--steps", "1"], "--steps must be >= 2 for the text2video_zero configurations"),
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
+        # Text2Video-Zero raised a TypeError traceback after the first configuration's work
+        (["--guidance", "1"], "--guidance must be > 1 for the text2video_zero configurations"),
+        (["--guidance", "0.5", "--study", "length", "--lengths", "2"], "--guidance must be > 1 for the text2video_zero"),
         (["--width", "0"], "--width must be an int >= 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
         (["--scorer", "clip"], "--clip-model"),

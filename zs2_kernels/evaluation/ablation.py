@@ -316,10 +316,14 @@ class Ablation:
                                  ("--steps", settings.steps, 1), ("--batch", settings.batch, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
-        if settings.steps < 2 and any(config.method == "text2video_zero" for config in self.configs):
-            raise ValueError(f"--steps must be >= 2 for the text2video_zero configurations (its t0 < t1 < steps), "
-                             f"got {settings.steps}")
         check_number("--guidance", settings.guidance, 0.0, MAX_GUIDANCE)
+        if any(config.method == "text2video_zero" for config in self.configs):
+            if settings.steps < 2:
+                raise ValueError(f"--steps must be >= 2 for the text2video_zero configurations (its t0 < t1 < "
+                                 f"steps), got {settings.steps}")
+            if settings.guidance <= 1.0:  # diffusers' pipeline splits its prediction into two guidance halves
+                raise ValueError(f"--guidance must be > 1 for the text2video_zero configurations (its pipeline "
+                                 f"needs classifier-free guidance), got {settings.guidance}")
         if settings.device is not None:
             try:
                 check_device(settings.device)
