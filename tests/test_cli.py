@@ -100,12 +100,12 @@ def test_missing_model_path(tmp_path, capsys):
 
 
 def test_failure_while_writing_leaves_no_partial_file(model_dir, tmp_path, monkeypatch, capsys):
-    def broken_write(path, *args, **kwargs):
+    def broken_write(path, data):
         with open(path, "wb") as handle:
-            handle.write(b"GIF89a partial")
+            handle.write(data[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(iio, "imwrite", broken_write)
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
     assert run_cli(model_dir, tmp_path / "v.gif") == 1
     assert "disk full" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -261,17 +261,16 @@ def test_outputs_get_the_umask_permissions(model_dir, tmp_path, umask):
 
 
 SIGTERM_WHILE_WRITING = """
-import os, signal, sys, time
-import imageio.v3 as iio
+import os, pathlib, signal, sys, time
 from zs2_kernels import cli, sampler
 
-def interrupted_write(path, *args, **kwargs):
+def interrupted_write(path, data):
     with open(path, "wb") as handle:
-        handle.write(b"GIF89a partial")
+        handle.write(data[:10])
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)
 
-iio.imwrite = interrupted_write
+pathlib.Path.write_bytes = interrupted_write
 sys.exit(cli.sample_main(sys.argv[1:]))
 """
 

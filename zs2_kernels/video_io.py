@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, signals_deferred
 from ._checks import check_int
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
@@ -84,26 +84,73 @@ def to_uint8(frames: np.ndarray, upscale: int = 1) -> np.ndarray:
 
 
 def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> Path:
-    """Write one video [F, H, W, C] (floats in [0, 1]) to ``path``; the final name appears only when complete."""
-    import imageio.v3 as iio
+    """Write one video [F, H, W, C] (floats in [0, 1]) to ``path``; the final name appears only when complete.
 
+    GIF and PNG data are encoded in memory and written with plain file writes, so a full disk raises one OSError
+    (imageio's own writer raised it again from a destructor, as an "Exception ignored" traceback); MP4 goes
+    through :func:`_encode_mp4`, which checks ffmpeg's exit status.
+    """
     path = check_output_path(path)
     fps = check_fps(fps)
     pixels = to_uint8(frames, upscale)
     suffix = path.suffix.lower()
     if suffix == ".gif":
-        atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".gif", duration=1000 / fps, loop=0))
+        data = encode_gif(pixels, fps)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     elif suffix == ".mp4":
-        # imageio-ffmpeg pads frames to multiples of 16 unless told otherwise; libx264 needs even sizes.
-        atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".mp4", plugin="FFMPEG", fps=fps,
-                                                   macro_block_size=2))
+        atomic_write(path, lambda tmp: _encode_mp4(pixels, fps, tmp))
     else:
         def write_frames(folder):
             for index, frame in enumerate(pixels):
-                iio.imwrite(Path(folder) / f"frame_{index:04d}.png", frame)
+                (Path(folder) / f"frame_{index:04d}.png").write_bytes(_encode(frame, ".png"))
 
         atomic_write(path, write_frames, folder=True)
     return path
+
+
+def _encode(pixels: np.ndarray, extension: str, **options) -> bytes:
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", pixels, extension=extension, **options)
+
+
+def encode_gif(pixels: np.ndarray, fps: int) -> bytes:
+    """uint8 frames [F, H, W, 3] as the bytes of a looping GIF at ``fps`` frames per second."""
+    return _encode(pixels, ".gif", duration=1000 / fps, loop=0)
+
+
+def _encode_mp4(pixels: np.ndarray, fps: int, path) -> None:
+    """uint8 frames [F, H, W, 3] to an H.264 MP4 at ``path`` with imageio-ffmpeg's ffmpeg (imageio's own defaults:
+    CRF 25, yuv420p, sides padded to even). ffmpeg's exit status is checked: imageio ignores it, and a full disk
+    gave a truncated file that looked written. Whatever interrupts the write (an error, Ctrl-C, SIGTERM), ffmpeg
+    is killed and waited for before the caller removes the temporary file: it cannot write it again afterwards."""
+    import signal
+    import subprocess
+
+    import imageio_ffmpeg
+
+    frames, height, width, _ = pixels.shape
+    even = [] if height % 2 == 0 and width % 2 == 0 else ["-vf", f"scale={width + width % 2}:{height + height % 2}"]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+               "-s", f"{width}x{height}", "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", "libx264",
+               "-pix_fmt", "yuv420p", "-crf", "25", *even, "-f", "mp4", str(path)]
+    process = None
+    try:
+        with signals_deferred():  # a signal delivered inside Popen would leave ffmpeg running, with no handle
+            # Its own session: a Ctrl-C at the terminal reaches Python, which stops ffmpeg, not ffmpeg mid-file.
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, start_new_session=True)
+        _, errors = process.communicate(np.ascontiguousarray(pixels).tobytes())
+    except BaseException:
+        if process is not None:
+            process.kill()
+            process.wait()
+        raise
+    if process.returncode:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        how = (f"was killed by {signal.Signals(-process.returncode).name}" if process.returncode < 0
+               else f"failed (exit {process.returncode})")
+        raise OSError(f"ffmpeg {how}: {lines[-1] if lines else 'no message'}")
 
 
 def frames_tensor(value, name: str):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from ..video_io import encode_gif
 
 #: Columns of the markdown tables: (key in the summary, header).
 COLUMNS = (
@@ -291,7 +292,6 @@ def write_plots(out: Path, results: dict, configs) -> None:
 
 def write_gif_grid(path: Path, rows: list[tuple[str, np.ndarray]], fps: int = 6) -> None:
     """One labelled row per configuration (its first prompt/seed video), animated over frames."""
-    import imageio.v3 as iio
     from PIL import Image, ImageDraw
 
     label_width = 190
@@ -307,4 +307,5 @@ def write_gif_grid(path: Path, rows: list[tuple[str, np.ndarray]], fps: int = 6)
         for f in range(count):
             frame = frames[min(f, frames.shape[0] - 1)]
             canvas[f, top:top + frame.shape[0], label_width:label_width + frame.shape[1]] = frame
-    atomic_write(path, lambda tmp: iio.imwrite(tmp, canvas, extension=".gif", duration=1000 / fps, loop=0))
+    data = encode_gif(canvas, fps)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
