@@ -37,6 +37,8 @@ def check_number(name: str, value, low: float, high: float = math.inf) -> float:
     """
     if isinstance(value, (bool, numpy_bool)) or not isinstance(value, numbers.Real):
         if isinstance(value, torch.Tensor) and value.numel() == 1:
+            if value.is_meta:
+                raise ValueError(f"{name} is a tensor on the meta device: it holds no value")
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number in [{low}, {high}], got {value!r}")

@@ -10,10 +10,11 @@ transformer's GEGLU feed-forward, norms, projections, momentum state) plus the s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
+
+from .ops.free_memory import GIB, available_memory
 
 #: Live feature maps of one UNet sample at its largest level with attention, and at one without.
 ATTENTION_MAPS, RESNET_MAPS = 36, 8
@@ -22,7 +23,6 @@ DECODER_MAPS = 8
 #: float32 copies of a frame's latents alive while denoising (noise chain, latents, noise prediction, scheduler
 #: step) and of its image while decoding (decoder output, concatenation, post-processing copies, numpy array).
 LATENT_COPIES, IMAGE_COPIES = 6, 6
-GIB = 2**30
 
 
 @dataclass
@@ -88,23 +88,6 @@ def estimate_memory(unet_config: dict, vae_config: dict, *, videos: int, frames:
         * element, chunk_frames=chunk_frames, latents=total_frames * LATENT_COPIES * latent * 4,
         images=total_frames * IMAGE_COPIES * image * 4, decode=min(decode_chunk_size, total_frames) * decoder * 4,
         weights=weights, output=total_frames * output_per_frame)
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a run on ``device`` (host RAM for the CPU), or None where it cannot be told."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
 
 
 def check_fits(estimate: MemoryEstimate, device: torch.device, frames_name: str, chunk_name: str) -> None:

@@ -157,6 +157,12 @@ def test_recursion_is_an_ema():
         (dict(x=torch.randn(2, 3, 4), momentum=0.5, init=torch.randn(2, 4).half()), TypeError, "init"),
         (dict(x=torch.randn(2, 3, 4), momentum=0.5, backend="cuda"), RuntimeError, "cuda"),
         (dict(x=torch.randn(2, 3, 4), momentum=0.5, backend="tpu"), ValueError, "backend"),
+        # a meta scalar leaked "Tensor.item() cannot be called on meta tensors"; a meta x under the interpreter
+        # "Cannot copy out of meta tensor"
+        (dict(x=torch.randn(2, 3, 4), momentum=torch.tensor(0.5, device="meta")), ValueError,
+         "momentum is a tensor on the meta device"),
+        (dict(x=torch.randn(2, 3, 4, device="meta"), momentum=0.5, backend="triton"), RuntimeError,
+         "backend='triton' cannot run: tensors are on meta"),
     ],
 )
 def test_bad_input(kwargs, error, name):

@@ -242,6 +242,9 @@ def test_ops_refuse_a_backend_that_cannot_run_on_the_device(monkeypatch):
         kl_sums_op(prev, cand, "triton")
     with pytest.raises(RuntimeError, match="cuda"):
         torch.ops.zs2.search_frame(prev, cand, 4, None, 1, 0.1, "exact", 15, "cuda")
+    # the Philox candidates are Triton's: on CPU tensors without the interpreter Triton raised "0 active drivers"
+    with pytest.raises(RuntimeError, match="backend='triton' cannot run: tensors are on cpu"):
+        torch.ops.zs2.philox_normal(torch.zeros(2, dtype=torch.int64), 0, 1, 4)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")

@@ -231,7 +231,19 @@ def test_seeded_chain_from_a_given_first_frame(backend):
     (torch.full((2, 3), float("nan")), ValueError, "first must be finite"),
     (torch.zeros(2, 3, dtype=torch.int64), TypeError, "first must have dtype"),
     ([[0.0] * 3] * 2, TypeError, "first must be a torch.Tensor"),
+    (torch.zeros(2, 3, device="meta"), ValueError, "first is on the meta device"),  # was Tensor.item()'s error
 ])
 def test_bad_first_frame_is_refused_naming_it(first, error, match):
     with pytest.raises(error, match=match):
         zs2_kernels.dependency_noise((2, 4, 3), 0.1, seed=0, first=first)
+
+
+def test_a_chain_that_cannot_fit_is_refused_before_any_work(monkeypatch):
+    """The public op checks its own allocation: (1, 10**6, 4, 64, 64), 65 GB, ran silently for minutes."""
+    from zs2_kernels.ops import free_memory
+
+    monkeypatch.setattr(free_memory, "available_memory", lambda device: 2**20)
+    with pytest.raises(MemoryError, match=r"dependency_noise of shape \(1, 100, 4, 64, 64\) needs about 0.01 GiB "
+                                          r"but cpu has 0.00 GiB free; lower the videos \(B\) or frames \(F\)"):
+        zs2_kernels.dependency_noise((1, 100, 4, 64, 64), seed=0)
+    assert zs2_kernels.dependency_noise((1, 3, 4, 8, 8), seed=0).shape == (1, 3, 4, 8, 8)

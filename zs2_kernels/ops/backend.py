@@ -54,10 +54,13 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     on_cuda = device.type == "cuda"
     if requested is None:
         return "triton" if on_cuda and triton_available() else "torch"
-    if requested == "triton" and not (triton_available() and (on_cuda or triton_interpreting())):
+    # The interpreter runs kernels on CPU tensors only (a meta tensor has no data to run on).
+    if requested == "triton" and not (triton_available() and (on_cuda or (triton_interpreting()
+                                                                          and device.type == "cpu"))):
         if explicit:
             why = "triton is not installed" if not triton_available() else f"tensors are on {device}"
-            raise RuntimeError(f"backend='triton' cannot run: {why} (Triton needs CUDA tensors, or TRITON_INTERPRET=1)")
+            raise RuntimeError(f"backend='triton' cannot run: {why} (Triton needs CUDA tensors, or CPU tensors with "
+                               "TRITON_INTERPRET=1)")
         return "torch"
     if requested == "cuda" and not on_cuda:
         if explicit:

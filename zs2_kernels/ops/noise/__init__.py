@@ -137,6 +137,7 @@ def _philox_normal(seeds: Tensor, frame: int, num_candidates: int, dim: int) -> 
     if not isinstance(seeds, Tensor) or seeds.dim() != 1 or seeds.numel() == 0:
         raise ValueError(f"seeds must be a non-empty int64 tensor [B], got {seeds!r}")
     _check_seeds(seeds, seeds.shape[0], seeds.device)
+    resolve_backend(seeds.device, "triton")  # says why Triton cannot run here (CPU without the interpreter, ...)
     check_int("frame", frame, 0)
     check_int("num_candidates", num_candidates, 1)
     check_int("dim", dim, 1)

@@ -17,6 +17,7 @@ from numpy.random import SeedSequence
 
 from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_search, check_seed
 from ..backend import resolve_backend
+from ..free_memory import check_free_memory
 from . import compose_op, philox_normal_op, search_frame_op
 
 
@@ -94,6 +95,8 @@ def _check_generators(generator, batch: int):
 def _check_first(first, shape, device) -> torch.Tensor:
     """A given first frame as float32 [B, D] on ``device``, after checking it is a finite [B, *rest] float tensor."""
     check_float_tensor("first", first)
+    if first.is_meta:
+        raise ValueError("first is on the meta device: it holds no data")
     if tuple(first.shape) != (shape[0], *shape[2:]):
         raise ValueError(f"first must be one frame per video, shape {(shape[0], *shape[2:])} for shape {shape}, "
                          f"got {tuple(first.shape)}")
@@ -113,6 +116,16 @@ def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, sear
         frames.append(compose_op(**common, index=index, alpha=alpha))
         picks.append((index, alpha, kl))
     return torch.stack(frames, dim=1), picks
+
+
+def _check_fits(shape, dtype, num_candidates: int, backend: str, device: torch.device) -> None:
+    """Refuse a chain that cannot fit before computing it: its float32 frames are held twice (the list of frames
+    and their stack), plus the output in ``dtype`` and, off the Philox path, one frame's drawn candidates."""
+    frame = math.prod(shape[2:]) * shape[0]
+    candidates = 0 if backend == "triton" else num_candidates * frame * 4
+    output = 0 if dtype == torch.float32 else math.prod(shape) * torch.finfo(dtype).bits // 8
+    check_free_memory(2 * math.prod(shape) * 4 + output + candidates, device, f"dependency_noise of shape {shape}",
+                      "lower the videos (B) or frames (F) per call")
 
 
 def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact", random_candidates: int = 10,
@@ -166,6 +179,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     backend = resolve_backend(device, backend)
 
     dim = math.prod(shape[2:])
+    _check_fits(shape, dtype, num_candidates, backend, device)
     given = None if first is None else _check_first(first, shape, device)
     if backend == "triton" and generator is None:
         if seed is None:
