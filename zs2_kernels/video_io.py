@@ -178,7 +178,7 @@ def frames_tensor(value, name: str):
         if len(sizes) > 1:
             raise ValueError(f"{name}'s PIL images must all have the same size, got (height, width) "
                              f"{', '.join(map(str, sizes))}")
-        value = np.stack([np.asarray(_pil_rgb(image)) for image in value])
+        value = np.stack([image_to_rgb8(image) for image in value])
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a tensor, an array or PIL images, got {type(value).__name__}")
     if value.ndim < 3:
@@ -188,53 +188,83 @@ def frames_tensor(value, name: str):
     return torch.from_numpy(np.ascontiguousarray(array)).float().movedim(-1, -3)
 
 
+#: Containers read through ffmpeg; every other file is read as an image (or an image sequence: GIF, APNG, TIFF).
+FFMPEG_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
 def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
-    """The frames of a .gif/.mp4 or an image file (one frame), or a folder of PNGs in name order (numbers in names
-    by value: frame_2.png before frame_10.png), as float32
-    [F, H, W, 3] in [0, 1], resized to ``size`` = (height, width): a guide video for ``control_video``, the image
-    of image-to-video, the video to edit. ``what`` names the input in errors."""
-    import imageio.v3 as iio
+    """The frames of a video file, an image file (one frame, or each page/frame of a GIF, APNG or TIFF) or a folder
+    of PNGs in name order (case-insensitive ``.png``; numbers in names by value: frame_2.png before frame_10.png), as
+    float32 [F, H, W, 3] in [0, 1], resized to ``size`` = (height, width): a guide video for ``control_video``, the
+    image of image-to-video, the video to edit. Every image goes through :func:`image_to_rgb8`. ``what`` names the
+    input in errors."""
     from PIL import Image
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.png"), key=_natural_key)
+        files = sorted((file for file in path.iterdir() if file.suffix.lower() == ".png" and file.is_file()),
+                       key=_natural_key)
         if not files:
             raise FileNotFoundError(f"{what} folder {path} holds no .png frames")
-        frames = [iio.imread(file) for file in files]
+        frames = [_read_frames(file, what)[0] for file in files]
     elif path.is_file():
-        try:
-            frames = list(iio.imiter(path)) if path.stat().st_size else []
-        except Exception as error:  # imageio raises plugin-specific errors for unreadable files
-            reason = ("not a video or image file (.gif, .mp4, .png, ...)" if "backend" in str(error)
-                      else str(error).splitlines()[0] if str(error) else type(error).__name__)
-            raise ValueError(f"cannot read {what} {path}: {reason}") from None
-        if not frames:
-            raise ValueError(f"cannot read {what} {path}: it is empty (no frames)")
+        frames = _read_frames(path, what)
     else:
         raise FileNotFoundError(f"{what} {path} does not exist")
     height, width = size
-    resized = [np.asarray(Image.fromarray(_eight_bit(frame[..., :3] if np.ndim(frame) == 3 else frame))
-                          .convert("RGB").resize((width, height), Image.BILINEAR)) for frame in frames]
+    resized = [np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR)) for frame in frames]
     return np.stack(resized).astype(np.float32) / 255.0
 
 
-def _eight_bit(frame) -> np.ndarray:
-    """A decoded frame as 8 bits: 16-bit images (uint16, or 32-bit integer PIL data above 255) scaled by 255/65535,
-    which PIL's own conversion to RGB would clip instead."""
-    frame = np.asarray(frame)
-    if frame.dtype == np.uint16 or (frame.dtype.kind in "iu" and frame.dtype.itemsize > 1 and frame.max() > 255):
-        return np.round(frame.astype(np.float32).clip(0, 65535) / 257.0).astype(np.uint8)
-    return frame
+def _read_frames(path: Path, what: str) -> list[np.ndarray]:
+    """The frames of one file as uint8 RGB arrays [H, W, 3]; a file that cannot be read raises ValueError naming
+    ``what`` and the reason."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise ValueError(f"cannot read {what} {path}: it is empty (no frames)")
+    try:
+        if path.suffix.lower() in FFMPEG_SUFFIXES:
+            import imageio.v3 as iio
+
+            return [np.ascontiguousarray(np.asarray(frame)[..., :3]) for frame in iio.imiter(path, plugin="FFMPEG")]
+        with Image.open(path) as image:
+            return [image_to_rgb8(frame) for frame in ImageSequence.Iterator(image)]
+    except UnidentifiedImageError:
+        reason = ("its pixel data cannot be decoded (such as a floating-point RGB TIFF): save it as an 8- or 16-bit "
+                  "PNG or a JPEG" if path.suffix.lower() in Image.registered_extensions()
+                  else "not a video or image file (.gif, .mp4, .png, .jpg, ...)")
+        raise ValueError(f"cannot read {what} {path}: {reason}") from None
+    except (OSError, ValueError, RuntimeError) as error:  # decoders raise these for damaged or unsupported data
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot read {what} {path}: {reason}") from None
 
 
-def _pil_rgb(image):
-    """A PIL image as RGB, 16-bit greyscale scaled rather than clipped (see :func:`_eight_bit`)."""
-    from PIL import Image
+def image_to_rgb8(image) -> np.ndarray:
+    """A PIL image of any mode as uint8 RGB [H, W, 3]: the one conversion every read image goes through.
 
-    if image.mode.startswith("I"):
-        image = Image.fromarray(_eight_bit(np.asarray(image)))
-    return image.convert("RGB")
+    PIL's own conversion to RGB is right for the 8-bit modes (CMYK, YCbCr, LAB, HSV, palette, greyscale; alpha is
+    dropped) but clips 16- and 32-bit integer greyscale at 255 and float greyscale too: those are scaled instead
+    (integers above 255 by 255/65535; floats in [0, 1] by 255, other floats taken as 0-255 and clipped).
+    """
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image)
+        if values.dtype.kind == "f":
+            if not np.isfinite(values).all():
+                raise ValueError("the image has NaN or infinite pixel values")
+            scale = 255.0 if values.min() >= 0 and values.max() <= 1 else 1.0
+            grey = np.round(np.clip(values * scale, 0, 255)).astype(np.uint8)
+        else:
+            grey = _eight_bit(values)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
+
+
+def _eight_bit(values: np.ndarray) -> np.ndarray:
+    """Integer greyscale as 8 bits: 16-bit data (uint16, or wider integers above 255) scaled by 255/65535."""
+    if values.dtype == np.uint16 or values.max() > 255:
+        return np.round(values.astype(np.float32).clip(0, 65535) / 257.0).astype(np.uint8)
+    return values.clip(0, 255).astype(np.uint8)
 
 
 def _natural_key(path: Path) -> list:
