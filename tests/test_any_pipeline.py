@@ -254,9 +254,15 @@ def test_nesting_on_pipelines_that_share_a_scheduler_is_refused_clearly():
     pipe = make("sd15")
     other = StableDiffusionImg2ImgPipeline(**pipe.components)
     with zs2_kernels.video_mode(pipe, FRAMES):
-        with pytest.raises(RuntimeError, match="already hooked by another video_mode"):
+        # they share the UNet too: its momentum attention is the first thing found taken
+        with pytest.raises(RuntimeError, match="momentum attention is already installed on this UNet2DCondition"):
             with zs2_kernels.video_mode(other, FRAMES):
                 pass
+        own_unet = StableDiffusionImg2ImgPipeline(**{**pipe.components, "unet": make("sd15").unet})
+        with pytest.raises(RuntimeError, match="already hooked by another video_mode"):
+            with zs2_kernels.video_mode(own_unet, FRAMES):
+                pass
+        assert not zs2_kernels.is_installed(own_unet.unet)
         assert zs2_kernels.is_installed(pipe.unet) and "step" in vars(pipe.scheduler)  # the outer block intact
     assert "step" not in vars(pipe.scheduler) and not zs2_kernels.is_installed(pipe.unet)
 

@@ -140,24 +140,54 @@ def test_warns_when_replaced_after_installation(unet):
     assert all(processor is replacement for processor in unet.attn_processors.values())  # not undone
 
 
-def test_nested_installations_restore_in_reverse_order(unet):
+def test_a_second_installation_is_refused_naming_the_first(unet):
+    """Two installations could only be undone in one order (in creation order is_installed stayed True), and two
+    calls sampling with one pipeline would couple each other's frames: the second is refused."""
     before = dict(unet.attn_processors)
-    outer = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
-    inner = zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)
-    inner.restore()
-    assert all(isinstance(p, zs2_kernels.TemporalMomentumAttnProcessor) and p.momentum == 0.9
-               for name, p in unet.attn_processors.items() if name.endswith("attn1.processor"))
-    outer.restore()
+    first = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    with pytest.raises(RuntimeError, match=r"already installed on this UNet2DConditionModel by "
+                                           r"<MomentumAttentionHandle at 0x\w+: momentum 0.9 on \d+ layers"):
+        zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)
+    assert all(p.momentum == 0.9 for p in first.processors) and zs2_kernels.is_installed(unet)
+    first.restore()
+    first.restore()  # a second restore changes nothing
     assert all(unet.attn_processors[name] is proc for name, proc in before.items())
+    again = zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)  # free again
+    again.restore()
+    assert not zs2_kernels.is_installed(unet)
 
 
-def test_restoring_out_of_order_warns(unet):
-    outer = zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
-    inner = zs2_kernels.install_momentum_attention(unet, 0.5, FRAMES)
-    with pytest.warns(RuntimeWarning, match="reverse order"):
-        outer.restore()
-    inner.restore()
-    assert zs2_kernels.is_installed(unet)  # the outer installation is back, as the warning said
+def test_processors_set_by_hand_are_not_installed_over(unet):
+    before = dict(unet.attn_processors)
+    unet.set_attn_processor(self_attention_only(unet, lambda: zs2_kernels.TemporalMomentumAttnProcessor(0.5, FRAMES)))
+    try:
+        with pytest.raises(RuntimeError, match="set directly, not by install_momentum_attention"):
+            zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES)
+    finally:
+        unet.set_attn_processor(before)
+
+
+def test_two_threads_cannot_both_install(unet):
+    """The check and the installation happen under one lock: of two threads racing, exactly one installs."""
+    import threading
+
+    outcomes, barrier = [], threading.Barrier(2)
+
+    def install():
+        barrier.wait()
+        try:
+            outcomes.append(zs2_kernels.install_momentum_attention(unet, 0.9, FRAMES))
+        except RuntimeError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=install) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handles = [o for o in outcomes if isinstance(o, zs2_kernels.MomentumAttentionHandle)]
+    assert len(handles) == 1 and len(outcomes) == 2
+    handles[0].restore()
 
 
 @pytest.mark.parametrize("call", [lambda m: zs2_kernels.install_momentum_attention(m, 0.9, FRAMES),

@@ -9,6 +9,7 @@ the EMA over frames  y_0 = h_0,  y_f = mu·y_{f-1} + (1-mu)·h_f.  Because the E
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import torch
@@ -38,6 +39,7 @@ class TemporalMomentumAttnProcessor:
         self.backend = backend
         self.carry_state = False
         self.state: torch.Tensor | None = None
+        self.handle: MomentumAttentionHandle | None = None  # the installation it belongs to, if any
 
     def _momentum_keys_input(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, tokens, channels = hidden_states.shape
@@ -126,7 +128,14 @@ class MomentumAttentionHandle:
         self.layers = layers  # (attention module, our processor) per self-attention layer
         self.originals = originals  # the processor each of those layers had before
         self.processors = [processor for _, processor in layers]
+        for processor in self.processors:
+            processor.handle = self
         self._warned = False
+
+    def __repr__(self) -> str:
+        momentum = self.processors[0].momentum
+        return (f"<MomentumAttentionHandle at {id(self):#x}: momentum {momentum} on {len(self.layers)} layers of "
+                f"{type(self.unet).__name__} at {id(self.unet):#x}>")
 
     def set_num_frames(self, num_frames: int, *, carry_state: bool) -> None:
         """Frames per video in the next UNet calls; ``carry_state`` continues the EMA across chunks."""
@@ -159,20 +168,22 @@ class MomentumAttentionHandle:
         return intact
 
     def restore(self) -> None:
-        """Put the original processors back on the layers that still run ours.
+        """Put the original processors back on the layers that still run ours (a second call does nothing).
 
-        A layer whose processor was replaced meanwhile (by another installation, attention slicing...) is
-        left as found, with a warning: restore handles in the reverse order of installation (LIFO).
+        A layer whose processor was replaced meanwhile (attention slicing, a LoRA load...) is left as found, with
+        a warning: what replaced it is not ours to undo.
         """
         replaced = False
-        for (module, processor), original in zip(self.layers, self.originals):
-            if module.processor is processor:
-                module.set_processor(original)
-            else:
-                replaced = True
+        with _INSTALLING:
+            for (module, processor), original in zip(self.layers, self.originals):
+                if module.processor is processor:
+                    module.set_processor(original)
+                elif processor.handle is self:
+                    replaced = True
+                processor.handle = None
         if replaced:
             warnings.warn("restore() left layers whose processor had been replaced after installation as they "
-                          "are (restore nested installations in reverse order)", RuntimeWarning, stacklevel=2)
+                          "are", RuntimeWarning, stacklevel=2)
 
     def __enter__(self):
         return self
@@ -182,16 +193,35 @@ class MomentumAttentionHandle:
         return False
 
 
+#: Held while an installation is checked and made, or undone: two threads sampling with one pipeline must not
+#: both find the UNet free.
+_INSTALLING = threading.Lock()
+
+
 def install_momentum_attention(unet, momentum: float, num_frames: int, *, backend: str | None = None):
     """Install :class:`TemporalMomentumAttnProcessor` on every self-attention layer of ``unet``.
 
     Cross-attention layers keep their processors. A ``torch.compile``d UNet gets them on the module it
     wraps (the compiled forward picks them up by recompiling). Raises ValueError when the model has no
-    self-attention layer and RuntimeError when the processors did not end up installed: sampling would
-    otherwise silently run plain per-frame attention. Returns a :class:`MomentumAttentionHandle`.
+    self-attention layer, and RuntimeError when momentum attention is installed already (restore that handle
+    first: two installations on one UNet could only be undone in one order, and two calls sampling with one
+    pipeline at once would couple each other's frames) or when the processors did not end up installed:
+    sampling would otherwise silently run plain per-frame attention. Returns a :class:`MomentumAttentionHandle`.
     """
     model = _uncompiled(unet)
+    with _INSTALLING:
+        return _install(model, momentum, num_frames, backend)
+
+
+def _install(model, momentum: float, num_frames: int, backend: str | None) -> MomentumAttentionHandle:
     original = dict(model.attn_processors)
+    ours = [processor for name, processor in original.items()
+            if _is_self_attention(name) and isinstance(processor, TemporalMomentumAttnProcessor)]
+    if ours:
+        owner = (f"by {ours[0].handle!r}: call its restore() (or leave its with block) first" if ours[0].handle
+                 else "(set directly, not by install_momentum_attention): put the original processors back first")
+        raise RuntimeError(f"temporal momentum attention is already installed on this {type(model).__name__} "
+                           f"{owner}")
     replaced = dict(original)
     layers, originals = [], []
     for name, module in model.named_modules():
