@@ -119,6 +119,23 @@ def test_philox_streams_are_standard_normal_and_distinct():
     assert abs(torch.corrcoef(a.reshape(8, -1)).fill_diagonal_(0).abs().max().item()) < 0.06
 
 
+def test_interpreter_argmin_lets_a_nan_displace_the_minimum_as_compiled():
+    """What the search kernel guards against (conftest.reductions_compare_as_compiled): a NaN before the minimum
+    resets argmin's running value, while tl.min (minnumf) skips it."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def reduce(x_ptr, out_ptr, index_ptr):
+        x = tl.load(x_ptr + tl.arange(0, 8))
+        tl.store(out_ptr, tl.min(x, axis=0))
+        tl.store(index_ptr, tl.argmin(x, axis=0, tie_break_left=True))
+
+    out, index = torch.empty(1), torch.empty(1, dtype=torch.int32)
+    reduce[(1,)](torch.tensor([3.0, 1.0, float("nan"), 2.0, 5.0, 6.0, 7.0, 8.0]), out, index)
+    assert out.item() == 1.0 and index.item() == 3
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf·0 in the interpreter
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("poison", ["inf", "nan", "all-nan"])
