@@ -7,45 +7,84 @@ import textwrap
 
 import pytest
 import torch
+from helpers import gpu_only, interpreting
 
 import zs2_kernels
+from zs2_kernels.ops import cuda_library
 from zs2_kernels.ops.momentum import update_op
 from zs2_kernels.ops.noise import compose_op, kl_sums_op, philox_normal_op, search_frame_op
 
 
-def op_samples(backend):
+def transposed(tensor):
+    """``tensor``'s values in another layout, as a permuted or sliced view hands them to an op: the last dim
+    outermost in memory, or for 1-D tensors every other element of a buffer."""
+    if tensor.dim() == 1:
+        return torch.stack([tensor, tensor], dim=1)[:, 0]
+    return tensor.movedim(-1, 0).contiguous().movedim(0, -1)
+
+
+LAYOUTS = {"contiguous": lambda tensor: tensor, "transposed": transposed}
+
+
+def op_samples(backend, layout, device="cpu"):
+    """Arguments for every registered op, each tensor argument in ``layout``; the Philox variants need Triton."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 33, generator=gen)
-    prev = torch.randn(3, 65, generator=gen)
-    cand = torch.randn(5, 3, 65, generator=gen)
-    index = torch.tensor([0, 4, 2])
-    alpha = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
-    return [
+
+    def make(tensor):
+        return layout(tensor.to(device))
+
+    x, init = make(torch.randn(2, 4, 33, generator=gen)), make(torch.randn(2, 33, generator=gen))
+    prev, cand = make(torch.randn(3, 65, generator=gen)), make(torch.randn(5, 3, 65, generator=gen))
+    index = make(torch.tensor([0, 4, 2]))
+    alpha = make(torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64))
+    samples = [
         (update_op.registered, (x, 0.9, None, backend)),
-        (update_op.registered, (x, 0.5, torch.randn(2, 33, generator=gen), backend)),
+        (update_op.registered, (x, 0.5, init, backend)),
         (update_op.registered, (x, 0.5, None, backend, True)),
-        (update_op.registered, (x.half(), 0.5, torch.randn(2, 33, generator=gen), backend, True)),
+        (update_op.registered, (x.half(), 0.5, init, backend, True)),
         (kl_sums_op.registered, (prev, cand, backend)),
         (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "exact", 15, backend)),
         (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "paper", 15, backend)),
         (compose_op.registered, (prev, cand, index, alpha, 5, None, 1, backend)),
     ]
+    if backend == "triton":
+        seeds = make(torch.tensor([17, 18, 19]))
+        samples += [
+            (search_frame_op.registered, (prev, None, 4, seeds, 2, 0.1, "exact", 15, backend)),
+            (compose_op.registered, (prev, None, index, alpha, 4, seeds, 2, backend)),
+            (philox_normal_op.registered, (seeds, 3, 4, 40)),
+        ]
+    return samples
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_opcheck(backend):
-    for op, args in op_samples(backend):
+def test_opcheck(backend, layout):
+    """The fake kernels give what the ops return (shapes, dtypes and strides: outputs are contiguous whatever the
+    inputs' layout, or torch.compile's graphs assert wrong strides), on every backend that runs on a CPU."""
+    for op, args in op_samples(backend, LAYOUTS[layout]):
         torch.library.opcheck(op, args)
 
 
-def test_opcheck_philox_ops():
-    prev = torch.randn(2, 40)
-    index = torch.tensor([1, 3])
-    alpha = torch.tensor([0.3, 0.6], dtype=torch.float64)
-    seeds = torch.tensor([17, 18])
-    torch.library.opcheck(search_frame_op.registered, (prev, None, 4, seeds, 2, 0.1, "exact", 15, "triton"))
-    torch.library.opcheck(compose_op.registered, (prev, None, index, alpha, 4, seeds, 2, "triton"))
-    torch.library.opcheck(philox_normal_op.registered, (seeds, 3, 4, 40))
+@pytest.mark.gpu
+@gpu_only
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend", ["triton", "cuda", "torch"])
+def test_opcheck_on_gpu(backend, layout):
+    if backend == "triton" and interpreting():
+        pytest.skip("the Triton backend on CUDA tensors needs compiled kernels: run with TRITON_INTERPRET=0")
+    if backend == "cuda" and not cuda_library.is_available():
+        pytest.skip("the CUDA C++ library is not built")
+    for op, args in op_samples(backend, LAYOUTS[layout], "cuda"):
+        torch.library.opcheck(op, args)
+
+
+def test_opcheck_samples_cover_every_op_with_non_contiguous_inputs():
+    samples = op_samples("triton", transposed)
+    assert {op._qualname for op, _ in samples} == {f"zs2::{name}" for name in torch.ops.zs2}
+    for op, args in samples:
+        tensors = [arg for arg in args if isinstance(arg, torch.Tensor)]
+        assert tensors and not any(tensor.is_contiguous() for tensor in tensors), op
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

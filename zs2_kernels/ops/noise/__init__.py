@@ -105,7 +105,7 @@ def _(prev, candidates, num_candidates, seeds, frame, noise_lambda, search, line
 
 def _compose(prev: Tensor, candidates: Optional[Tensor], index: Tensor, alpha: Tensor, num_candidates: int,
              seeds: Optional[Tensor], frame: int, backend: str) -> Tensor:
-    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·n_index in prev's dtype (Philox candidates when None).
+    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·n_index in prev's dtype (Philox candidates when None), contiguous.
 
     alpha is clamped to [0, 1] and the index to [0, R) (checking their values would synchronise the GPU).
     """
@@ -128,7 +128,7 @@ compose_op = Op("compose", _compose)
 @compose_op.register_fake
 def _(prev, candidates, index, alpha, num_candidates, seeds, frame, backend):
     _check_frame(prev, candidates, num_candidates, seeds, backend)
-    return torch.empty_like(prev)
+    return prev.new_empty(prev.shape)  # contiguous whatever prev's strides, as every backend returns it
 
 
 def _philox_normal(seeds: Tensor, frame: int, num_candidates: int, dim: int) -> Tensor:

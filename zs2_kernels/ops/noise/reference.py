@@ -43,7 +43,7 @@ def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tens
 
 
 def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype.
+    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype, contiguous.
 
     alpha is clamped to [0, 1] (NaN to 0: a fresh candidate) and the index to [0, R), as the kernels do.
     """
@@ -52,7 +52,8 @@ def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, a
     alpha = alpha.double().nan_to_num(nan=0.0).clamp(0, 1)
     keep = alpha.sqrt().float()[:, None]
     fresh = (1 - alpha).sqrt().float()[:, None]
-    return (keep * prev.float() + fresh * chosen).to(prev.dtype)
+    # Elementwise results take prev's strides; the op's output is contiguous on every backend.
+    return (keep * prev.float() + fresh * chosen).to(prev.dtype).contiguous()
 
 
 def paper_line_stage(error, incumbent: torch.Tensor, line_steps: int) -> torch.Tensor:
