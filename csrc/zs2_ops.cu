@@ -181,7 +181,9 @@ __device__ __forceinline__ void block_sum(float (&values)[K]) {
 // The recursion runs in float32 registers; a thread owns VEC consecutive n of one group, so each element
 // is read and written once. keep = (float)mu and take = (float)(1 - mu); products and sum are rounded
 // separately (__fmul_rn/__fadd_rn, no FMA contraction), by one expression for every frame, so a video run
-// in chunks (state_out of one passed as init of the next) gives the same bits as run whole.
+// in chunks (state_out of one passed as init of the next) gives the same bits as run whole. The PyTorch
+// reference (add with alpha) and the compiled Triton kernel contract mu * s into an FMA instead, so this
+// backend differs from them in the last bit (about 1e-7 relative): bit for bit within a backend, not across.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
     momentum_kernel(const T* __restrict__ x, const float* __restrict__ init, T* __restrict__ y,
@@ -329,9 +331,10 @@ int launch_kl_sums(const T* prev, int64_t prev_stride, const T* candidates, floa
 // ------------------------------------------------------------------------------------------- compose
 // out[b, d] = keep_b * p[b, d] + fresh_b * n[index[b], b, d], keep_b = (float)sqrt(alpha[b]),
 // fresh_b = (float)sqrt(max(1 - alpha[b], 0)) formed in double; a NaN alpha stays NaN here (the Python
-// binding maps it to 0 before the launch, as the other backends do). Products and sum are rounded separately, as in the PyTorch reference. Block
-// (b, chunk) covers kThreads * VEC elements of row b, so alpha and index are read once per thread from
-// one cached address.
+// binding maps it to 0 before the launch, as the other backends do). Products and sum are rounded separately,
+// as the PyTorch reference's three elementwise ops round them; the compiled Triton kernel contracts keep * p
+// into an FMA, so it differs from both in the last bit. Block (b, chunk) covers kThreads * VEC elements of
+// row b, so alpha and index are read once per thread from one cached address.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
     compose_kernel(const T* __restrict__ prev, int64_t prev_stride, const T* __restrict__ candidates,
