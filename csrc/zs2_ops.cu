@@ -386,6 +386,23 @@ const char* zs2_last_error(void) { return g_last_error; }
 
 int zs2_cuda_runtime_version(void) { return CUDART_VERSION; }
 
+int zs2_cubin_archs(int* archs, int capacity) {
+    // nvcc lists the archs it compiled device code for (800 for sm_80); csrc/build.py compiles a cubin for each
+    // (and PTX for the newest). A compiler that is not nvcc (the tests' host emulation) reports none.
+#ifdef __CUDA_ARCH_LIST__
+    static const int compiled[] = {__CUDA_ARCH_LIST__};
+#else
+    static const int compiled[] = {0};
+#endif
+    int count = 0;
+    for (const int arch : compiled) {
+        if (arch <= 0) continue;
+        if (count < capacity) archs[count] = arch / 10;
+        ++count;
+    }
+    return count;
+}
+
 int zs2_momentum_update(const void* x, const float* init, void* y, float* state, int64_t G, int64_t F, int64_t N,
                         double momentum, int dtype, void* stream) {
     const char* op = "zs2_momentum_update";

@@ -28,8 +28,15 @@ enum { ZS2_OK = 0, ZS2_ERROR_INVALID_ARGUMENT = 1, ZS2_ERROR_CUDA = 2 };
 ZS2_API const char* zs2_last_error(void);
 
 /* The CUDA runtime version the library was built with (CUDART_VERSION, e.g. 13000 for 13.0; the runtime is
- * linked statically). The driver must support it: cuDriverGetVersion() >= 1000 * (this / 1000). */
+ * linked statically). The driver must support it: cuDriverGetVersion() >= 1000 * (this / 1000), and >= this
+ * on a GPU that runs the PTX (see zs2_cubin_archs). */
 ZS2_API int zs2_cuda_runtime_version(void);
+
+/* The archs the library holds cubins for, as 10 * major + minor (80 for sm_80): writes up to `capacity` of them
+ * to `archs` and returns how many there are (0: unknown, not compiled by nvcc). A GPU whose arch
+ * no cubin runs on (a cubin for sm_XY runs on sm_XZ, Z >= Y) runs the PTX through the driver's JIT compiler,
+ * which needs a driver at least as new as the CUDA version that built the library, minor version included. */
+ZS2_API int zs2_cubin_archs(int* archs, int capacity);
 
 /* EMA over frames of x [G, F, N] (contiguous) into y (same shape and dtype), with s the float32 running value:
  *   s_0 = x_0                                  (init == NULL)

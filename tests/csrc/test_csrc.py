@@ -542,15 +542,55 @@ def test_old_driver_makes_the_backend_unavailable_with_a_message(use_built_libra
     built = library.zs2_cuda_runtime_version()
     assert built >= 11000 and built % 10 == 0  # CUDART_VERSION of the nvcc that built it, e.g. 13000
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(cuda_library, "driver_version", lambda: built - 1000)
-    problem = cuda_library.driver_problem(library)
+    problem = cuda_library.driver_problem(library, (9, 0))
     assert f"CUDA {built // 1000}.{built % 1000 // 10}" in problem and "driver" in problem
     assert not cuda_library.is_available()
     cuda_library.require_driver.cache_clear()
     with pytest.raises(RuntimeError, match="needs a driver"):
-        cuda_library.require_driver(library._name)
+        cuda_library.require_driver(library._name, (9, 0))
     cuda_library.require_driver.cache_clear()
     monkeypatch.setattr(cuda_library, "driver_version", lambda: built)
-    assert cuda_library.driver_problem(library) is None and cuda_library.is_available()
+    assert cuda_library.driver_problem(library, (9, 0)) is None and cuda_library.is_available()
     monkeypatch.setattr(cuda_library, "driver_version", lambda: None)
-    assert "no NVIDIA driver" in cuda_library.driver_problem(library)
+    assert "no NVIDIA driver" in cuda_library.driver_problem(library, (9, 0))
+
+
+def test_library_reports_the_archs_it_holds_cubins_for(use_built_library):
+    cuobjdump = build.find_cuobjdump(NVCC)
+    if cuobjdump is None:
+        pytest.skip("cuobjdump not found")
+    elves = subprocess.run([cuobjdump, "--list-elf", str(use_built_library)], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    in_the_elf = {int(arch) for arch in re.findall(r"sm_(\d+)", elves)}  # one line per kernel and arch
+    assert cuda_library.cubin_archs(cuda_library.load()) == sorted(in_the_elf) == [80, 90]
+
+
+@pytest.mark.parametrize(("capability", "runs_cubin"), [((8, 0), True), ((8, 9), True), ((9, 0), True),
+                                                       ((10, 0), False), ((12, 0), False)],
+                         ids=["sm_80", "sm_89", "sm_90", "sm_100", "sm_120"])
+def test_a_newer_minor_cuda_build_needs_a_newer_driver_only_where_ptx_is_jit_compiled(
+        use_built_library, monkeypatch, capability, runs_cubin):
+    """A library from CUDA 13.1 on a 13.0 driver: its sm_80/sm_90 cubins run (minor version compatibility; sm_86
+    and sm_89 run the sm_80 one), but a GPU newer than its archs gets the PTX JIT-compiled, and a 13.0 driver
+    rejects 13.1 PTX: every launch would fail there. The versions and the GPU are faked (no GPU here)."""
+    library = cuda_library.load()
+    monkeypatch.setattr(library, "zs2_cuda_runtime_version", lambda: 13010)
+    monkeypatch.setattr(cuda_library, "driver_version", lambda: 13000)
+    problem = cuda_library.driver_problem(library, capability)
+    if runs_cubin:
+        assert problem is None
+    else:
+        sm = f"sm_{capability[0]}{capability[1]}"
+        assert f"this GPU ({sm}) has no cubin" in problem and "cubins: sm_80, sm_90" in problem, problem
+        assert "CUDA 13.1" in problem and "supports CUDA 13.0" in problem, problem
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        assert not cuda_library.is_available()
+        cuda_library.require_driver.cache_clear()
+        with pytest.raises(RuntimeError, match=f"this GPU \\({sm}\\) has no cubin"):
+            cuda_library.require_driver(library._name, capability)
+        cuda_library.require_driver.cache_clear()
+    monkeypatch.setattr(cuda_library, "driver_version", lambda: 13010)  # the build's own version: PTX JIT works
+    assert cuda_library.driver_problem(library, capability) is None

@@ -28,6 +28,7 @@ _i64 = ctypes.c_int64
 _SIGNATURES = {
     "zs2_last_error": (ctypes.c_char_p, []),
     "zs2_cuda_runtime_version": (ctypes.c_int, []),
+    "zs2_cubin_archs": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int), ctypes.c_int]),
     "zs2_momentum_update": (ctypes.c_int, [_p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_double, ctypes.c_int, _p]),
     "zs2_kl_sums_workspace_size": (_i64, [_i64, _i64, _i64]),
     "zs2_kl_sums": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
@@ -83,38 +84,62 @@ def driver_version() -> int | None:
     return version.value
 
 
-def driver_problem(library: ctypes.CDLL) -> str | None:
-    """Why this driver cannot run ``library`` (built against a newer CUDA major version), or None when it can.
+def cubin_archs(library: ctypes.CDLL) -> list[int]:
+    """The archs ``library`` holds cubins for (80 for sm_80); empty when the build did not record them."""
+    archs = (ctypes.c_int * 32)()
+    count = library.zs2_cubin_archs(archs, len(archs))
+    return list(archs[:min(count, len(archs))])
 
-    The library links its CUDA runtime statically, so only the driver limits where it runs: a CUDA 13 build
-    on a CUDA 12 driver loads fine and then fails every launch.
+
+def _cuda(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def driver_problem(library: ctypes.CDLL, capability: tuple[int, int]) -> str | None:
+    """Why this driver cannot run ``library`` on a GPU of compute ``capability``, or None when it can.
+
+    The library links its CUDA runtime statically, so only the driver limits where it runs. Cubins run on a
+    driver of the same CUDA major version (minor version compatibility): a CUDA 13 build on a CUDA 12 driver
+    loads fine and then fails every launch. A GPU no cubin runs on (newer than the library's archs) gets the
+    PTX JIT-compiled by the driver, which rejects PTX from a newer CUDA, minor version included: a CUDA 13.1
+    build on a 13.0 driver fails every launch there.
     """
     built = library.zs2_cuda_runtime_version()
     driver = driver_version()
     if driver is None:
         return "no NVIDIA driver found (libcuda.so.1 is missing)"
-    if driver // 1000 >= built // 1000:
-        return None
     major = built // 1000
-    return (f"the CUDA C++ backend library was built with CUDA {major}.{built % 1000 // 10}, which needs a driver "
-            f"for CUDA {major}.x (Linux driver >= {MIN_LINUX_DRIVER.get(major, 'of that release')}); this driver "
-            f"supports CUDA {driver // 1000}.{driver % 1000 // 10}. Update the driver, or rebuild the library with "
-            f"that CUDA's nvcc (python csrc/build.py {library_path()})")
+    rebuild = f"rebuild the library with the nvcc of CUDA {_cuda(driver)} (python csrc/build.py {library_path()})"
+    if driver // 1000 < major:
+        return (f"the CUDA C++ backend library was built with CUDA {_cuda(built)}, which needs a driver for CUDA "
+                f"{major}.x (Linux driver >= {MIN_LINUX_DRIVER.get(major, 'of that release')}); this driver "
+                f"supports CUDA {_cuda(driver)}. Update the driver, or {rebuild}")
+    archs = cubin_archs(library)
+    gpu_major, gpu_minor = capability
+    if driver < built and not any(arch // 10 == gpu_major and arch % 10 <= gpu_minor for arch in archs):
+        cubins = ", ".join(f"sm_{arch}" for arch in archs) or "none recorded"
+        return (f"this GPU (sm_{gpu_major}{gpu_minor}) has no cubin in the CUDA C++ backend library (cubins: "
+                f"{cubins}), so the driver must JIT-compile the library's PTX, which CUDA {_cuda(built)} wrote; "
+                f"this driver supports CUDA {_cuda(driver)} and rejects newer PTX. Update the driver to one for "
+                f"CUDA >= {_cuda(built)}, or {rebuild}")
+    return None
 
 
 def is_available() -> bool:
-    """True when the library loads, torch sees a GPU and the driver supports the library's CUDA (no launch)."""
+    """True when the library loads, torch sees a GPU and the driver can run the library on the current GPU
+    (no launch)."""
     try:
         library = load()
     except RuntimeError:
         return False
-    return torch.cuda.is_available() and driver_problem(library) is None
+    return torch.cuda.is_available() and driver_problem(library, torch.cuda.get_device_capability()) is None
 
 
 @functools.lru_cache(maxsize=None)
-def require_driver(path: str) -> None:
-    """Raise RuntimeError saying what is needed when the driver cannot run the library at ``path`` (once per path)."""
-    problem = driver_problem(_open(path))
+def require_driver(path: str, capability: tuple[int, int]) -> None:
+    """Raise RuntimeError saying what is needed when the driver cannot run the library at ``path`` on a GPU of
+    compute ``capability`` (checked once per pair)."""
+    problem = driver_problem(_open(path), capability)
     if problem:
         raise RuntimeError(problem)
 
@@ -155,5 +180,5 @@ def prepare(*tensors: torch.Tensor) -> tuple[ctypes.CDLL, torch.device]:
     """The loaded library and the tensors' CUDA device, after checking both can run (what a binding does first)."""
     library = load()
     device = require_cuda(*tensors)
-    require_driver(library._name)
+    require_driver(library._name, torch.cuda.get_device_capability(device))
     return library, device
