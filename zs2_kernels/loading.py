@@ -85,20 +85,55 @@ def quiet_library_logs(progress: bool = True):
             library.enable_progress_bar()
 
 
-def _hub_folder(hub_id: str) -> Path:
-    """The local snapshot folder of a hub id, after fetching its small config files (cache only when offline)."""
-    from huggingface_hub import hf_hub_download
+#: Seconds to wait for the hub's answer before calling it unreachable (the hub client retries five times, ~30 s).
+HUB_TIMEOUT = 5.0
+#: The small files read before any weights: what the checks need.
+_CONFIG_FILES = ("model_index.json", "unet/config.json", "vae/config.json")
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+def _hub_folder(hub_id: str) -> Path:
+    """The local snapshot folder of a hub id, after fetching its small config files.
+
+    The local cache is tried first, without network; then, unless offline mode is on, one quick request tells
+    whether the hub can be reached at all before the hub client is asked (an offline machine spent ~30 s in its
+    retries, printing a line each, before the refusal).
+    """
+    from huggingface_hub import constants, hf_hub_download
+
     try:
-        index = hf_hub_download(hub_id, "model_index.json")
-        for part in ("unet", "vae"):
-            hf_hub_download(hub_id, f"{part}/config.json")
-    except Exception as error:  # the hub client's errors of every kind: network, missing repo or file, offline
-        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the hub or in the local cache"
-        raise OSError(f"model {hub_id!r}: could not find its pipeline files {where}: "
+        paths = [hf_hub_download(hub_id, name, local_files_only=True) for name in _CONFIG_FILES]
+        return Path(paths[0]).parent
+    except Exception:  # not (all) in the cache: the client raises several kinds for that
+        pass
+    if constants.is_offline_mode():
+        raise OSError(f"model {hub_id!r}: its pipeline files are not in the local cache, and HF_HUB_OFFLINE is set "
+                      "(download it once with network access, or give a local folder)")
+    unreachable = _hub_unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise OSError(f"model {hub_id!r}: its pipeline files are not in the local cache and the hub "
+                      f"({constants.ENDPOINT}) cannot be reached: {unreachable} (give a local folder, or run with "
+                      "network access once)")
+    try:
+        paths = [hf_hub_download(hub_id, name) for name in _CONFIG_FILES]
+    except Exception as error:  # the hub client's errors of every kind: network, missing repo or file
+        raise OSError(f"model {hub_id!r}: could not find its pipeline files on the hub or in the local cache: "
                       f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-    return Path(index).parent
+    return Path(paths[0]).parent
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be reached (one HEAD request, :data:`HUB_TIMEOUT`, no retries), or None if it
+    answered at all (any HTTP status: the hub client deals with those)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+    return None
 
 
 def read_model_config(model=None) -> dict:
