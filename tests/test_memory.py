@@ -54,3 +54,18 @@ def test_a_run_that_cannot_fit_is_refused_naming_frames_and_chunk(monkeypatch):
     monkeypatch.setattr("zs2_kernels.memory.available_memory", lambda device: 2**30)
     with pytest.raises(MemoryError, match="set frame_chunk"):
         zs2_kernels.sample_video(pipe, "the number 3", num_frames=5000, num_inference_steps=1, progress=False)
+
+
+def test_too_many_videos_are_told_to_make_fewer_videos_not_fewer_frames():
+    """num_videos_per_prompt=10**6 of one frame was told to 'lower num_frames'."""
+    pipe = zs2_kernels.load_pipeline()
+    with pytest.raises(MemoryError) as error:
+        zs2_kernels.sample_video(pipe, "the number 3", num_frames=1, num_videos_per_prompt=10**6,
+                                 num_inference_steps=1, progress=False)
+    message = str(error.value)
+    assert message.endswith("; make fewer videos per call (1000000 now: the prompts times num_videos_per_prompt)")
+    assert "num_frames" not in message
+    with pytest.raises(MemoryError, match=r"lower num_frames \(even frame_chunk 1 would not fit\), or make fewer "
+                                          r"videos per call \(2000 now"):
+        zs2_kernels.sample_video(pipe, ["3", "4"], num_frames=10**4, num_videos_per_prompt=1000,
+                                 num_inference_steps=1, progress=False)

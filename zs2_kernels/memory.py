@@ -38,6 +38,8 @@ class MemoryEstimate:
     decode: int
     weights: int = 0
     output: int = 0
+    videos: int = 1
+    frames: int = 1
 
     @property
     def unet(self) -> int:
@@ -87,19 +89,24 @@ def estimate_memory(unet_config: dict, vae_config: dict, *, videos: int, frames:
         unet_per_frame=(2 if guidance else 1) * videos * _unet_sample_elements(unet_config, latent_h, latent_w)
         * element, chunk_frames=chunk_frames, latents=total_frames * LATENT_COPIES * latent * 4,
         images=total_frames * IMAGE_COPIES * image * 4, decode=min(decode_chunk_size, total_frames) * decoder * 4,
-        weights=weights, output=total_frames * output_per_frame)
+        weights=weights, output=total_frames * output_per_frame, videos=videos, frames=frames)
 
 
-def check_fits(estimate: MemoryEstimate, device: torch.device, frames_name: str, chunk_name: str) -> None:
-    """Raise MemoryError naming the frame and chunk arguments when ``estimate`` exceeds the free memory."""
+def check_fits(estimate: MemoryEstimate, device: torch.device, frames_name: str, chunk_name: str,
+               videos_name: str = "the videos per call") -> None:
+    """Raise MemoryError when ``estimate`` exceeds the free memory, saying which of the frame, chunk and video-count
+    arguments to lower (only those that can help: one frame cannot be lowered, one video need not be)."""
     free = available_memory(device)
     if free is None or estimate.total <= free:
         return
     fitting_chunk = (free - estimate.weights - estimate.latents) // estimate.unet_per_frame
     others_fit = estimate.weights + max(estimate.phases()["decoding"], estimate.output) <= free
     if fitting_chunk >= 1 and others_fit:
-        advice = f"set {chunk_name} {fitting_chunk} or lower (frames per UNet call), or lower {frames_name}"
+        advice = [f"set {chunk_name} {fitting_chunk} or lower (frames per UNet call)", f"lower {frames_name}"]
     else:
-        advice = f"lower {frames_name} (even {chunk_name} 1 would not fit)"
+        advice = [f"lower {frames_name} (even {chunk_name} 1 would not fit)"] if estimate.frames > 1 else []
+    if estimate.videos > 1:
+        advice.append(f"make fewer videos per call ({estimate.videos} now: {videos_name})")
     raise MemoryError(f"this run needs about {estimate.total / GIB:.2f} GiB ({estimate.describe()} GiB) but "
-                      f"{device} has {free / GIB:.2f} GiB free; {advice}")
+                      f"{device} has {free / GIB:.2f} GiB free; "
+                      f"{', or '.join(advice) if advice else 'even one frame of one video does not fit'}")

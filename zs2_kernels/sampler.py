@@ -426,7 +426,8 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_p
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
                                width=width, chunk=frame_chunk, guidance=guidance_scale > 1.0, dtype=pipe.unet.dtype,
-                               decode_chunk_size=decode_chunk_size), device, "num_frames", "frame_chunk")
+                               decode_chunk_size=decode_chunk_size), device, "num_frames", "frame_chunk",
+               "the prompts times num_videos_per_prompt")
     backend = resolve_backend(torch.device(device), backend)
     timings["load"] = time.perf_counter() - started
 
