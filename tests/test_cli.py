@@ -473,3 +473,16 @@ def test_help_shows_defaults_but_never_none():
     for parser in (sample_parser(), ablate_parser()):
         text = " ".join(parser.format_help().split())
         assert "(default: None)" not in text and "(default: 4.0)" in text  # other defaults still shown
+
+
+def test_every_option_has_help_and_one_default():
+    """--fps, --search, --height, --width (and zs2-ablate's --device, --dtype) had no help text, and --scheduler's
+    said its default twice ("ddim (default) ... (default: ddim)")."""
+    from zs2_kernels.cli import sample_parser
+    from zs2_kernels.evaluation.cli import ablate_parser
+
+    for parser in (sample_parser(), ablate_parser()):
+        for action in parser._actions:
+            text = parser._get_formatter()._expand_help(action) if action.help else ""
+            assert text.strip(), f"{parser.prog} {action.option_strings} has no help"
+            assert text.count("default") <= 1, f"{parser.prog} {action.option_strings}: {text}"

@@ -38,15 +38,18 @@ def sample_parser() -> argparse.ArgumentParser:
                         help="default 16, or the length of the control video or of the video to edit")
     parser.add_argument("--steps", type=int, default=25, help="scheduler steps")
     parser.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddim",
-                        help="ddim (default); dpm++ (DPM++ 2M) and unipc give good videos in ~20 steps; euler-a "
-                             "draws its per-step noise as dependency chains too")
+                        help="dpm++ (DPM++ 2M) and unipc give good videos in ~20 steps; euler-a draws its per-step "
+                             "noise as dependency chains too")
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (<= 1: none)")
     parser.add_argument("--lambda", dest="noise_lambda", type=float, default=0.01, help="KL target of the noise chain")
     parser.add_argument("--momentum", type=float, default=0.98, help="mu of temporal momentum attention")
-    parser.add_argument("--search", choices=SEARCH_MODES, default="exact")
+    parser.add_argument("--search", choices=SEARCH_MODES, default="exact",
+                        help="how the noise chain hits --lambda: exact (solved) or paper (the published line search)")
     parser.add_argument("--seed", type=int, default=0, help="in [0, 2**63)")
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None,
+                        help="pixels, a multiple of the model's downscale factor (default: the model's native size, "
+                             "or the control video's)")
+    parser.add_argument("--width", type=int, default=None, help="pixels, as --height")
     parser.add_argument("--chunk", type=int, default=None, help="UNet frames per call (bounds memory)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES], default=None,
@@ -71,11 +74,11 @@ def sample_parser() -> argparse.ArgumentParser:
                              "takes ~1.5 s), and a compile lives only as long as the process: it pays back in "
                              "a Python session that makes many videos (sample_video(compile=True)), or for long "
                              "videos and large models, not for one short video from the command line")
-    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--fps", type=int, default=8, help="frames per second of the written .gif/.mp4")
     parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames; with several "
                         "--prompt, one per prompt named with _0, _1, ... before the extension (out/v.gif: "
                         "out/v_0.gif, out/v_1.gif), which must not exist yet")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -178,7 +181,7 @@ def _check_before_loading(args, refusals: _Refusals):
     estimate = estimate_memory(config["unet"], config["vae"], videos=len(args.prompt), frames=args.frames,
                                height=size[0], width=size[1], chunk=args.chunk, guidance=args.guidance > 1.0,
                                dtype=dtype, weights=config["weights"], output_per_frame=output)
-    refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk"))
+    refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk", "one per --prompt"))
     return None if refusals.messages else (paths, device, dtype, size)
 
 

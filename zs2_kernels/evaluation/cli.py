@@ -52,9 +52,11 @@ def ablate_parser() -> argparse.ArgumentParser:
         help="digits: offline digit classifier (default for the embedded model); clip: CLIP + Inception")
     add("--reference-images", default=DEFAULTS["reference_images"], help="folder of real images for FID")
     add("--out", required=True, help="output folder (results.*, plots, samples.gif, units/)")
-    add("--device", default=DEFAULTS["device"])
-    add("--dtype", default=DEFAULTS["dtype"], choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES])
-    add("--no-progress", action="store_true")
+    add("--device", default=DEFAULTS["device"],
+        help="cpu, cuda, cuda:1, ... (default: cuda if available; under torchrun each rank its own GPU)")
+    add("--dtype", default=DEFAULTS["dtype"], choices=[*DTYPE_NAMES, *SHORT_DTYPE_NAMES],
+        help="of the model's weights (default: as stored)")
+    add("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
