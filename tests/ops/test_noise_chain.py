@@ -247,3 +247,13 @@ def test_a_chain_that_cannot_fit_is_refused_before_any_work(monkeypatch):
                                           r"but cpu has 0.00 GiB free; lower the videos \(B\) or frames \(F\)"):
         zs2_kernels.dependency_noise((1, 100, 4, 64, 64), seed=0)
     assert zs2_kernels.dependency_noise((1, 3, 4, 8, 8), seed=0).shape == (1, 3, 4, 8, 8)
+
+
+def test_the_documented_excess_variance_of_the_searched_chain():
+    """DESIGN.md §1.1: the search's choices depend on the previous frame, so later frames are not N(0, I) (the docs
+    said 'exactly'). Pins the documented size on small latents: when the chain is made unbiased, this fails and the
+    docs' figures must change with it."""
+    noise = zs2_kernels.dependency_noise((500, 17, 4, 8, 8), 0.01, seed=0, backend="torch").flatten(2).double()
+    variance, mean = noise.var(dim=(0, 2)), noise.mean(dim=(0, 2))
+    assert abs(variance[0] - 1) < 0.03 and abs(mean[0]) < 0.02  # frame 0 is a plain draw
+    assert 1.2 < variance[16] < 1.4 and 0.09 < mean[16] < 0.17
