@@ -224,9 +224,9 @@ def test_a_units_video_does_not_depend_on_the_thread_count(model_dir, prompts_fi
 
 def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupted, tmp_path):
     out = tmp_path / "ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(29500 + os.getpid() % 1000), str(ROOT / "python" / "ablate.py"),
-               *args(model_dir, prompts_file, out)]
+    # --standalone: a free port of its own (a fixed one clashed when two test runs shared the machine)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(ROOT / "python" / "ablate.py"), *args(model_dir, prompts_file, out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
