@@ -37,7 +37,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
 
 import zs2_kernels
 from random_models import STYLES, random_pipeline
-from zs2_kernels._checks import SEED_LIMIT
+from zs2_kernels.seeds import SEED_LIMIT
 from zs2_kernels.compiling import COMPILE_MODES, compile_options, compiled
 from zs2_kernels.evaluation import text2video_zero
 from zs2_kernels.evaluation.text2video_zero import text2video_zero_pipeline

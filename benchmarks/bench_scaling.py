@@ -46,7 +46,7 @@ from common import (add_output_argument, checked_device, default_output, make_re
 
 import zs2_kernels
 from random_models import STYLES, random_pipeline
-from zs2_kernels._checks import SEED_LIMIT
+from zs2_kernels.seeds import SEED_LIMIT
 from zs2_kernels.evaluation import text2video_zero
 
 IMPLS = ("zs2", "text2video_zero")

@@ -9,6 +9,7 @@ from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_vid
 from tiny_pipelines import tiny_pipeline, tiny_variant
 
 import zs2_kernels
+from zs2_kernels.seeds import stream_seed
 
 FRAMES = 3
 SEED = 5
@@ -219,7 +220,7 @@ def test_stochastic_scheduler_noise_is_a_chain_per_step(monkeypatch):
     assert streams == [0, 1, 2, 0, 1, 2]  # initial noise, then one draw per step; a new call starts over
     for stream, noise in drawn[1:3]:
         expected = zs2_kernels.dependency_noise((1, FRAMES, *noise.shape[1:]), 0.001,
-                                                seed=module._stream_seed(SEED, stream)).reshape(noise.shape)
+                                                seed=stream_seed(SEED, stream)).reshape(noise.shape)
         assert torch.equal(noise, expected)
         assert torch.nn.functional.cosine_similarity(noise[0].flatten(), noise[1].flatten(), dim=0) > 0.9
     assert not torch.equal(drawn[1][1], drawn[2][1])

@@ -1,6 +1,6 @@
 """The package's layers, from the bottom up, and a test that fails when an import runs the wrong way.
 
-    0  _checks, _atomic, environment, embedded (the shipped weights' paths)
+    0  _checks, _atomic, environment, seeds, embedded (the shipped weights' paths)
     1  ops/            the two op families and what they share; no diffusers
     2  attention, loading, memory, schedulers, video_io
     3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts, embeddings),
@@ -22,7 +22,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "zs2_kernels"
 
 LAYERS = {
-    "zs2_kernels._checks": 0, "zs2_kernels._atomic": 0, "zs2_kernels.environment": 0, "zs2_kernels.embedded": 0,
+    "zs2_kernels._checks": 0, "zs2_kernels._atomic": 0, "zs2_kernels.environment": 0, "zs2_kernels.seeds": 0,
+    "zs2_kernels.embedded": 0,
     "zs2_kernels.ops": 1,
     "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.memory": 2,
     "zs2_kernels.video_io": 2, "zs2_kernels.schedulers": 2,

@@ -82,19 +82,6 @@ def check_dtype(dtype) -> torch.dtype | None:
     raise TypeError(f"dtype must be None, torch.float32/float16/bfloat16 or one of their names, got {dtype!r}")
 
 
-#: Seeds are 63-bit: every seeded stream (torch generators, Philox keys) takes them without wrapping.
-SEED_LIMIT = 2**63
-
-
-def check_seed(seed) -> int:
-    """Return ``seed`` after checking it is an int in [0, 2**63) (larger ones would wrap onto smaller ones)."""
-    if isinstance(seed, (bool, numpy_bool)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int in [0, 2**63), got {seed!r}")
-    if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return int(seed)
-
-
 def check_device(device) -> torch.device:
     """``device`` as a torch.device that this machine can compute on; raises naming it otherwise."""
     try:

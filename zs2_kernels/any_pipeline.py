@@ -20,13 +20,12 @@ import inspect
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from numpy.random import SeedSequence
 
-from ._checks import check_bool, check_dtype, check_int, check_number, check_search, check_seed
+from ._checks import check_bool, check_dtype, check_int, check_number, check_search
 from .attention import MomentumAttentionHandle, install_momentum_attention
 from .ops.noise.chain import dependency_noise
+from .seeds import check_seed, stream_seed
 
 #: Swapping a module's ``randn_tensor`` is process-wide for that module: one hooked draw at a time.
 _HOOK_LOCK = threading.RLock()
@@ -72,17 +71,12 @@ class NoiseSettings:
                              f"{self.num_frames}, and num_images_per_prompt=1")
         videos = batch // self.num_frames
         if self.seed is not None:
-            source = {"seed": self.seed if stream == 0 else _stream_seed(self.seed, stream)}
+            source = {"seed": self.seed if stream == 0 else stream_seed(self.seed, stream)}
         else:
             source = {"generator": _per_video(generator, videos, self.num_frames)}
         noise = dependency_noise((videos, self.num_frames, *latent), self.noise_lambda, search=self.search,
                                  device=device, dtype=dtype or torch.float32, backend=self.backend, **source)
         return noise.reshape(batch, *latent)
-
-
-def _stream_seed(seed: int, stream: int) -> int:
-    """A 63-bit seed for draw ``stream`` of a seeded run, independent of the other streams' (SeedSequence)."""
-    return int(SeedSequence(seed, spawn_key=(1, stream)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _per_video(generator, videos: int, num_frames: int):
@@ -218,7 +212,7 @@ def _seed_other_draws(pipe, seed: int) -> None:
     def seeded(*args, **kwargs):
         bound = signature.bind(pipe, *args, **kwargs)
         if bound.arguments.get("generator") is None:
-            bound.arguments["generator"] = torch.Generator().manual_seed(_stream_seed(seed, 0))
+            bound.arguments["generator"] = torch.Generator().manual_seed(stream_seed(seed, 0))
         return chained(*bound.args[1:], **bound.kwargs)
 
     pipe.prepare_latents = seeded

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import (SEED_LIMIT, check_bool, check_device, check_dtype, check_int, check_number, check_search,
-                      check_seed)
+from ._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
 from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .attention import install_momentum_attention
 from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
@@ -27,8 +26,8 @@ from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
 from .ops.backend import check_backend_name, resolve_backend
 from .ops.noise.chain import dependency_noise as make_dependency_noise
-from .ops.noise.chain import video_generators
 from .schedulers import SCHEDULERS, check_steps, make_scheduler
+from .seeds import check_seed, step_seed, video_generators
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -125,7 +124,7 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
     """[V, F, c, h, w] float32 initial latents and the noise statistics (None without dependency noise).
 
     With ``seed`` (or a list of generators), video v's noise depends only on (seed, v), never on the batch
-    it is sampled in (see :func:`zs2_kernels.noise.video_seeds`); one generator draws for the whole batch.
+    it is sampled in (see :mod:`zs2_kernels.seeds`); one generator draws for the whole batch.
     ``first`` [V, c, h, w] (image-to-video's inverted noise) replaces frame 0 and starts the chain.
     """
     if use_dependency_noise:
@@ -454,7 +453,7 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_p
     if dependency_noise:
         check_chainable(scheduler)
         if draws_step_noise(scheduler):
-            chain_step_noise(scheduler, NoiseSettings(num_frames, noise_lambda, search, _step_seed(seed, generator),
+            chain_step_noise(scheduler, NoiseSettings(num_frames, noise_lambda, search, step_seed(seed, generator),
                                                       backend))
     steps, callback = scheduler.timesteps, callback_on_step_end
     if start is None:
@@ -486,12 +485,3 @@ def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_p
         stats.update({"noise_lambda": noise_lambda, "search": search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
     return frames, stats
-
-
-def _step_seed(seed, generator) -> int:
-    """The seed of a stochastic scheduler's per-step chains: ``seed``, else drawn from the (first) generator,
-    else from torch's global RNG."""
-    if seed is not None:
-        return seed
-    first = generator[0] if isinstance(generator, (list, tuple)) else generator
-    return int(torch.randint(0, SEED_LIMIT - 1, (1,), generator=first, device=first.device if first else "cpu"))

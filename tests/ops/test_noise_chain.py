@@ -5,7 +5,7 @@ import torch
 
 import zs2_kernels
 from zs2_kernels.ops.noise import reference
-from zs2_kernels.ops.noise.chain import video_seeds
+from zs2_kernels.seeds import video_seeds
 
 BACKENDS = ["torch", "triton"]
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
 import torch
-from numpy.random import SeedSequence
 
-from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_search, check_seed
+from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_search
+from ...seeds import check_seed, random_seed, video_generators, video_seeds
 from ..backend import resolve_backend
 from ..free_memory import check_free_memory
 from . import compose_op, philox_normal_op, search_frame_op
@@ -33,25 +32,6 @@ def _check_shape(shape) -> tuple[int, ...]:
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"shape must be (B, F, *rest) with every size >= 1, got {shape}")
     return shape
-
-
-def video_seeds(seed: int, videos: int) -> list[int]:
-    """One 63-bit seed per video, derived from (``seed``, video index) by numpy's SeedSequence.
-
-    The rule behind every seeded draw of this library: video v of a batch sampled with ``seed`` gets the
-    same noise whatever else shares the batch, and streams of different (seed, v) are independent (a
-    plain ``seed + v`` would make seed 0's second video seed 1's first). ``seed`` is in [0, 2**63).
-    """
-    check_seed(seed)
-    return [int(SeedSequence(seed, spawn_key=(video,)).generate_state(1, np.uint64)[0] >> 1)
-            for video in range(videos)]
-
-
-def video_generators(seed: int | None, videos: int) -> list[torch.Generator]:
-    """CPU generators of :func:`video_seeds` (a fresh random seed when ``seed`` is None)."""
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    return [torch.Generator().manual_seed(s) for s in video_seeds(seed, videos)]
 
 
 class _Streams:
@@ -152,7 +132,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
             video's noise then depends on the batch), or a list of B generators, one per video.
             Candidates are drawn on the generators' device and moved to ``device``, so the same CPU
             generators give the same noise on any device.
-        seed: video v's noise depends only on (seed, v) (see :func:`video_seeds`), never on the batch:
+        seed: video v's noise depends only on (seed, v) (see :mod:`zs2_kernels.seeds`), never on the batch:
             on the Triton backend through per-video Philox keys (candidates regenerated in-kernel, never
             stored), elsewhere through per-video CPU generators. Neither seed nor generator: a seed is
             drawn from torch's global RNG.
@@ -185,7 +165,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     given = None if first is None else _check_first(first, shape, device)
     if backend == "triton" and generator is None:
         if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            seed = random_seed()
         streams, seeds = None, torch.tensor(video_seeds(seed, batch), dtype=torch.int64, device=device)
         first = philox_normal_op(seeds=seeds, frame=0, num_candidates=1, dim=dim)[0] if given is None else given
     else:
