@@ -52,14 +52,22 @@ from typing import Callable
 
 import torch
 
-from common import (add_output_argument, checked_device, default_output, make_record, refuse_out_of_range,
-                    run_environment, save_results, summarize_seconds)
-
 import zs2_kernels
 from zs2_kernels.ops import cuda_library, resolve_backend
 from zs2_kernels.ops.momentum import reference as momentum_reference
 from zs2_kernels.ops.noise import compose_op, kl_sums_op, search_frame_op
 from zs2_kernels.ops.noise import reference as noise_reference
+
+from common import (
+    add_output_argument,
+    checked_device,
+    default_output,
+    make_record,
+    refuse_out_of_range,
+    run_environment,
+    save_results,
+    summarize_seconds,
+)
 
 MOMENTUM = 0.98
 NOISE_LAMBDA = 0.01

@@ -32,16 +32,24 @@ import time
 
 import torch
 
-from common import (add_output_argument, checked_device, default_output, make_record, refuse_out_of_range,
-                    run_environment, save_results, summarize_seconds)
-
 import zs2_kernels
-from random_models import STYLES, random_pipeline
-from zs2_kernels.seeds import SEED_LIMIT
-from zs2_kernels.compiling import COMPILE_MODES, compile_options, compiled
 from zs2_kernels.evaluation import text2video_zero
 from zs2_kernels.evaluation.text2video_zero import text2video_zero_pipeline
 from zs2_kernels.ops import resolve_backend
+from zs2_kernels.sampling.compiling import COMPILE_MODES, compile_options, compiled
+from zs2_kernels.seeds import SEED_LIMIT
+
+from common import (
+    add_output_argument,
+    checked_device,
+    default_output,
+    make_record,
+    refuse_out_of_range,
+    run_environment,
+    save_results,
+    summarize_seconds,
+)
+from random_models import STYLES, random_pipeline
 
 COMPILED_IMPLS = ("plain_compiled", "zs2_compiled", "text2video_zero_compiled")
 #: Each compiled row's baseline for time_ratio_compiled_baseline (what compile alone buys is plain vs plain).

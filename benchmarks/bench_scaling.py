@@ -40,14 +40,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_sampler import DTYPES, SEARCH, model_label, text2video_zero_pipeline, text2video_zero_settings
-from common import (add_output_argument, checked_device, default_output, make_record, refuse_out_of_range,
-                    run_environment, save_results, summarize_seconds)
-
 import zs2_kernels
-from random_models import STYLES, random_pipeline
-from zs2_kernels.seeds import SEED_LIMIT
 from zs2_kernels.evaluation import text2video_zero
+from zs2_kernels.seeds import SEED_LIMIT
+
+from bench_sampler import DTYPES, SEARCH, model_label, text2video_zero_pipeline, text2video_zero_settings
+from common import (
+    add_output_argument,
+    checked_device,
+    default_output,
+    make_record,
+    refuse_out_of_range,
+    run_environment,
+    save_results,
+    summarize_seconds,
+)
+from random_models import STYLES, random_pipeline
 
 IMPLS = ("zs2", "text2video_zero")
 NOISE_LAMBDA, MOMENTUM = 0.01, 0.98

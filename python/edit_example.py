@@ -20,11 +20,12 @@ The same from the command line, with the inputs written here:
 import imageio.v3 as iio
 import numpy as np
 import torch
-from guided_example import FRAMES, example_arguments, sliding_digit
 
 import zs2_kernels
-from zs2_kernels.embedded.digits import load_digit_split
+from zs2_kernels.evaluation.digits import load_digit_split
 from zs2_kernels.video_io import to_uint8, write_video
+
+from guided_example import FRAMES, example_arguments, sliding_digit
 
 
 def main() -> None:

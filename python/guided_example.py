@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import zs2_kernels
 from zs2_kernels.embedded import digit_condition
-from zs2_kernels.embedded.digits import load_digit_split
+from zs2_kernels.evaluation.digits import load_digit_split
 from zs2_kernels.video_io import write_video
 
 FRAMES = 12

@@ -1,7 +1,7 @@
 """Train the small digit CNN used as the project's offline evaluation backbone.
 
 It reads the same 32x32 [-1, 1] digits and the same fixed held-out split as the embedded
-generator (``zs2_kernels.embedded.digits.load_digit_split``), trains with light augmentation (random
+generator (``zs2_kernels.evaluation.digits.load_digit_split``), trains with light augmentation (random
 shifts of up to 2 pixels), reports held-out accuracy and writes safetensors weights (config
 in the file's metadata).  Deterministic: fixed seeds and a seeded data order.
 
@@ -22,7 +22,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zs2_kernels.embedded import classifier_weights_path  # noqa: E402
-from zs2_kernels.embedded.digits import DigitClassifier, load_digit_split  # noqa: E402
+from zs2_kernels.evaluation.digits import DigitClassifier, load_digit_split  # noqa: E402
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

@@ -36,7 +36,7 @@ from tqdm import tqdm  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zs2_kernels.embedded import controlnet_path, digit_condition, embedded_model_path  # noqa: E402
-from zs2_kernels.embedded.digits import PROMPT_TEMPLATES, digit_prompt, load_digit_split  # noqa: E402
+from zs2_kernels.evaluation.digits import PROMPT_TEMPLATES, digit_prompt, load_digit_split  # noqa: E402
 
 #: Channels of the condition encoder: three stages, two of them stride 2 (32x32 edge map -> 8x8 latent grid).
 CONDITION_CHANNELS = (16, 32, 64)

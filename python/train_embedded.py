@@ -44,7 +44,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zs2_kernels.embedded import embedded_model_path  # noqa: E402
-from zs2_kernels.embedded.digits import (  # noqa: E402
+from zs2_kernels.evaluation.digits import (  # noqa: E402
     IMAGE_SIZE,
     NUMBER_WORDS,
     PROMPT_TEMPLATES,

@@ -28,8 +28,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A randomly initialised CLIP (32-px images, tiny tokenizer) saved as a local folder, as users give one."""
-    from tiny_pipelines import tiny_tokenizer
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from tiny_pipelines import tiny_tokenizer
 
     torch.manual_seed(0)
     config = CLIPConfig(

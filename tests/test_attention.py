@@ -6,10 +6,12 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
-    CrossFrameAttnProcessor2_0)
-from tiny_pipelines import tiny_pipeline
+    CrossFrameAttnProcessor2_0,
+)
 
 import zs2_kernels
+
+from tiny_pipelines import tiny_pipeline
 
 VIDEOS, FRAMES = 2, 3
 

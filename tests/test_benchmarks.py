@@ -13,9 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation import text2video_zero
+
+from tiny_pipelines import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"

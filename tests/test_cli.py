@@ -11,9 +11,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from tiny_pipelines import tiny_pipeline
 
-from zs2_kernels import cli, sampler
+from zs2_kernels import cli
+from zs2_kernels.sampling import sampler
+
+from tiny_pipelines import tiny_pipeline
 
 
 def read_video(path) -> np.ndarray:
@@ -262,7 +264,8 @@ def test_outputs_get_the_umask_permissions(model_dir, tmp_path, umask):
 
 SIGTERM_WHILE_WRITING = """
 import os, pathlib, signal, sys, time
-from zs2_kernels import cli, sampler
+from zs2_kernels import cli
+from zs2_kernels.sampling import sampler
 
 def interrupted_write(path, data):
     with open(path, "wb") as handle:
@@ -440,16 +443,16 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_the_output(tmp_path, capsys, 
     """Ctrl-C printed a KeyboardInterrupt traceback (found by the new-user attack); outputs are left as they were."""
     import numpy as np
 
-    import zs2_kernels.sampler
+    import zs2_kernels.sampling.sampler
     import zs2_kernels.video_io
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     def frames(*args, **kwargs):
-        return zs2_kernels.sampler.VideoOutput(frames=np.zeros((1, 2, 32, 32, 3), np.float32), stats={})
+        return zs2_kernels.sampling.sampler.VideoOutput(frames=np.zeros((1, 2, 32, 32, 3), np.float32), stats={})
 
-    monkeypatch.setattr(zs2_kernels.sampler, "sample_video", interrupt if stage == "sampling" else frames)
+    monkeypatch.setattr(zs2_kernels.sampling.sampler, "sample_video", interrupt if stage == "sampling" else frames)
     monkeypatch.setattr(zs2_kernels.video_io, "write_video", interrupt)
     out = tmp_path / "v.gif"
     out.write_bytes(b"old")

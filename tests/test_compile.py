@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
-from helpers import gpu_only
 from torch._dynamo.utils import counters
-from tiny_pipelines import tiny_pipeline, tiny_variant
 
 import zs2_kernels
-from zs2_kernels.compiling import compile_options, compiled
+from zs2_kernels.sampling.compiling import compile_options, compiled
+
+from helpers import gpu_only
+from tiny_pipelines import tiny_pipeline, tiny_variant
 
 TRACE_ONLY = {"backend": "eager"}  # dynamo's tracing without inductor: structure checks in seconds
 COMMON = dict(num_inference_steps=2, guidance_scale=7.5, noise_lambda=0.01, momentum=0.7, seed=3,

@@ -8,9 +8,10 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
-from tiny_pipelines import tiny_pipeline, tiny_variant
 
 import zs2_kernels
+
+from tiny_pipelines import tiny_pipeline, tiny_variant
 
 FRAMES = 3
 SEED = 2

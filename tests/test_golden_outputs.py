@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+
 from golden_outputs import GOLDEN, TORCH_BUILD, compute
 
 

@@ -3,12 +3,13 @@ bf16 rounding, large shapes, no recompilation for new frame counts, cross-device
 
 import pytest
 import torch
-from helpers import gpu_only, interpreting
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library
 from zs2_kernels.ops.momentum import reference as momentum_reference
 from zs2_kernels.ops.noise import reference as noise_reference
+
+from helpers import gpu_only, interpreting
 
 pytestmark = [pytest.mark.gpu, gpu_only,
               pytest.mark.skipif(interpreting(), reason="GPU tests need compiled kernels: run with TRITON_INTERPRET=0")]

@@ -1,14 +1,13 @@
 """The package's layers, from the bottom up, and a test that fails when an import runs the wrong way.
 
-    0  _checks, _atomic, environment, seeds, embedded (the shipped weights' paths)
+    0  _checks, _atomic, environment, seeds, embedded (the shipped weights' paths and the digit condition)
     1  ops/            the two op families and what they share; no diffusers
-    2  attention, loading, memory, schedulers, video_io
-    3  any_pipeline (video_mode: ZS² for any diffusers pipeline), conditioning (prompts, embeddings),
-       control (ControlNet guidance), editing (image-to-video, video-to-video), compiling (the compiled path)
-    4  sampler
+    2  attention, loading, video_io
+    3  sampling/       sample_video and the modules that exist for it (conditioning, control, editing, noise hooks,
+                       schedulers, compiling, memory)
+    4  pipeline_mode (video_mode: ZS² for any diffusers pipeline)
     5  cli, the package's face (__init__)
-    6  embedded.digits (the digit data and classifier: evaluation and training only)
-    7  evaluation/ (the ablation study, its metrics and report)
+    6  evaluation/ (the ablation study, its metrics, report and the digit data)
 
 A module may import modules of lower layers, and modules of its own group (``ops.*`` among themselves,
 ``evaluation.*`` among themselves). Function-local imports count: a lazy import is still a dependency.
@@ -25,14 +24,11 @@ LAYERS = {
     "zs2_kernels._checks": 0, "zs2_kernels._atomic": 0, "zs2_kernels.environment": 0, "zs2_kernels.seeds": 0,
     "zs2_kernels.embedded": 0,
     "zs2_kernels.ops": 1,
-    "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.memory": 2,
-    "zs2_kernels.video_io": 2, "zs2_kernels.schedulers": 2,
-    "zs2_kernels.any_pipeline": 3, "zs2_kernels.conditioning": 3, "zs2_kernels.control": 3,
-    "zs2_kernels.editing": 3, "zs2_kernels.compiling": 3,
-    "zs2_kernels.sampler": 4,
+    "zs2_kernels.attention": 2, "zs2_kernels.loading": 2, "zs2_kernels.video_io": 2,
+    "zs2_kernels.sampling": 3,
+    "zs2_kernels.pipeline_mode": 4,
     "zs2_kernels.cli": 5, "zs2_kernels": 5,
-    "zs2_kernels.embedded.digits": 6,
-    "zs2_kernels.evaluation": 7,
+    "zs2_kernels.evaluation": 6,
 }
 #: Third-party packages a layer must not import (the ops run without diffusers or transformers).
 FORBIDDEN_EXTERNAL = {1: ("diffusers", "transformers")}
@@ -96,9 +92,13 @@ def test_imports_run_down_the_layers():
 
 
 @pytest.mark.parametrize("module, line, reason", [
-    ("zs2_kernels.ops.noise.chain", "from ...sampler import sample_video", "an op importing the sampler"),
-    ("zs2_kernels.sampler", "from .evaluation import metrics", "the core importing the evaluation study"),
-    ("zs2_kernels.loading", "from .embedded.digits import load_digit_split", "core loading importing the digit data"),
+    ("zs2_kernels.ops.noise.chain", "from ...sampling.sampler import sample_video", "an op importing the sampler"),
+    ("zs2_kernels.sampling.sampler", "from ..evaluation import metrics", "the core importing the evaluation study"),
+    ("zs2_kernels.sampling.noise_hooks", "from ..pipeline_mode import video_mode", "the sampler importing video_mode"),
+    ("zs2_kernels.loading", "from .evaluation.digits import load_digit_split", "core loading importing the digit data"),
+    ("zs2_kernels.embedded.condition", "from ..evaluation.digits import load_digit_split",
+     "the weights importing the data"),
+    ("zs2_kernels.sampling.control", "from ..cli import sample_main", "the sampler importing the command line"),
     ("zs2_kernels.ops.registry", "import diffusers", "the ops importing diffusers"),
     ("zs2_kernels.attention", "def probe():\n    from .cli import sample_main", "a lazy import up the layers"),
     ("zs2_kernels.ops.momentum", "from .. import registry\nfrom ... import attention", "the ops importing attention"),

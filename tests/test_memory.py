@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import zs2_kernels
-from zs2_kernels.memory import estimate_memory
+from zs2_kernels.sampling.memory import estimate_memory
 
 MEASURE = """
 import json, re, sys
@@ -51,7 +51,7 @@ def test_a_run_that_cannot_fit_is_refused_naming_frames_and_chunk(monkeypatch):
     with pytest.raises(MemoryError, match=r"num_frames.*GiB|GiB.*num_frames") as error:
         zs2_kernels.sample_video(pipe, "the number 3", num_frames=10**7, num_inference_steps=1, progress=False)
     assert "frame_chunk" in str(error.value)
-    monkeypatch.setattr("zs2_kernels.memory.available_memory", lambda device: 2**30)
+    monkeypatch.setattr("zs2_kernels.sampling.memory.available_memory", lambda device: 2**30)
     with pytest.raises(MemoryError, match="set frame_chunk"):
         zs2_kernels.sample_video(pipe, "the number 3", num_frames=5000, num_inference_steps=1, progress=False)
 

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from helpers import DTYPE_IDS, DTYPES
-from tiny_pipelines import tiny_pipeline
 
 import zs2_kernels
-from zs2_kernels.sampler import _initial_latents
+from zs2_kernels.sampling.sampler import _initial_latents
+
+from helpers import DTYPE_IDS, DTYPES
+from tiny_pipelines import tiny_pipeline
 
 FAST = dict(num_frames=4, num_inference_steps=2, progress=False)
 

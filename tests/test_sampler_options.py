@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler
-from tiny_pipelines import tiny_pipeline
 
 import zs2_kernels
-from zs2_kernels import any_pipeline
-from zs2_kernels.schedulers import SCHEDULERS
+from zs2_kernels.sampling import noise_hooks
+from zs2_kernels.sampling.schedulers import SCHEDULERS
+
+from tiny_pipelines import tiny_pipeline
 
 FAST = dict(num_frames=4, num_inference_steps=3, progress=False, output_type="latent")
 
@@ -42,8 +43,8 @@ def test_ancestral_step_noise_is_chains_seeded_per_video(pipe, monkeypatch):
     """Euler ancestral's per-step noise is drawn as dependency chains (one draw per step), from the seed: the
     same seed gives the same video, and video 0 of a batch is the video sampled alone."""
     streams = []
-    draw = any_pipeline.NoiseSettings.draw
-    monkeypatch.setattr(any_pipeline.NoiseSettings, "draw",
+    draw = noise_hooks.NoiseSettings.draw
+    monkeypatch.setattr(noise_hooks.NoiseSettings, "draw",
                         lambda self, *a, **k: streams.append(k["stream"]) or draw(self, *a, **k))
     kwargs = dict(seed=4, scheduler="euler-a", **FAST)
     alone = zs2_kernels.sample_video(pipe, "a cat", **kwargs).frames

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
 
-from zs2_kernels.schedulers import SCHEDULERS, check_steps, make_scheduler, max_steps
+from zs2_kernels.sampling.schedulers import SCHEDULERS, check_steps, make_scheduler, max_steps
 
 CONFIG = DDIMScheduler(beta_schedule="scaled_linear", prediction_type="v_prediction", steps_offset=1).config
 
@@ -41,7 +41,8 @@ def test_bad_schedulers_are_refused_naming_the_argument(bad, error):
 def test_every_scheduler_runs_its_step_limit(name, spacing, offset):
     """max_steps is safe for every named scheduler, spacing and steps_offset: all its steps run (one past it fails
     for some: DDIM leading with offset 1 indexes timestep 1000, DPM++ and UniPC leading fail at 1000 with offset 0)."""
-    config = dict(CONFIG, prediction_type="epsilon", timestep_spacing=spacing, steps_offset=offset, num_train_timesteps=1000)
+    config = dict(CONFIG, prediction_type="epsilon", timestep_spacing=spacing, steps_offset=offset,
+                  num_train_timesteps=1000)
     scheduler = make_scheduler(name, config)
     scheduler.set_timesteps(max_steps(config))
     sample = torch.zeros(1, 1, 2, 2)

@@ -5,9 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import interpreting
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+from helpers import interpreting
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The GPU image's Triton: it runs the compiled kernels, so the package must install beside it.

@@ -2,7 +2,6 @@
 
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -92,7 +91,8 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     stale_file.write_bytes(b"partial")
     stale_folder = tmp_path / f".frames.{host}-{dead}.a1b2c3d4.tmp"
     (stale_folder / "sub").mkdir(parents=True)
-    kept = [tmp_path / f".v.gif.{host}-{alive}.zzzzzzzz.tmp.gif", tmp_path / f".v.gif.otherhost-{dead}.abcdefgh.tmp.gif",
+    kept = [tmp_path / f".v.gif.{host}-{alive}.zzzzzzzz.tmp.gif",
+            tmp_path / f".v.gif.otherhost-{dead}.abcdefgh.tmp.gif",
             tmp_path / f".w.gif.{host}-{dead}.abcdefgh.tmp.gif", tmp_path / "notes.txt"]
     for path in kept:
         path.write_bytes(b"keep")

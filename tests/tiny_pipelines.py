@@ -7,8 +7,13 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
-                       UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 MAX_TOKENS = 16
@@ -76,9 +81,14 @@ def tiny_variant(kind, seed=0):
     kind: "controlnet", "multi-controlnet", "pix2pix" (a UNet with 8 input channels: latents + image),
     "img2img", "sdxl-controlnet" or "sdxl-img2img". Control images are 16 x 16 (the UNet's native size).
     """
-    from diffusers import (ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionInstructPix2PixPipeline, StableDiffusionXLControlNetPipeline,
-                           StableDiffusionXLImg2ImgPipeline)
+    from diffusers import (
+        ControlNetModel,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionXLControlNetPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+    )
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
     base = tiny_pipeline("sdxl" if kind.startswith("sdxl") else "sd15", seed=seed)

@@ -8,8 +8,8 @@ from .loading import load_pipeline
 from .ops.backend import BACKENDS, resolve_backend
 from .ops.momentum import momentum_update
 from .ops.noise.chain import dependency_noise
-from .sampler import VideoOutput, sample_video
-from .any_pipeline import initial_latents, video_mode
+from .pipeline_mode import initial_latents, video_mode
+from .sampling.sampler import VideoOutput, sample_video
 
 __version__ = "0.1.0"
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import (DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device,
-                      dtype_from_name)
-from .compiling import COMPILE_MODES
+from ._checks import DTYPE_NAMES, SEARCH_MODES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device, dtype_from_name
 from .ops.backend import check_backend_name
-from .schedulers import SCHEDULERS, check_steps
+from .sampling.compiling import COMPILE_MODES
+from .sampling.schedulers import SCHEDULERS, check_steps
 
 MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscaled so the video is viewable
 #: sample_video's argument names and the flags that set them, so a refusal names the flag the user typed.
@@ -124,8 +123,8 @@ def _check_before_loading(args, refusals: _Refusals):
     Returns (output paths, device, dtype, (height, width)), or None with the problems in ``refusals``.
     """
     from .loading import read_model_config, resolve_model_location
-    from .memory import check_fits, estimate_memory
-    from .sampler import check_inputs, check_resolution
+    from .sampling.memory import check_fits, estimate_memory
+    from .sampling.sampler import check_inputs, check_resolution
     from .video_io import check_fps, check_output_path
 
     location = refusals.check("--model", lambda: resolve_model_location(args.model))
@@ -213,9 +212,9 @@ def _control_video(args, size):
 def _check_controlnet(controlnet, location: str, unet_config: dict) -> None:
     """--controlnet's config.json against the UNet's config, or, without --controlnet, that the model has a ControlNet
     of its own (a ControlNet pipeline) or is the embedded one (its digit ControlNet): all before any weights load."""
-    from .control import check_fits_unet, read_controlnet_config
     from .embedded import embedded_model_path
     from .loading import _hub_folder
+    from .sampling.control import check_fits_unet, read_controlnet_config
 
     if controlnet is not None:
         check_fits_unet(read_controlnet_config(controlnet), unet_config)
@@ -228,7 +227,7 @@ def _check_controlnet(controlnet, location: str, unet_config: dict) -> None:
 
 def _check_edit_flags(args, refusals: _Refusals) -> None:
     """--image, --video and --strength: which go together."""
-    from .editing import check_strength
+    from .sampling.editing import check_strength
 
     if args.image is not None and args.video is not None:
         refusals.messages.append("--image/--video: give one (image-to-video or video-to-video), not both")
@@ -286,7 +285,7 @@ def sample_main(argv=None) -> int:
         return refusals.report()
     paths, device, dtype, (height, width) = checked
 
-    from .sampler import sample_video
+    from .sampling.sampler import sample_video
     from .video_io import write_video
 
     try:

@@ -25,7 +25,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import DTYPE_IDS, DTYPES, gpu_only
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library
@@ -33,6 +32,8 @@ from zs2_kernels.ops.momentum import cuda as momentum_cuda
 from zs2_kernels.ops.momentum import reference as momentum_reference
 from zs2_kernels.ops.noise import cuda as noise_cuda
 from zs2_kernels.ops.noise import reference as noise_reference
+
+from helpers import DTYPE_IDS, DTYPES, gpu_only
 
 #: The backend's three entry points, as the op layer calls them.
 BINDINGS = SimpleNamespace(momentum_update=momentum_cuda.momentum_update, kl_sums=noise_cuda.kl_sums,

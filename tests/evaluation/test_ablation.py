@@ -15,12 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation import cli as ablate_cli
-from zs2_kernels.evaluation.ablation import (IMAGE_PRIOR, MAX_PROMPTS, MAX_SEEDS, Ablation, source_identity,
-                                            study_configs, unit_seed)
+from zs2_kernels.evaluation.ablation import (
+    IMAGE_PRIOR,
+    MAX_PROMPTS,
+    MAX_SEEDS,
+    Ablation,
+    source_identity,
+    study_configs,
+    unit_seed,
+)
 from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
+
+from tiny_pipelines import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 # CI-sized runs have fewer frames than feature dimensions: the warning is tested in test_metrics.py.
@@ -249,7 +257,8 @@ def test_two_processes_give_the_same_table(model_dir, prompts_file, uninterrupte
         (["--guidance", "-3"], "--guidance must be in [0.0, 1000.0], got -3"),
         # Text2Video-Zero raised a TypeError traceback after the first configuration's work
         (["--guidance", "1"], "--guidance must be > 1 for the text2video_zero configurations"),
-        (["--guidance", "0.5", "--study", "length", "--lengths", "2"], "--guidance must be > 1 for the text2video_zero"),
+        (["--guidance", "0.5", "--study", "length", "--lengths", "2"],
+         "--guidance must be > 1 for the text2video_zero"),
         (["--width", "0"], "--width must be an int >= 2, got 0"),
         (["--reference-images", "/nonexistent"], "--reference-images"),
         (["--scorer", "clip"], "--clip-model"),
@@ -319,7 +328,7 @@ def test_unwritable_out(model_dir, prompts_file, tmp_path, capsys):
 
 def test_a_run_that_would_not_fit_is_refused_before_any_work(model_dir, prompts_file, tmp_path, capsys,
                                                               monkeypatch):
-    from zs2_kernels import memory
+    from zs2_kernels.sampling import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda device: 2**20)
     assert ablate_cli.ablate_main(args(model_dir, prompts_file, tmp_path / "o")) == 2

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation import cli as ablate_cli
-from zs2_kernels.evaluation import conditional
-from zs2_kernels.evaluation import report
+from zs2_kernels.evaluation import conditional, report
 from zs2_kernels.evaluation.ablation import LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
 from zs2_kernels.evaluation.metrics import consistency_metrics, consistency_to_first
+
+from tiny_pipelines import tiny_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:FID with .* rank-deficient:RuntimeWarning")
 SHORT, LONG = 3, LENGTH_CHUNK + 2  # the long one is chunked: ZS² in 16 + 2, Text2Video-Zero in 2 calls

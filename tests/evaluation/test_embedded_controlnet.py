@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import interval
 
 import zs2_kernels
 from zs2_kernels.embedded import controlnet_path, digit_condition
 from zs2_kernels.evaluation.conditional import edge_correlation, moving_guides
-from zs2_kernels.embedded.digits import digit_prompt, load_digit_classifier, load_digit_split
+from zs2_kernels.evaluation.digits import digit_prompt, load_digit_classifier, load_digit_split
+
+from helpers import interval
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 8

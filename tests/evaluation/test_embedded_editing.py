@@ -16,14 +16,14 @@ Every number is printed with its 95 % t-interval over the 10 videos (pytest -s s
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from helpers import interval
 
 import zs2_kernels
-from zs2_kernels.embedded.digits import digit_prompt, load_digit_classifier, load_digit_split
 from zs2_kernels.evaluation.conditional import flicker, motion_correlation, moving_videos, psnr
+from zs2_kernels.evaluation.digits import digit_prompt, load_digit_classifier, load_digit_split
+
+from helpers import interval
 
 SETTINGS = dict(num_inference_steps=20, guidance_scale=4.0, seed=0, progress=False)
 IMAGE_FRAMES = 6

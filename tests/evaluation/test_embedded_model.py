@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from zs2_kernels.embedded import embedded_model_path
-from zs2_kernels.embedded.digits import (
+from zs2_kernels.evaluation.digits import (
     PROMPT_TEMPLATES,
     digit_prompt,
     load_digit_classifier,

@@ -18,7 +18,6 @@ from safetensors.torch import load_file, save_file
 
 from zs2_kernels.evaluation import inception, metrics
 
-
 try:
     import torch_fidelity  # imports torchvision: fails beside the CPU-only torch of the main CI venv
 
@@ -199,9 +198,9 @@ def test_wrong_safetensors_is_named(tmp_path):
 
 @needs_fidelity
 def test_ablation_with_clip_and_inception(random_inception, tiny_clip_dir, tmp_path):
-    from tiny_pipelines import tiny_pipeline
-
     from zs2_kernels.evaluation.cli import ablate_main
+
+    from tiny_pipelines import tiny_pipeline
 
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)

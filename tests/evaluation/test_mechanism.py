@@ -3,9 +3,10 @@ between mu = 0 and mu, against a direct computation on one layer, zero where it 
 
 import pytest
 import torch
-from tiny_pipelines import tiny_pipeline
 
 from zs2_kernels.evaluation.mechanism import momentum_effect
+
+from tiny_pipelines import tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_clip_embeddings_give_consistency(tiny_clip_dir):
 def test_digit_backend_recognises_real_digits():
     backend = metrics.DigitScorer()
     real = backend.reference_images()
-    from zs2_kernels.embedded.digits import load_digit_split
+    from zs2_kernels.evaluation.digits import load_digit_split
 
     labels = torch.cat([load_digit_split().train_labels, load_digit_split().test_labels])
     threes = real[labels == 3][:20]
@@ -53,9 +53,9 @@ def test_digit_backend_recognises_real_digits():
 
 
 def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
-    from tiny_pipelines import tiny_pipeline
-
     from zs2_kernels.evaluation.ablation import Ablation, AblationSettings
+
+    from tiny_pipelines import tiny_pipeline
 
     model = tmp_path / "model"
     tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)

@@ -12,10 +12,11 @@ interpreter would take minutes on SD1.5-sized frames.
 
 import pytest
 import torch
-from helpers import interpreting
 
 import zs2_kernels
 from zs2_kernels.ops.momentum import ema_frames
+
+from helpers import interpreting
 
 pytestmark = pytest.mark.skipif(not interpreting(), reason="spies on the Triton interpreter's launches")
 

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from helpers import DTYPE_IDS, DTYPES, assert_within_lowp_error, interpreting
 
 import zs2_kernels
 from zs2_kernels.ops.momentum import reference, update_op
+
+from helpers import DTYPE_IDS, DTYPES, assert_within_lowp_error, interpreting
 
 
 def lowp_recursion(x, mu, init=None):

@@ -3,10 +3,11 @@ identity-based reference vs the paper's literal full-tensor search."""
 
 import pytest
 import torch
-from helpers import DTYPE_IDS, DTYPES
 
 from zs2_kernels.ops.noise import compose_op, kl_sums_op, reference, search_frame_op
 from zs2_kernels.ops.noise import triton as noise_search
+
+from helpers import DTYPE_IDS, DTYPES
 
 LAMBDAS = [0.0, 0.001, 0.01, 0.1, 1.0, 10.0]
 

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-from paper_pseudocode import paper_search
 
 import zs2_kernels
 from zs2_kernels.ops.noise import reference, search_frame_op
+
+from paper_pseudocode import paper_search
 
 LAMBDAS = [0.001, 0.01, 0.1, 1.0]
 SHAPES = [(4, 8, 8), (4, 64, 64)]  # the embedded model's latents; SD1.5's at 512²

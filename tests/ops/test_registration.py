@@ -7,12 +7,13 @@ import textwrap
 
 import pytest
 import torch
-from helpers import gpu_only, interpreting
 
 import zs2_kernels
 from zs2_kernels.ops import cuda_library
 from zs2_kernels.ops.momentum import update_op
 from zs2_kernels.ops.noise import compose_op, kl_sums_op, philox_normal_op, search_frame_op
+
+from helpers import gpu_only, interpreting
 
 
 def transposed(tensor):

@@ -5,7 +5,7 @@ scikit-learn's handwritten digits; ``digit_classifier.safetensors`` is the evalu
 ``python/train_classifier.py``; ``digits-controlnet/`` is a small ``ControlNetModel`` for ``digits-sd``, trained
 by ``python/train_controlnet.py`` on :func:`digit_condition` edge maps. Only the paths and the condition live here:
 loading the default model needs nothing else. The digit data, prompts and classifier (evaluation and training
-only) are in :mod:`.digits`.
+only) are in :mod:`zs2_kernels.evaluation.digits`.
 """
 
 from __future__ import annotations

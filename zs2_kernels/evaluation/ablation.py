@@ -27,17 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import conditional
-from . import metrics as zm
 from .. import __version__
 from .._atomic import atomic_write
 from .._checks import check_device, check_number, dtype_from_name
 from ..environment import describe
 from ..loading import read_model_config, resolve_model_location
 from ..ops.backend import resolve_backend
-from ..sampler import MAX_GUIDANCE, check_resolution
-from ..schedulers import check_steps
+from ..sampling.sampler import MAX_GUIDANCE, check_resolution
+from ..sampling.schedulers import check_steps
 from ..video_io import to_uint8
+from . import conditional
+from . import metrics as zm
 
 STUDIES = ("components", "lambda", "momentum", "length", "conditional")
 METRICS = ("clip", "fid", "consistency")
@@ -205,7 +205,7 @@ class AblationSettings:
 def default_prompts(model) -> list[str]:
     """Ten digit prompts for the embedded model; the paper's 53 demo prompts for any other model."""
     if model is None:
-        from ..embedded.digits import digit_prompt
+        from .digits import digit_prompt
 
         return [digit_prompt(digit) for digit in range(10)]
     from importlib.resources import files
@@ -362,14 +362,14 @@ class Ablation:
     def _check_conditional(self, model_config: dict) -> None:
         """The conditional study pairs each prompt's digit with that digit's held-out images (32 x 32), one per
         seed, and measures motion over at least 3 frame-to-frame shifts."""
-        from ..embedded.digits import parse_digit_prompt
+        from .digits import parse_digit_prompt
 
         bad = [p for p in self.prompts if parse_digit_prompt(p) is None]
         if bad:
             within = " (in --study all with the embedded model)" if self.settings.study == "all" else ""
             raise ValueError(f"the conditional study{within} needs prompts naming one digit; these do not: "
                              f"{bad[:3]}" + ("; choose another --study or digit prompts" if within else ""))
-        from ..editing import check_strength
+        from ..sampling.editing import check_strength
 
         for config in self.configs:
             if config.mode == "video":
@@ -392,7 +392,7 @@ class Ablation:
 
     def _check_memory(self, model_config: dict) -> None:
         """Refuse, before any work, a configuration whose batch would not fit in this device's free memory."""
-        from ..memory import GIB, available_memory, estimate_memory
+        from ..sampling.memory import GIB, available_memory, estimate_memory
 
         free = available_memory(self.device)
         dtype = dtype_from_name(self.settings.dtype) if self.settings.dtype else torch.float32
@@ -443,7 +443,7 @@ class Ablation:
         if choice not in SCORERS:
             raise ValueError(f"--scorer must be one of {SCORERS}, got {choice!r}")
         if choice == "digits":
-            from ..embedded.digits import parse_digit_prompt
+            from .digits import parse_digit_prompt
 
             for name, value in (("--clip-model", settings.clip_model),
                                 ("--inception-weights", settings.inception_weights),
@@ -513,7 +513,7 @@ class Ablation:
             return self.aggregate(time.perf_counter() - started)
 
     def _run_batch(self, pipe, batch: list[Unit]) -> None:
-        from ..sampler import sample_video
+        from ..sampling.sampler import sample_video
 
         config = batch[0].config
         if config.method == "text2video_zero":
@@ -537,7 +537,7 @@ class Ablation:
         """The conditional study's inputs of a unit (from its prompt's digit and its seed), else None."""
         if unit.config.study != "conditional":
             return None
-        from ..embedded.digits import parse_digit_prompt
+        from .digits import parse_digit_prompt
 
         digit = parse_digit_prompt(self.prompts[unit.prompt_index])
         return conditional.unit_inputs(digit, unit.seed, self.frames_of(unit.config))

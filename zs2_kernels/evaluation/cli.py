@@ -11,7 +11,6 @@ from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter
 from .ablation import METRICS, SCORERS, STUDIES, Ablation, AblationSettings, read_prompts
 from .inception import FEATURE_LAYERS
 
-
 #: The defaults of the command line are the settings' own (one source).
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(AblationSettings)}
 #: What the study imports beyond the sampler (the ``eval`` extra), by module: its package on the index.

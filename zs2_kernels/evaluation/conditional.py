@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..embedded import digit_condition
-from ..embedded.digits import load_digit_split
+from .digits import load_digit_split
 
 MODES = ("text", "guided", "image", "video")
 #: Video-to-video edits a held-out digit into the digit this far on (mod 10).

@@ -51,8 +51,8 @@ def load_inception(feature: int = 2048, weights_path: str | None = None) -> nn.M
         if not path.is_file():
             raise FileNotFoundError(f"--inception-weights {path} does not exist")
     try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
         import torch_fidelity  # noqa: F401  (torchmetrics imports it lazily; fail here with the fix named)
+        from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as error:
         raise RuntimeError(f"Inception FID needs torch-fidelity ({error}): pip install 'zs2_kernels[inception]'") \
             from error

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..attention import install_momentum_attention
-from ..conditioning import encode_conditioning
 from ..ops.noise.chain import dependency_noise
+from ..sampling.conditioning import encode_conditioning
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ class DigitScorer:
 
     def __init__(self, device="cpu"):
         from ..embedded import classifier_weights_path
-        from ..embedded.digits import load_digit_classifier
+        from .digits import load_digit_classifier
 
         self.device = torch.device(device)
         self.classifier = load_digit_classifier(device=self.device)
@@ -118,7 +118,7 @@ class DigitScorer:
     @torch.no_grad()
     def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
         """% of frames classified as the prompted digit, and its mean probability x100."""
-        from ..embedded.digits import parse_digit_prompt
+        from .digits import parse_digit_prompt
 
         digit = parse_digit_prompt(prompt)
         if digit is None:
@@ -132,7 +132,7 @@ class DigitScorer:
 
     def reference_images(self) -> torch.Tensor:
         """All of scikit-learn's digits as uint8 [N, 3, 32, 32]: the real data the model imitates."""
-        from ..embedded.digits import load_digit_split
+        from .digits import load_digit_split
 
         split = load_digit_split()
         images = torch.cat([split.train_images, split.test_images])

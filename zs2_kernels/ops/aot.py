@@ -79,10 +79,10 @@ def compile_all(archs=ARCHS) -> list[KernelResources]:
                 cubin.write_bytes(compiled.asm["cubin"])
                 (usage,) = [fields for per_arch in resource_usage(cubin).values() for fields in per_arch.values()]
                 ttir = compiled.asm["ttir"]
+                vector_accesses = len(re.findall(r"\b(?:ld|st)\.global(?:\.\w+)*\.v[24]\.", compiled.asm["ptx"]))
                 rows.append(KernelResources(kernel.__name__, variant, arch, int(usage["REG"]),
                                             int(usage["LOCAL"]), int(usage["STACK"]), int(compiled.metadata.shared),
-                                            narrow_address_arithmetic(ttir), wide_counter(ttir),
-                                            len(re.findall(r"\b(?:ld|st)\.global(?:\.\w+)*\.v[24]\.", compiled.asm["ptx"]))))
+                                            narrow_address_arithmetic(ttir), wide_counter(ttir), vector_accesses))
     return rows
 
 

@@ -1,7 +1,7 @@
 """Free memory on a device, and the refusal of an op's allocation that cannot fit.
 
 At the ops layer so the public ops check their own allocations (a 65 GB noise chain ran silently for minutes
-before failing); :mod:`zs2_kernels.memory` estimates whole sampling runs on top of it.
+before failing); :mod:`zs2_kernels.sampling.memory` estimates whole sampling runs on top of it.
 """
 
 from __future__ import annotations

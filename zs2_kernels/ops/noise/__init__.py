@@ -17,8 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..._checks import (check_float_tensor, check_int, check_same_device, check_same_device_dtype,
-                        check_search)
+from ..._checks import check_float_tensor, check_int, check_same_device, check_same_device_dtype, check_search
 from ..backend import resolve_backend
 from ..registry import BackendTable, Op
 

@@ -18,7 +18,7 @@ import inspect
 
 import torch
 
-from .attention import unwrap_compiled
+from ..attention import unwrap_compiled
 
 #: ``torch.compile`` modes by name; ``compile=True`` is "default".
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

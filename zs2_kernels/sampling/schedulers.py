@@ -7,7 +7,7 @@ multistep solvers keep state across steps, and a user's instance must come out o
 from __future__ import annotations
 
 #: name -> (diffusers class name, config overrides). DDIM is the default; the multistep solvers give good
-#: videos in ~20 steps; "euler-a" draws fresh noise every step (made a dependency chain, see any_pipeline).
+#: videos in ~20 steps; "euler-a" draws fresh noise every step (made a dependency chain, see noise_hooks).
 SCHEDULERS = {
     "ddim": ("DDIMScheduler", {}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import classifier_weights_path
+from ..embedded import classifier_weights_path
 
 IMAGE_SIZE = 32
 """Side of the square images the embedded model generates and the classifier reads."""

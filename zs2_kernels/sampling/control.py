@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from ._checks import check_number
-from .attention import unwrap_compiled
-from .embedded import controlnet_path, embedded_model_path
-from .loading import _looks_like_path, quiet_library_logs
-from .video_io import frames_tensor
+from .._checks import check_number
+from ..attention import unwrap_compiled
+from ..embedded import controlnet_path, embedded_model_path
+from ..loading import _looks_like_path, quiet_library_logs
+from ..video_io import frames_tensor
 
 #: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
 MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels", "layers_per_block")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ops.free_memory import GIB, available_memory
+from ..ops.free_memory import GIB, available_memory
 
 #: Live feature maps of one UNet sample at its largest level with attention, and at one without.
 ATTENTION_MAPS, RESNET_MAPS = 36, 8

@@ -1,6 +1,6 @@
 """``sample_video``: ZS² text-to-video sampling with any diffusers text-to-image latent diffusion pipeline.
 
-A scheduler (DDIM by default, see :mod:`zs2_kernels.schedulers`) with classifier-free guidance over a batch
+A scheduler (DDIM by default, see :mod:`zs2_kernels.sampling.schedulers`) with classifier-free guidance over a batch
 laid out (guidance half, video, frame); initial latents from the dependency noise model (and a stochastic
 scheduler's per-step noise too); temporal momentum attention installed on the UNet for the call and always
 restored. ``frame_chunk`` bounds memory for long videos while giving the same
@@ -15,19 +15,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
-from .any_pipeline import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
-from .attention import install_momentum_attention
+from .._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
+from ..attention import install_momentum_attention
+from ..loading import load_pipeline
+from ..ops.backend import check_backend_name, resolve_backend
+from ..ops.noise.chain import dependency_noise as make_dependency_noise
+from ..seeds import check_seed, step_seed, video_generators
 from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
 from .control import control_arguments, control_frames, moved_with_pipeline, prepare_guidance
 from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
-from .loading import load_pipeline
 from .memory import check_fits, estimate_memory
-from .ops.backend import check_backend_name, resolve_backend
-from .ops.noise.chain import dependency_noise as make_dependency_noise
+from .noise_hooks import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
 from .schedulers import SCHEDULERS, check_steps, make_scheduler
-from .seeds import check_seed, step_seed, video_generators
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 

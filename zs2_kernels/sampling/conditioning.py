@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .loading import quiet_library_logs
+from ..loading import quiet_library_logs
 
 
 def check_prompts(prompt):

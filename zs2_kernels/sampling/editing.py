@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_number
-from .video_io import frames_tensor
+from .._checks import check_number
+from ..video_io import frames_tensor
 
 
 @dataclass
