@@ -51,8 +51,9 @@ def test_writes_video_that_reads_back(model_dir, tmp_path, capsys, name):
 
 def test_scheduler_choice(model_dir, tmp_path, capsys, monkeypatch):
     used = []
-    sample_video = sampler.sample_video
-    monkeypatch.setattr(sampler, "sample_video", lambda *a, **k: used.append(k["scheduler"]) or sample_video(*a, **k))
+    sample = sampler.sample
+    monkeypatch.setattr(sampler, "sample", lambda model, request: used.append(request.scheduler) or sample(model,
+                                                                                                          request))
     assert run_cli(model_dir, tmp_path / "v.gif", "--scheduler", "dpm++") == 0 and used == ["dpm++"]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(model_dir, tmp_path / "w.gif", "--scheduler", "dpm")
@@ -452,7 +453,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_the_output(tmp_path, capsys, 
     def frames(*args, **kwargs):
         return zs2_kernels.sampling.sampler.VideoOutput(frames=np.zeros((1, 2, 32, 32, 3), np.float32), stats={})
 
-    monkeypatch.setattr(zs2_kernels.sampling.sampler, "sample_video", interrupt if stage == "sampling" else frames)
+    monkeypatch.setattr(zs2_kernels.sampling.sampler, "sample", interrupt if stage == "sampling" else frames)
     monkeypatch.setattr(zs2_kernels.video_io, "write_video", interrupt)
     out = tmp_path / "v.gif"
     out.write_bytes(b"old")

@@ -9,7 +9,8 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 import zs2_kernels
-from zs2_kernels.sampling.editing import ddim_invert, vae_call
+from zs2_kernels.sampling.editing import ddim_invert
+from zs2_kernels.sampling.vae import vae_call
 
 from tiny_pipelines import tiny_pipeline, tiny_variant
 

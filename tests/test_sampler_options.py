@@ -148,3 +148,16 @@ def test_a_bad_backend_in_the_environment_is_refused(pipe, monkeypatch):
     monkeypatch.setenv("ZS2_BACKEND", "bogus")
     with pytest.raises(ValueError, match="ZS2_BACKEND must be one of"):
         zs2_kernels.sample_video(pipe, seed=0, **FAST)
+
+
+@pytest.mark.parametrize("call", ["sample_video", "sample"])
+def test_warnings_point_at_the_callers_line(pipe, call):
+    """The truncation warning named a line inside the sampler once the call went one frame deeper."""
+    from zs2_kernels.sampling import SampleRequest, sample
+
+    with pytest.warns(UserWarning, match="cut there") as caught:
+        if call == "sample":
+            sample(pipe, SampleRequest(prompt="seven " * 40, seed=0, **FAST))
+        else:
+            zs2_kernels.sample_video(pipe, "seven " * 40, seed=0, **FAST)
+    assert [w.filename for w in caught if "cut there" in str(w.message)] == [__file__]

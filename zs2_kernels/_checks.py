@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import sys
 
 import torch
 
@@ -123,6 +124,20 @@ def check_same_device_dtype(name: str, value: torch.Tensor, ref_name: str, ref: 
     check_same_device(name, value, ref_name, ref)
     if value.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {value.dtype} but {ref_name} has {ref.dtype}; they must match")
+
+
+#: Modules whose frames stand between a user's call and the package's code (torch.no_grad's wrapper, contextlib).
+_WRAPPER_MODULES = ("torch.utils._contextlib", "contextlib")
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside this package and the decorators
+    around its functions (the user's line), however deep inside the package the warning is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_globals.get("__name__", "").split(".")[0] == "zs2_kernels"
+                                 or frame.f_globals.get("__name__") in _WRAPPER_MODULES):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

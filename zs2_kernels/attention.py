@@ -15,7 +15,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_int, check_number
+from ._checks import caller_stacklevel, check_int, check_number
 from .ops.backend import resolve_backend
 from .ops.momentum import ema_frames
 
@@ -163,7 +163,7 @@ class MomentumAttentionHandle:
         if not intact and not self._warned:
             warnings.warn("temporal momentum attention was replaced on the UNet after installation (e.g. by "
                           "enable_attention_slicing, xformers or a LoRA load); frames are no longer coupled. "
-                          "Install it after such calls.", RuntimeWarning, stacklevel=3)
+                          "Install it after such calls.", RuntimeWarning, stacklevel=caller_stacklevel())
             self._warned = True
         return intact
 

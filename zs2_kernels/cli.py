@@ -124,7 +124,7 @@ def _check_before_loading(args, refusals: _Refusals):
     """
     from .loading import read_model_config, resolve_model_location
     from .sampling.memory import check_fits, estimate_memory
-    from .sampling.sampler import check_inputs, check_resolution
+    from .sampling.shapes import check_resolution
     from .video_io import check_fps, check_output_path
 
     location = refusals.check("--model", lambda: resolve_model_location(args.model))
@@ -150,9 +150,7 @@ def _check_before_loading(args, refusals: _Refusals):
         args.frames = 16
     # With a control video and no --frames, its length is the frame count (read once the size is known).
     frames = 1 if args.frames is None else args.frames
-    refusals.check("--prompt", lambda: check_inputs(args.prompt, args.negative_prompt, frames, args.steps,
-                                                    args.guidance, args.noise_lambda, args.momentum, args.search,
-                                                    args.chunk, "np", 8, 1, args.seed, None))
+    refusals.check("--prompt", lambda: _request(args, num_frames=frames))
     refusals.check("ZS2_BACKEND", check_backend_name)
     if refusals.messages:
         return None
@@ -181,7 +179,24 @@ def _check_before_loading(args, refusals: _Refusals):
                                height=size[0], width=size[1], chunk=args.chunk, guidance=args.guidance > 1.0,
                                dtype=dtype, weights=config["weights"], output_per_frame=output)
     refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk", "one per --prompt"))
-    return None if refusals.messages else (paths, device, dtype, size)
+    if refusals.messages:
+        return None
+    request = refusals.check("--prompt", lambda: _request(
+        args, num_frames=args.frames, height=size[0], width=size[1], device=device, dtype=dtype,
+        progress=not args.no_progress, control_video=getattr(args, "control", None), controlnet=args.controlnet,
+        image=getattr(args, "image_frame", None), video=getattr(args, "video_frames", None), strength=args.strength))
+    return None if request is None else (paths, request)
+
+
+def _request(args, **given):
+    """The sampling request of the command line's flags; ``given``: what the preflight worked out (frames, size,
+    device, the frames read from files, ...)."""
+    from .sampling.request import SampleRequest
+
+    return SampleRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                         guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
+                         search=args.search, frame_chunk=args.chunk, seed=args.seed, scheduler=args.scheduler,
+                         compile=args.compile or False, **given)
 
 
 def _clip(args, path, size, what: str):
@@ -283,27 +298,20 @@ def sample_main(argv=None) -> int:
     checked = _check_before_loading(args, refusals)
     if checked is None:
         return refusals.report()
-    paths, device, dtype, (height, width) = checked
+    paths, request = checked
 
-    from .sampling.sampler import sample_video
+    from .sampling.sampler import sample
     from .video_io import write_video
 
     try:
-        result = sample_video(args.model, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
-                              height=height, width=width, num_inference_steps=args.steps,
-                              guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
-                              search=args.search, frame_chunk=args.chunk, seed=args.seed, device=device, dtype=dtype,
-                              progress=not args.no_progress, scheduler=args.scheduler,
-                              control_video=getattr(args, "control", None), controlnet=args.controlnet,
-                              image=getattr(args, "image_frame", None), video=getattr(args, "video_frames", None),
-                              strength=args.strength, compile=args.compile or False)
+        result = sample(args.model, request)
     except (ValueError, TypeError, OSError, MemoryError, FloatingPointError) as error:
         print(f"zs2-sample: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("zs2-sample: interrupted while sampling; nothing was written", file=sys.stderr)
         return 130
-    upscale = _upscale((height, width))
+    upscale = _upscale((request.height, request.width))
     for path, video in zip(paths, result.frames):
         try:
             write_video(np.asarray(video), path, fps=args.fps, upscale=upscale)

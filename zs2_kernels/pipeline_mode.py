@@ -24,6 +24,7 @@ import torch
 from ._checks import check_bool, check_dtype, check_int, check_number
 from .attention import MomentumAttentionHandle, install_momentum_attention
 from .sampling.noise_hooks import NoiseSettings, chain_step_noise, check_chainable, draw_chains_in, unhook
+from .sampling.shapes import frame_latent_shape, pipeline_resolution
 from .seeds import stream_seed
 
 
@@ -147,12 +148,7 @@ def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int |
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     videos = check_int("num_videos", num_videos, 1)
-    factor = pipe.vae_scale_factor
-    height = check_int("height", height if height is not None else pipe.unet.config.sample_size * factor, factor)
-    width = check_int("width", width if width is not None else pipe.unet.config.sample_size * factor, factor)
-    for name, value in (("height", height), ("width", width)):
-        if value % factor:
-            raise ValueError(f"{name} must be a multiple of the VAE factor {factor}, got {value}")
-    shape = (videos * num_frames, pipe.vae.config.latent_channels, height // factor, width // factor)
+    height, width = pipeline_resolution(pipe, height, width)
+    shape = (videos * num_frames, *frame_latent_shape(pipe, height, width))
     return noise.draw(shape, generator=generator, device=device or pipe.unet.device,
                       dtype=check_dtype(dtype) or pipe.unet.dtype)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._checks import caller_stacklevel
 from ..loading import quiet_library_logs
 
 
@@ -144,7 +145,7 @@ def _warn_truncated(tokenizer, texts) -> None:
     cut = [text[:40] for text in dict.fromkeys(texts) if len(tokenizer(text, truncation=False).input_ids) > limit]
     if cut:
         warnings.warn(f"{len(cut)} prompt(s) are longer than the text encoder's {limit} tokens and are cut there "
-                      f"(starting {', '.join(repr(c) for c in cut)})", stacklevel=4)
+                      f"(starting {', '.join(repr(c) for c in cut)})", stacklevel=caller_stacklevel())
 
 
 def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guidance, height, width,

@@ -19,6 +19,7 @@ from ..attention import unwrap_compiled
 from ..embedded import controlnet_path, embedded_model_path
 from ..loading import _looks_like_path, quiet_library_logs
 from ..video_io import frames_tensor
+from .compiling import compiled
 
 #: UNet config entries a ControlNet must share with it (its residuals are added to the UNet's blocks).
 MATCHING_CONFIG = ("block_out_channels", "cross_attention_dim", "in_channels", "layers_per_block")
@@ -48,9 +49,9 @@ def control_frames(control_video, num_frames: int | None) -> torch.Tensor:
     return frames.expand(-1, -1, 3, -1, -1).float()
 
 
-def control_arguments(control_video, model, controlnet, scale, start, end, guess_mode) -> dict | None:
-    """sample_video's ControlNet arguments as ``prepare_guidance`` takes them, or None without a control video, where
-    any of them given is refused. controlnet=None with a ControlNet pipeline as ``model``: its ControlNet(s)."""
+def control_steering(control_video, controlnet, scale, start, end, guess_mode) -> ControlSteering | None:
+    """sample_video's ControlNet arguments checked (without a model) as a :class:`ControlSteering`, or None without a
+    control video, where any of them given is refused. A MultiControlNetModel is taken as the list of its nets."""
     given = dict(zip(CONTROL_DEFAULTS, (controlnet, scale, start, end, guess_mode)))
     if control_video is None:
         named = [name for name, default in CONTROL_DEFAULTS.items() if not _is_default(given[name], default)]
@@ -58,27 +59,20 @@ def control_arguments(control_video, model, controlnet, scale, start, end, guess
             raise ValueError(f"{', '.join(named)} need{'s' if len(named) == 1 else ''} control_video (the frames "
                              "that guide the video); without it they would be ignored")
         return None
-    if controlnet is None and hasattr(model, "unet"):
-        controlnet = getattr(model, "controlnet", None)
     if hasattr(controlnet, "nets"):  # a MultiControlNetModel: its nets, one control video each
         controlnet = list(controlnet.nets)
-    return dict(control_video=control_video, controlnet=controlnet, scale=scale, start=start, end=end,
-                guess_mode=guess_mode)
+    return ControlSteering(control_video, controlnet, scale, start, end, guess_mode)
+
+
+def pipeline_controlnet(model):
+    """The ControlNet (or MultiControlNetModel) of a ControlNet pipeline given as ``model``, else None: what guides
+    when sample_video gets a control video and no ControlNet of its own."""
+    return getattr(model, "controlnet", None) if hasattr(model, "unet") else None
 
 
 def _is_default(value, default) -> bool:
     """``value`` is ``default`` or a number equal to it (1 for 1.0, numpy numbers too; not a list or tensor)."""
     return value is default or (isinstance(value, numbers.Real) and value == default)
-
-
-def moved_with_pipeline(control: dict | None, pipe) -> list:
-    """The ControlNet objects of ``control`` that sit on the given pipeline's UNet device in its dtype (and are not
-    its components): cast and moved with the pipeline for the call, and given back like it."""
-    nets = control["controlnet"] if control is not None else None
-    parts = {id(module) for module in pipe.components.values()}
-    return [net for net in map(unwrap_compiled, nets if isinstance(nets, (list, tuple)) else [nets])
-            if isinstance(net, torch.nn.Module) and id(net) not in parts
-            and (net.device, net.dtype) == (pipe.unet.device, pipe.unet.dtype)]
 
 
 def controlnet_location(source) -> str:
@@ -164,8 +158,9 @@ def _listed(value):
 
 
 @dataclass
-class ControlGuidance:
-    """One or more ControlNets, their control videos [V, F, 3, H, W] (per net), scales and active step range."""
+class ControlRun:
+    """Prepared ControlNet steering (a :class:`~zs2_kernels.sampling.modes.SteeringRun`): one or more ControlNets,
+    their control videos [V, F, 3, H, W] (per net), scales and active step range."""
 
     net: torch.nn.Module
     videos: list
@@ -173,17 +168,22 @@ class ControlGuidance:
     starts: list
     ends: list
     guess_mode: bool
+    call: object = None  # what runs the net: the net itself, or its compiled wrapper
+
+    def __post_init__(self):
+        self.call = self.net if self.call is None else self.call
 
     @property
     def models(self) -> list:
         """The ControlNet models (a MultiControlNetModel's nets each): where momentum attention goes."""
         return list(getattr(self.net, "nets", [self.net]))
 
-    def residuals(self, model_input, t, step: int, steps: int, hidden, extra, frames: slice, halves: int,
-                  net=None) -> dict:
-        """The UNet's extra keyword arguments for this call: the ControlNet residuals of frames ``frames``.
+    def compile(self, options: dict) -> None:
+        self.call = compiled(self.net, options)
 
-        ``net``: what to call instead of ``self.net`` (its compiled wrapper)."""
+    def unet_arguments(self, model_input, t, step: int, steps: int, hidden, extra, frames: slice,
+                       halves: int) -> dict:
+        """The UNet's extra keyword arguments for this call: the ControlNet residuals of frames ``frames``."""
         keep = [1.0 - float(step / steps < s or (step + 1) / steps > e) for s, e in zip(self.starts, self.ends)]
         scales = [scale * k for scale, k in zip(self.scales, keep)]
         images = [video[:, frames].flatten(0, 1) for video in self.videos]
@@ -194,23 +194,64 @@ class ControlGuidance:
         else:
             images = [torch.cat([image] * halves) for image in images]
         multi = len(images) > 1
-        down, mid = (self.net if net is None else net)(model_input, t, encoder_hidden_states=hidden,
-                             controlnet_cond=images if multi else images[0],
-                             conditioning_scale=scales if multi else scales[0], guess_mode=self.guess_mode,
-                             added_cond_kwargs=extra, return_dict=False)
+        down, mid = self.call(model_input, t, encoder_hidden_states=hidden,
+                              controlnet_cond=images if multi else images[0],
+                              conditioning_scale=scales if multi else scales[0], guess_mode=self.guess_mode,
+                              added_cond_kwargs=extra, return_dict=False)
         if guess:
             down = [torch.cat([torch.zeros_like(d), d]) for d in down]
             mid = torch.cat([torch.zeros_like(mid), mid])
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
-def prepare_guidance(control_video, controlnet, pipe, *, num_frames, videos, height, width, scale, start, end,
-                     guess_mode) -> ControlGuidance:
+@dataclass
+class ControlSteering:
+    """Guided video's checked inputs (a :class:`~zs2_kernels.sampling.modes.Steering`): control video(s) and the
+    ControlNet(s) (None: a ControlNet pipeline's own, or the embedded model's)."""
+
+    control_video: object
+    controlnet: object
+    scale: object
+    start: object
+    end: object
+    guess_mode: bool
+
+    def clips(self) -> list:
+        """The control videos, one per ControlNet (a list of ControlNets takes a list of videos)."""
+        if isinstance(self.controlnet, (list, tuple)):
+            if not isinstance(self.control_video, (list, tuple)) or not self.control_video:
+                raise ValueError("with a list of ControlNets, control_video must be a list with one video per "
+                                 "ControlNet")
+            return list(self.control_video)
+        return [self.control_video]
+
+    def frame_count(self, num_frames: int | None) -> int:
+        return control_frames(self.clips()[0], num_frames).shape[1]
+
+    def size(self) -> tuple[int, int]:
+        return tuple(control_frames(self.clips()[0], None).shape[-2:])
+
+    def moved_with_pipeline(self, pipe) -> list:
+        """The ControlNet objects that sit on the given pipeline's UNet device in its dtype (and are not its
+        components): cast and moved with the pipeline for the call, and given back like it."""
+        nets = self.controlnet
+        parts = {id(module) for module in pipe.components.values()}
+        return [net for net in map(unwrap_compiled, nets if isinstance(nets, (list, tuple)) else [nets])
+                if isinstance(net, torch.nn.Module) and id(net) not in parts
+                and (net.device, net.dtype) == (pipe.unet.device, pipe.unet.dtype)]
+
+    def prepare(self, pipe, *, num_frames: int, videos: int, height: int, width: int) -> ControlRun:
+        return prepare_guidance(self.clips(), self.controlnet, pipe, num_frames=num_frames, videos=videos,
+                                height=height, width=width, scale=self.scale, start=self.start, end=self.end,
+                                guess_mode=self.guess_mode)
+
+
+def prepare_guidance(clips: list, controlnet, pipe, *, num_frames, videos, height, width, scale, start, end,
+                     guess_mode) -> ControlRun:
     """Check and load everything guided sampling needs; control videos on the UNet's device and dtype.
 
     As in diffusers, guess mode is on whenever the (first) ControlNet pools its conditions (global_pool_conditions).
     """
-    clips = control_video if isinstance(controlnet, (list, tuple)) else [control_video]
     net = load_controlnets(controlnet, pipe, len(clips))
     guess_mode = bool(guess_mode) or bool(getattr(net, "nets", [net])[0].config.get("global_pool_conditions"))
     count = len(clips)
@@ -234,7 +275,7 @@ def prepare_guidance(control_video, controlnet, pipe, *, num_frames, videos, hei
             raise ValueError(f"control_video frames are {tuple(frames.shape[-2:])} pixels but the video is "
                              f"{(height, width)}: pass height/width matching the control video")
         tensors.append(frames.expand(videos, *frames.shape[1:]).to(pipe.unet.device, pipe.unet.dtype))
-    return ControlGuidance(net, tensors, scales, starts, ends, guess_mode)
+    return ControlRun(net, tensors, scales, starts, ends, guess_mode)
 
 
 def _per_net(name: str, value, count: int) -> list:

@@ -7,7 +7,7 @@
 * Video-to-video (``video=``, ``strength``): SDEdit. The encoded frames are noised to the strength's timestep with
   dependency-chain noise (correlated across frames, so the edit does not flicker) and denoised from there.
 
-Why, and what was measured: zs2_kernels/DESIGN.md §1.3.
+Why, and what was measured: zs2_kernels/DESIGN.md §1.3. The VAE calls are in ``vae.py``.
 """
 
 from __future__ import annotations
@@ -19,27 +19,43 @@ import torch
 
 from .._checks import check_number
 from ..video_io import frames_tensor
+from .vae import encode
 
 
 @dataclass
 class EditInput:
-    """The checked ``image`` or ``video`` of a call: frames float32 [V or 1, F, 3, H, W] in [0, 1] (F = 1 for an
-    image), and the strength (video-to-video only)."""
+    """The checked ``image`` or ``video`` of a call (a :class:`~zs2_kernels.sampling.modes.Start`): frames float32
+    [V or 1, F, 3, H, W] in [0, 1] (F = 1 for an image), and the strength (video-to-video only)."""
 
     kind: str
     frames: torch.Tensor
     strength: float | None = None
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return tuple(self.frames.shape[-2:])
+    def frame_count(self, num_frames: int | None) -> int | None:
+        """A video's length (``num_frames``, if given, must match it); an image leaves ``num_frames`` as it is."""
+        if self.kind == "image":
+            return num_frames
+        length = self.frames.shape[1]
+        if num_frames is not None and num_frames != length:
+            raise ValueError(f"video has {length} frames but num_frames is {num_frames}: leave num_frames out to "
+                             "edit every frame, or pass that many frames")
+        return length
 
-    def video_size(self, factor: int) -> tuple[int, int]:
+    def size(self, factor: int) -> tuple[int, int]:
         """The frames' (height, width) as the video's, refused unless multiples of the VAE's downscale ``factor``."""
-        if self.size[0] % factor or self.size[1] % factor:
-            raise ValueError(f"{self.kind} is {self.size[0]}x{self.size[1]} pixels: its sides must be multiples of "
-                             f"the model's downscale factor {factor} (resize or crop it)")
-        return self.size
+        height, width = self.frames.shape[-2:]
+        if height % factor or width % factor:
+            raise ValueError(f"{self.kind} is {height}x{width} pixels: its sides must be multiples of the model's "
+                             f"downscale factor {factor} (resize or crop it)")
+        return height, width
+
+    def describe(self) -> dict:
+        return {"edit": self.kind, "strength": self.strength}
+
+    def prepare(self, pipe, scheduler, conditioning, *, videos: int, height: int, width: int, chunk_size: int):
+        """Encode (and for an image, invert) the given frames: an :class:`ImageStart` or :class:`VideoStart`."""
+        return prepare_edit(pipe, scheduler, conditioning, self, videos=videos, height=height, width=width,
+                            chunk_size=chunk_size)
 
 
 def check_edit(image, video, strength, control_video, num_inference_steps) -> EditInput | None:
@@ -84,44 +100,6 @@ def check_strength(strength, num_inference_steps) -> float:
         raise ValueError(f"strength {strength} of num_inference_steps {steps} runs no step (int(steps · strength) = "
                          f"0): raise strength or num_inference_steps")
     return strength
-
-
-def edit_frame_count(edit: EditInput, num_frames: int | None) -> int:
-    """The frame count: a video's length (``num_frames`` must match it), else ``num_frames`` or 8."""
-    if edit is None or edit.kind == "image":
-        return 8 if num_frames is None else num_frames
-    length = edit.frames.shape[1]
-    if num_frames is not None and num_frames != length:
-        raise ValueError(f"video has {length} frames but num_frames is {num_frames}: leave num_frames out to edit "
-                         "every frame, or pass that many frames")
-    return length
-
-
-def vae_call(vae, run, chunk: torch.Tensor, what: str) -> torch.Tensor:
-    """``run(chunk)`` through the VAE in its dtype, redone in float32 if that overflows (the SDXL VAE does in fp16)
-    and cast back after (lossless from fp16/bf16); NaN/inf that remain raise instead of black frames."""
-    out = run(chunk.to(vae.dtype))
-    if not torch.isfinite(out).all() and vae.dtype != torch.float32:
-        original = vae.dtype
-        vae.to(torch.float32)
-        try:
-            out = run(chunk.float())
-        finally:
-            vae.to(original)
-    if not torch.isfinite(out).all():
-        raise FloatingPointError(f"VAE {what} produced NaN/inf; try dtype=torch.float32")
-    return out.float()
-
-
-def encode(pipe, images: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """VAE latents float32 [N, c, h, w] of images [N, 3, H, W] in [0, 1]: the posterior's mode (its mean: sampling
-    would add independent noise to every frame), shifted and scaled as the decoder expects them back."""
-    vae = pipe.vae
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    latents = [vae_call(vae, lambda x: vae.encode(x).latent_dist.mode(),
-                        images[start:start + chunk_size].to(vae.device) * 2 - 1, "encoding")
-               for start in range(0, images.shape[0], chunk_size)]
-    return (torch.cat(latents) - shift) * vae.config.scaling_factor
 
 
 def noise_levels(scheduler) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +190,9 @@ class VideoStart:
 def prepare_edit(pipe, scheduler, conditioning, edit: EditInput, *, videos: int, height: int, width: int,
                  chunk_size: int):
     """Encode (and for an image, invert) the given frames: an :class:`ImageStart` or :class:`VideoStart`."""
-    if edit.size != (height, width):
-        raise ValueError(f"{edit.kind} is {edit.size[0]}x{edit.size[1]} pixels but the video is {height}x{width}: "
+    given_height, given_width = edit.frames.shape[-2:]
+    if (given_height, given_width) != (height, width):
+        raise ValueError(f"{edit.kind} is {given_height}x{given_width} pixels but the video is {height}x{width}: "
                          "resize it, or leave height/width out to take its size")
     if edit.frames.shape[0] not in (1, videos):
         given = f"{edit.frames.shape[0]} {'images' if edit.kind == 'image' else 'videos'}"

@@ -1,10 +1,11 @@
 """``sample_video``: ZS² text-to-video sampling with any diffusers text-to-image latent diffusion pipeline.
 
-A scheduler (DDIM by default, see :mod:`zs2_kernels.sampling.schedulers`) with classifier-free guidance over a batch
-laid out (guidance half, video, frame); initial latents from the dependency noise model (and a stochastic
-scheduler's per-step noise too); temporal momentum attention installed on the UNet for the call and always
-restored. ``frame_chunk`` bounds memory for long videos while giving the same
-result (the momentum state is carried from chunk to chunk).
+A scheduler (DDIM by default, see :mod:`.schedulers`) with classifier-free guidance over a batch laid out (guidance
+half, video, frame); initial latents from the dependency noise model (and a stochastic scheduler's per-step noise
+too); temporal momentum attention installed on the UNet for the call and always restored. ``frame_chunk`` bounds
+memory for long videos while giving the same result (the momentum state is carried from chunk to chunk). The call's
+arguments are one :class:`~.request.SampleRequest`; its conditional modes (:mod:`.modes`) are asked for their frames
+and size, prepared once, and called per step.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
 from ..attention import install_momentum_attention
 from ..loading import load_pipeline
-from ..ops.backend import check_backend_name, resolve_backend
+from ..ops.backend import resolve_backend
 from ..ops.noise.chain import dependency_noise as make_dependency_noise
-from ..seeds import check_seed, step_seed, video_generators
-from .compiling import before_call, compile_options, compiled, own_outputs, uses_cuda_graphs
-from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts, encode_conditioning
-from .control import control_arguments, control_frames, moved_with_pipeline, prepare_guidance
-from .editing import check_edit, edit_frame_count, prepare_edit, vae_call
+from ..seeds import video_generators
+from .compiling import before_call, compiled, own_outputs, uses_cuda_graphs
+from .conditioning import encode_conditioning
 from .memory import check_fits, estimate_memory
 from .noise_hooks import NoiseSettings, chain_step_noise, check_chainable, draws_step_noise
-from .schedulers import SCHEDULERS, check_steps, make_scheduler
-
-OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+from .request import SampleRequest
+from .schedulers import check_steps, make_scheduler
+from .shapes import latent_shape, pipeline_resolution
+from .vae import decode
 
 
 @dataclass
@@ -45,78 +44,6 @@ class VideoOutput:
 
     frames: object
     stats: dict = field(default_factory=dict)
-
-
-#: The prompt when neither prompt nor prompt_embeds is given (made for the embedded digits model).
-DEFAULT_PROMPT = "a handwritten digit 3"
-#: Far past any useful scale (Stable Diffusion uses 5-15); larger ones only overflow the noise prediction.
-MAX_GUIDANCE = 1000.0
-
-
-def check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale, noise_lambda, momentum,
-                 search, frame_chunk, output_type, decode_chunk_size, num_videos_per_prompt, seed, generator, *,
-                 embeddings: PromptEmbeddings | None = None, scheduler="ddim", switches: dict | None = None,
-                 callback_on_step_end=None, backend: str | None = None):
-    """Validate everything that needs no model; raise naming the argument and the accepted range.
-
-    Returns the prompts (None when ``embeddings`` replace them) and the negative prompts (None or one per
-    prompt) as lists.
-    """
-    switches = switches or {}
-    if embeddings is not None and prompt is not None:
-        raise ValueError("pass either prompt or prompt_embeds, not both")
-    prompts = None if embeddings is not None else check_prompts(DEFAULT_PROMPT if prompt is None else prompt)
-    count = embeddings.count if embeddings is not None else len(prompts)
-    if embeddings is not None and embeddings.negative_prompt_embeds is not None and negative_prompt is not None:
-        raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
-    negatives = check_negative_prompts(negative_prompt, count)
-    for name, value in switches.items():
-        check_bool(name, value)
-    if callback_on_step_end is not None and not callable(callback_on_step_end):
-        raise TypeError(f"callback_on_step_end must be callable or None, got {callback_on_step_end!r}")
-    if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
-        check_steps(check_int("num_inference_steps", num_inference_steps, 1),
-                    make_scheduler(scheduler, {}).config)  # raises for anything but a known name or an instance
-    check_backend_name(backend)
-    check_int("num_frames", num_frames, 1)
-    check_int("num_inference_steps", num_inference_steps, 1)
-    check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
-    check_search(noise_lambda, search)
-    check_number("momentum", momentum, 0.0, 1.0)
-    if frame_chunk is not None:
-        check_int("frame_chunk", frame_chunk, 1)
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    check_int("decode_chunk_size", decode_chunk_size, 1)
-    check_int("num_videos_per_prompt", num_videos_per_prompt, 1)
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        check_seed(seed)
-    generators = generator if isinstance(generator, (list, tuple)) else [generator]
-    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
-        raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
-    videos = count * num_videos_per_prompt
-    if isinstance(generator, (list, tuple)) and len(generator) != videos:
-        raise ValueError(f"generator list must have one generator per video ({videos} = prompts x "
-                         f"num_videos_per_prompt), got {len(generator)}")
-    return prompts, negatives
-
-
-def check_resolution(factor: int, native: int, height, width) -> tuple[int, int]:
-    """(height, width), ``native`` pixels where None, after checking both are multiples of the VAE's ``factor``."""
-    height = native if height is None else height
-    width = native if width is None else width
-    for name, value in (("height", height), ("width", width)):
-        check_int(name, value, factor)
-        if value % factor:
-            raise ValueError(f"{name} must be a multiple of the model's downscale factor {factor}, got {value}")
-    return height, width
-
-
-def _check_resolution(pipe, height, width):
-    factor = pipe.vae_scale_factor
-    return check_resolution(factor, pipe.unet.config.sample_size * factor, height, width)
 
 
 def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend,
@@ -142,16 +69,6 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
     return noise, None
 
 
-def _decode(pipe, latents, chunk_size):
-    """VAE-decode [N, c, h, w] latents in chunks to images in [-1, 1]; a chunk that overflows fp16 is redone in
-    fp32, and NaN/inf raises instead of returning black frames."""
-    vae = pipe.vae
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return torch.cat([vae_call(vae, lambda x: vae.decode(x).sample,
-                               latents[start:start + chunk_size] / vae.config.scaling_factor + shift, "decoding")
-                      for start in range(0, latents.shape[0], chunk_size)])
-
-
 def _saved_tensors(components) -> list:
     """(store, name, tensor object, its data) of every parameter and buffer of the given modules."""
     saved = []
@@ -164,19 +81,21 @@ def _saved_tensors(components) -> list:
 
 
 @contextlib.contextmanager
-def _pipeline(model, device, dtype, progress, control=None):
+def _pipeline(model, request: SampleRequest):
     """The pipeline to sample with: ``model`` itself when it is one, else loaded.
 
     A given pipeline is moved/cast for the call only: its own tensors are put back afterwards, bit for bit
-    (a cast down and up again would round them), also when sampling fails; so are the ControlNet objects of
-    ``control`` that were on its device in its dtype.
+    (a cast down and up again would round them), also when sampling fails; so are the modules the request's
+    steering moves with it (ControlNets on its device in its dtype).
     """
+    device, dtype = request.device, request.dtype
     if not (hasattr(model, "unet") and hasattr(model, "vae")):
-        yield load_pipeline(model, device=device, dtype=dtype, progress=progress)
+        yield load_pipeline(model, device=device, dtype=dtype, progress=request.progress)
         return
     move = device is not None and device != model.device
     cast = dtype is not None and dtype != model.unet.dtype
-    parts = [model, *moved_with_pipeline(control, model)] if move or cast else []
+    steered = [] if request.steering is None else request.steering.moved_with_pipeline(model)
+    parts = [model, *steered] if move or cast else []
     saved = _saved_tensors([*model.components.values(), *parts[1:]]) if parts else []
     try:
         for part in parts:
@@ -193,19 +112,18 @@ def _pipeline(model, device, dtype, progress, control=None):
 
 @dataclass
 class _Models:
-    """What the denoising loop calls: the UNet (or its compiled wrapper), the ControlNet guidance (or None) and
-    its net's callable, and the momentum-attention handles on all of them."""
+    """What the denoising loop calls: the UNet (or its compiled wrapper), the prepared steering (or None), and the
+    momentum-attention handles on all of them."""
 
     unet: object
     dtype: torch.dtype  # the UNet's, read once: diffusers' model.dtype walks every parameter (~1 ms a call)
-    guidance: object
-    controlnet: object
+    steering: object
     handles: list
     traced: bool = False  # compiled: carried states are tensors from the first chunk on (one graph per length)
     cuda_graphs: bool = False
 
 
-def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, chunk, guidance_scale, bar, step):
+def _denoise_step(scheduler, latents, t, conditioning, models: _Models, chunk, guidance_scale, bar, step):
     """One scheduler step over all frames, the UNet (and ControlNets) run on ``chunk`` frames at a time (momentum
     states carried); ``bar`` (or None) advances once per UNet call, so long videos show progress within a step."""
     videos, num_frames = latents.shape[:2]
@@ -223,11 +141,10 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, ch
         model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(models.dtype).contiguous()
         hidden, extra = conditioning.for_frames(frames)
         before_call(models.cuda_graphs)
-        residuals = {} if models.guidance is None else models.guidance.residuals(
-            model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves,
-            net=models.controlnet)
+        steered = {} if models.steering is None else models.steering.unet_arguments(
+            model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves)
         prediction = models.unet(model_input, t, encoder_hidden_states=hidden, added_cond_kwargs=extra,
-                                 **residuals).sample.float()
+                                 **steered).sample.float()
         own_outputs(models.handles, models.cuda_graphs)
         if halves == 2:
             uncond, cond = prediction.chunk(2)
@@ -238,28 +155,27 @@ def _denoise_step(pipe, scheduler, latents, t, conditioning, models: _Models, ch
     return scheduler.step(noise_pred.flatten(0, 1), t, latents.flatten(0, 1)).prev_sample.view(latents.shape)
 
 
-def _denoise(pipe, scheduler, latents, conditioning, *, momentum, momentum_attention, frame_chunk, guidance_scale,
-             backend, progress, callback_on_step_end, guidance=None, steps=None, compile_with=None):
-    """The denoising loop over ``steps`` (default: all the scheduler's timesteps), with momentum attention installed
-    on the UNet and any ControlNet for it (and always restored); ``compile_with``: ``torch.compile`` options of the
-    compiled path (None: eager)."""
+def _denoise(pipe, scheduler, latents, conditioning, request: SampleRequest, backend: str, steering, steps,
+             callback_on_step_end):
+    """The denoising loop over ``steps``, with momentum attention installed on the UNet and the steering's models
+    for it (and always restored); compiled when the request says so."""
     num_frames = latents.shape[1]
-    chunk = num_frames if frame_chunk is None else min(frame_chunk, num_frames)
-    steps = scheduler.timesteps if steps is None else steps
+    options = request.compile_options
+    chunk = num_frames if request.frame_chunk is None else min(request.frame_chunk, num_frames)
     calls = len(steps) * -(-num_frames // chunk)
-    net = None if guidance is None else guidance.net
-    models = _Models(unet=pipe.unet if compile_with is None else compiled(pipe.unet, compile_with),
-                     dtype=pipe.unet.dtype, guidance=guidance,
-                     controlnet=net if compile_with is None or net is None else compiled(net, compile_with),
-                     handles=[], traced=compile_with is not None,
-                     cuda_graphs=uses_cuda_graphs(compile_with, pipe.unet.device))
+    models = _Models(unet=pipe.unet if options is None else compiled(pipe.unet, options), dtype=pipe.unet.dtype,
+                     steering=steering, handles=[], traced=options is not None,
+                     cuda_graphs=uses_cuda_graphs(options, pipe.unet.device))
+    if steering is not None and options is not None:
+        steering.compile(options)
     try:
-        for model in [pipe.unet, *(guidance.models if guidance is not None else [])] if momentum_attention else []:
-            models.handles.append(install_momentum_attention(model, momentum, chunk, backend=backend))
-        with pipe.progress_bar(total=calls) if progress else contextlib.nullcontext() as bar:
+        if request.momentum_attention:
+            for model in [pipe.unet, *(steering.models if steering is not None else [])]:
+                models.handles.append(install_momentum_attention(model, request.momentum, chunk, backend=backend))
+        with pipe.progress_bar(total=calls) if request.progress else contextlib.nullcontext() as bar:
             for step, t in enumerate(steps):
-                latents = _denoise_step(pipe, scheduler, latents, t, conditioning, models, chunk, guidance_scale, bar,
-                                        step)
+                latents = _denoise_step(scheduler, latents, t, conditioning, models, chunk, request.guidance_scale,
+                                        bar, step)
                 if callback_on_step_end is not None:
                     returned = callback_on_step_end(pipe, step, t, {"latents": latents}) or {}
                     latents = _returned_latents(returned, latents)
@@ -292,7 +208,7 @@ def _postprocess(pipe, latents, output_type, decode_chunk_size):
     if output_type == "latent":
         return latents
     videos, num_frames = latents.shape[:2]
-    images = pipe.image_processor.postprocess(_decode(pipe, latents.flatten(0, 1), decode_chunk_size),
+    images = pipe.image_processor.postprocess(decode(pipe, latents.flatten(0, 1), decode_chunk_size),
                                               output_type=output_type)
     if output_type == "pil":
         return [images[v * num_frames:(v + 1) * num_frames] for v in range(videos)]
@@ -353,135 +269,103 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             video, strength: video-to-video (SDEdit): frames as control_video takes them, noised to ``strength`` in
             (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
         compile: torch.compile the UNet and ControlNets, once per model: True, a mode or a dict of its arguments.
+
+    Every argument is checked before any work (a :class:`~.request.SampleRequest` is built from them).
     """
     started = time.perf_counter()  # the "load" timing: from here to a ready pipeline
-    embeddings = _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
-    edit = check_edit(image, video, strength, control_video, num_inference_steps)
-    control = control_arguments(control_video, model, controlnet, controlnet_conditioning_scale, control_guidance_start,
-                                control_guidance_end, guess_mode)
-    num_frames = _frame_count(num_frames, control, edit)
-    prompts, negative_prompt = check_inputs(prompt, negative_prompt, num_frames, num_inference_steps, guidance_scale,
-                                            noise_lambda, momentum, search, frame_chunk, output_type,
-                                            decode_chunk_size, num_videos_per_prompt, seed, generator,
-                                            embeddings=embeddings, scheduler=scheduler, callback_on_step_end=(
-                                                callback_on_step_end), switches=dict(
-                                                dependency_noise=dependency_noise, guess_mode=guess_mode,
-                                                momentum_attention=momentum_attention, progress=progress),
-                                            backend=backend)
-    compile_with, dtype = compile_options(compile), check_dtype(dtype)
-    device = None if device is None else check_device(device)
-    with _pipeline(model, device, dtype, progress, control) as pipe:
-        frames, stats = _sample(
-            pipe, started, prompts=prompts, negative_prompt=negative_prompt, embeddings=embeddings,
-            num_videos_per_prompt=num_videos_per_prompt, num_frames=num_frames, height=height, width=width,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, noise_lambda=noise_lambda,
-            momentum=momentum, search=search, dependency_noise=dependency_noise,
-            momentum_attention=momentum_attention, frame_chunk=frame_chunk, seed=seed, generator=generator,
-            output_type=output_type, decode_chunk_size=decode_chunk_size, progress=progress,
-            callback_on_step_end=callback_on_step_end, backend=backend, scheduler=scheduler, control=control,
-            edit=edit, compile_with=compile_with)
+    arguments = {name: value for name, value in locals().items() if name not in ("model", "started")}
+    return sample(model, SampleRequest.for_model(model, **arguments), started=started)
+
+
+@torch.no_grad()
+def sample(model, request: SampleRequest, *, started: float | None = None) -> VideoOutput:
+    """Run a checked request on ``model`` (a pipeline object, a folder, a hub id, or None: the embedded model).
+
+    ``sample_video(model, **arguments)`` is ``sample(model, SampleRequest.for_model(model, **arguments))``; the
+    command line and other front ends build the request themselves. ``started``: when the call began (its "load"
+    timing starts there; default now).
+    """
+    started = time.perf_counter() if started is None else started
+    request = request.on_model(model)
+    with _pipeline(model, request) as pipe:
+        frames, stats = _sample(pipe, request, started)
     return VideoOutput(frames=frames, stats=stats)
 
 
-def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds):
-    """The given prompt embeddings, checked, or None."""
-    if prompt_embeds is None:
-        if any(e is not None for e in (negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)):
-            raise ValueError("negative and pooled prompt embeddings need prompt_embeds")
-        return None
-    return PromptEmbeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)
+def _size(pipe, request: SampleRequest) -> tuple[int, int]:
+    """The video's (height, width): the request's, else its conditional inputs', else the model's native size."""
+    height, width = request.height, request.width
+    for mode in (request.steering, request.start):
+        if mode is not None and height is None and width is None:
+            height, width = mode.size() if mode is request.steering else mode.size(pipe.vae_scale_factor)
+    return pipeline_resolution(pipe, height, width)
 
 
-def _frame_count(num_frames, control, edit):
-    """``num_frames``, else the control video's or the edited video's length, else 8."""
-    if control is not None and num_frames is None:
-        return control_frames(_first_clip(control), None).shape[1]
-    return edit_frame_count(edit, num_frames)
-
-
-def _first_clip(control):
-    """The (first) control video: with a list of ControlNets, control_video is a list with one per net."""
-    if isinstance(control["controlnet"], (list, tuple)):
-        if not isinstance(control["control_video"], (list, tuple)) or not control["control_video"]:
-            raise ValueError("with a list of ControlNets, control_video must be a list with one video per ControlNet")
-        return control["control_video"][0]
-    return control["control_video"]
-
-
-def _sample(pipe, started, *, prompts, negative_prompt, embeddings, num_videos_per_prompt, num_frames, height,
-            width, num_inference_steps, guidance_scale, noise_lambda, momentum, search, dependency_noise,
-            momentum_attention, frame_chunk, seed, generator, output_type, decode_chunk_size, progress,
-            callback_on_step_end, backend, scheduler, control, edit, compile_with):
-    """The steps of :func:`sample_video` on a ready pipeline: (frames, stats)."""
+def _sample(pipe, request: SampleRequest, started: float):
+    """The steps of :func:`sample` on a ready pipeline: (frames, stats)."""
     timings = {}
-    videos = (len(prompts) if prompts is not None else embeddings.count) * num_videos_per_prompt
-    if control is not None and height is None and width is None:
-        height, width = control_frames(_first_clip(control), num_frames).shape[-2:]
-    if edit is not None and height is None and width is None:
-        height, width = edit.video_size(pipe.vae_scale_factor)
-    height, width = _check_resolution(pipe, height, width)
-    if isinstance(scheduler, str):  # an instance's own limit was checked with the other arguments
-        check_steps(num_inference_steps, pipe.scheduler.config)
+    num_frames, videos = request.frames, request.videos
+    height, width = _size(pipe, request)
+    if isinstance(request.scheduler, str):  # an instance's own limit was checked with the other arguments
+        check_steps(request.num_inference_steps, pipe.scheduler.config)
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
-                               width=width, chunk=frame_chunk, guidance=guidance_scale > 1.0, dtype=pipe.unet.dtype,
-                               decode_chunk_size=decode_chunk_size), device, "num_frames", "frame_chunk",
+                               width=width, chunk=request.frame_chunk, guidance=request.guided, dtype=pipe.unet.dtype,
+                               decode_chunk_size=request.decode_chunk_size), device, "num_frames", "frame_chunk",
                "the prompts times num_videos_per_prompt")
-    backend = resolve_backend(torch.device(device), backend)
+    backend = resolve_backend(torch.device(device), request.backend)
     timings["load"] = time.perf_counter() - started
 
     stage = time.perf_counter()
-    conditioning = encode_conditioning(pipe, prompts, negative_prompt, num_videos_per_prompt, guidance_scale > 1.0,
-                                       height, width, embeddings)
-    guidance = None if control is None else prepare_guidance(pipe=pipe, num_frames=num_frames, videos=videos,
-                                                             height=height, width=width, **control)
+    conditioning = encode_conditioning(pipe, request.prompts, request.negative_prompts, request.num_videos_per_prompt,
+                                       request.guided, height, width, request.embeddings)
+    steering = None if request.steering is None else request.steering.prepare(
+        pipe, num_frames=num_frames, videos=videos, height=height, width=width)
     timings["encode_prompt"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    start = None if edit is None else prepare_edit(pipe, scheduler, conditioning, edit, videos=videos, height=height,
-                                                   width=width, chunk_size=decode_chunk_size)
+    scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
+    scheduler.set_timesteps(request.num_inference_steps, device=device)
+    start = None if request.start is None else request.start.prepare(
+        pipe, scheduler, conditioning, videos=videos, height=height, width=width, chunk_size=request.decode_chunk_size)
     timings["encode_edit"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    latent_shape = (videos, num_frames, pipe.unet.config.in_channels,
-                    height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    latents, noise_stats = _initial_latents(latent_shape, use_dependency_noise=dependency_noise,
-                                            noise_lambda=noise_lambda, search=search, generator=generator, seed=seed,
-                                            device=device, backend=backend, first=getattr(start, "first", None))
-    if dependency_noise:
+    latents, noise_stats = _initial_latents(latent_shape(pipe, videos, num_frames, height, width),
+                                            use_dependency_noise=request.dependency_noise,
+                                            noise_lambda=request.noise_lambda, search=request.search,
+                                            generator=request.generator, seed=request.seed, device=device,
+                                            backend=backend, first=getattr(start, "first", None))
+    if request.dependency_noise:
         check_chainable(scheduler)
         if draws_step_noise(scheduler):
-            chain_step_noise(scheduler, NoiseSettings(num_frames, noise_lambda, search, step_seed(seed, generator),
-                                                      backend))
-    steps, callback = scheduler.timesteps, callback_on_step_end
+            chain_step_noise(scheduler, NoiseSettings(num_frames, request.noise_lambda, request.search,
+                                                      request.step_seed(), backend))
+    steps, callback = scheduler.timesteps, request.callback_on_step_end
     if start is None:
         latents = latents * scheduler.init_noise_sigma
     else:
-        latents, steps, callback = start.begin(scheduler, latents, callback_on_step_end)
+        latents, steps, callback = start.begin(scheduler, latents, callback)
     timings["initial_noise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    latents = _denoise(pipe, scheduler, latents, conditioning, momentum=momentum,
-                       momentum_attention=momentum_attention, frame_chunk=frame_chunk, guidance_scale=guidance_scale,
-                       backend=backend, progress=progress, callback_on_step_end=callback, guidance=guidance,
-                       steps=steps, compile_with=compile_with)
+    latents = _denoise(pipe, scheduler, latents, conditioning, request, backend, steering, steps, callback)
     timings["denoise"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    frames = _postprocess(pipe, latents, output_type, decode_chunk_size)
+    frames = _postprocess(pipe, latents, request.output_type, request.decode_chunk_size)
     timings["decode"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     stats = {"backend": backend, "timings": timings, "num_frames": num_frames, "height": height, "width": width,
-             "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-             "scheduler": type(scheduler).__name__, "momentum": momentum if momentum_attention else None,
-             "dependency_noise": dependency_noise, "momentum_attention": momentum_attention,
-             "frame_chunk": frame_chunk, "compile": compile_with, "device": str(device),
+             "num_inference_steps": request.num_inference_steps, "guidance_scale": request.guidance_scale,
+             "scheduler": type(scheduler).__name__,
+             "momentum": request.momentum if request.momentum_attention else None,
+             "dependency_noise": request.dependency_noise, "momentum_attention": request.momentum_attention,
+             "frame_chunk": request.frame_chunk, "compile": request.compile_options, "device": str(device),
              "dtype": str(pipe.unet.dtype).replace("torch.", "")}
-    if edit is not None:
-        stats.update({"edit": edit.kind, "strength": edit.strength, "steps_run": len(steps)})
+    if request.start is not None:
+        stats.update({**request.start.describe(), "steps_run": len(steps)})
     if noise_stats is not None:
-        stats.update({"noise_lambda": noise_lambda, "search": search,
+        stats.update({"noise_lambda": request.noise_lambda, "search": request.search,
                       **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
     return frames, stats
