@@ -1,6 +1,7 @@
 """Package build for zs2_kernels; also compiles the optional CUDA C++ backend (csrc/) when nvcc is found."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
@@ -9,6 +10,12 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).parent
 LIBRARY = Path("zs2_kernels") / "_lib" / "libzs2_cuda.so"
 EVAL_REQUIRES = ["torchmetrics>=1.4", "scikit-learn>=1.3", "scipy", "matplotlib"]
+
+
+def _version() -> str:
+    """The package's version, read from zs2_kernels/__init__.py (its one home) without importing the package."""
+    text = (ROOT / "zs2_kernels" / "__init__.py").read_text(encoding="utf-8")
+    return re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE).group(1)
 
 
 def _load_csrc_build():
@@ -40,7 +47,7 @@ class BuildWithCuda(build_py):
 
 setup(
     name="zs2_kernels",
-    version="0.1.0",
+    version=_version(),
     description="ZS²: zero-shot video sampling from image diffusion models, with fused Triton/CUDA kernels",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

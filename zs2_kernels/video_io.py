@@ -74,8 +74,9 @@ def check_fps(fps) -> int:
 
 
 def to_uint8(frames: np.ndarray, upscale: int = 1) -> np.ndarray:
-    """[F, H, W, C] floats in [0, 1] to uint8 RGB, nearest-neighbour upscaled by an integer factor."""
-    pixels = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+    """[F, H, W, C] floats in [0, 1] (or uint8, kept) to uint8 RGB [F, H, W, 3] (grey repeated), nearest-neighbour
+    upscaled by an integer factor."""
+    pixels = frames if frames.dtype == np.uint8 else (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
     if upscale > 1:

@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from zs2_kernels.evaluation import cli as ablate_cli
-from zs2_kernels.evaluation.ablation import (
+from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
+from zs2_kernels.evaluation.planning import (
     IMAGE_PRIOR,
     MAX_PROMPTS,
     MAX_SEEDS,
-    Ablation,
     source_identity,
     study_configs,
     unit_seed,
 )
-from zs2_kernels.evaluation.metrics import FeatureFID, consistency_metrics, motion_metrics
+from zs2_kernels.evaluation.running import UnitRunner
 
 from tiny_pipelines import tiny_pipeline
 
@@ -59,9 +59,9 @@ def args(model_dir, prompts_file, out, *extra):
 PAUSED_ABLATION = """
 import sys, time
 from zs2_kernels.evaluation import cli
-from zs2_kernels.evaluation.ablation import Ablation
+from zs2_kernels.evaluation.running import UnitRunner
 
-finish, written = Ablation._finish_unit, []
+finish, written = UnitRunner._finish_unit, []
 
 def finish_then_pause(self, *args, **kwargs):
     finish(self, *args, **kwargs)
@@ -70,7 +70,7 @@ def finish_then_pause(self, *args, **kwargs):
         print("PAUSED", flush=True)
         time.sleep(600)
 
-Ablation._finish_unit = finish_then_pause
+UnitRunner._finish_unit = finish_then_pause
 sys.exit(cli.ablate_main(sys.argv[2:]))
 """
 
@@ -211,13 +211,13 @@ def test_model_identity_follows_the_content(model_dir, tmp_path, monkeypatch):
 def test_a_units_video_does_not_depend_on_the_thread_count(model_dir, prompts_file, tmp_path, monkeypatch):
     """A float32 convolution on the CPU splits its sums by thread count; units are sampled on one thread."""
     videos = {}
-    finish = Ablation._finish_unit
+    finish = UnitRunner._finish_unit
 
     def spy(self, unit, frames, *rest):
         videos.setdefault(unit.path.name, []).append(frames.copy())
         finish(self, unit, frames, *rest)
 
-    monkeypatch.setattr(Ablation, "_finish_unit", spy)
+    monkeypatch.setattr(UnitRunner, "_finish_unit", spy)
     threads = torch.get_num_threads()
     try:
         for count in (2, 1):
@@ -418,13 +418,13 @@ def test_metric_helpers_on_known_inputs():
 
 
 def test_torchrun_rank_makes_its_gpu_current(monkeypatch):
-    from zs2_kernels.evaluation import ablation
+    from zs2_kernels.evaluation import planning
 
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert ablation._rank_device("cuda", 1) == torch.device("cuda", 1)
+    assert planning._rank_device("cuda", 1) == torch.device("cuda", 1)
     assert current == [torch.device("cuda", 1)]  # Triton launches on the current device
     current.clear()
-    assert ablation._rank_device("cpu", 1) == torch.device("cpu") and not current
+    assert planning._rank_device("cpu", 1) == torch.device("cpu") and not current

@@ -11,8 +11,8 @@ import torch
 
 from zs2_kernels.evaluation import cli as ablate_cli
 from zs2_kernels.evaluation import conditional, report
-from zs2_kernels.evaluation.ablation import LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
 from zs2_kernels.evaluation.metrics import consistency_metrics, consistency_to_first
+from zs2_kernels.evaluation.planning import LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
 
 from tiny_pipelines import tiny_pipeline
 

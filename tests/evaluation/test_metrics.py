@@ -53,7 +53,8 @@ def test_digit_backend_recognises_real_digits():
 
 
 def test_ablation_with_clip_backend(tiny_clip_dir, tmp_path):
-    from zs2_kernels.evaluation.ablation import Ablation, AblationSettings
+    from zs2_kernels.evaluation.ablation import Ablation
+    from zs2_kernels.evaluation.planning import AblationSettings
 
     from tiny_pipelines import tiny_pipeline
 

@@ -8,8 +8,9 @@ import importlib.util
 import sys
 
 from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter
-from .ablation import METRICS, SCORERS, STUDIES, Ablation, AblationSettings, read_prompts
+from .ablation import Ablation
 from .inception import FEATURE_LAYERS
+from .planning import METRICS, SCORERS, STUDIES, AblationSettings, read_prompts
 
 #: The defaults of the command line are the settings' own (one source).
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(AblationSettings)}

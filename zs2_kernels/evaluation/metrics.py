@@ -23,15 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..video_io import to_uint8
 from .inception import load_inception
 
 
 def to_uint8_chw(frames: np.ndarray) -> torch.Tensor:
-    """[F, H, W, C] floats in [0, 1] (or uint8) to uint8 [F, 3, H, W] (grey is repeated to RGB)."""
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    return tensor.repeat(1, 3, 1, 1) if tensor.shape[1] == 1 else tensor
+    """[F, H, W, C] floats in [0, 1] (or uint8) as the uint8 tensor [F, 3, H, W] the scorers read: the written
+    video's pixels (:func:`zs2_kernels.video_io.to_uint8`), channels first."""
+    return torch.from_numpy(to_uint8(frames)).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------- per-video quantities

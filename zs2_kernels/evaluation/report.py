@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def paired_differences(units: list[dict], pairs: list[tuple[str, str]]) -> list[
                 row["differences"][key] = {"mean": mean, "ci95": ci, "n": len(values)}
         rows.append(row)
     return rows
+
+
+def write_json(path: Path, payload) -> None:
+    """``payload`` as indented JSON with sorted keys, written atomically (a unit's record, results.json)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, sort_keys=True)))
 
 
 def write_csv(path: Path, units: list[dict]) -> None:
