@@ -92,7 +92,7 @@ def test_imports_run_down_the_layers():
 
 
 @pytest.mark.parametrize("module, line, reason", [
-    ("zs2_kernels.ops.noise.chain", "from ...sampling.sampler import sample_video", "an op importing the sampler"),
+    ("zs2_kernels.ops.noise.api", "from ...sampling.sampler import sample_video", "an op importing the sampler"),
     ("zs2_kernels.sampling.sampler", "from ..evaluation import metrics", "the core importing the evaluation study"),
     ("zs2_kernels.sampling.noise_hooks", "from ..pipeline_mode import video_mode", "the sampler importing video_mode"),
     ("zs2_kernels.loading", "from .evaluation.digits import load_digit_split", "core loading importing the digit data"),

@@ -7,7 +7,7 @@ from .attention import MomentumAttentionHandle, TemporalMomentumAttnProcessor, i
 from .loading import load_pipeline
 from .ops.backend import BACKENDS, resolve_backend
 from .ops.momentum import momentum_update
-from .ops.noise.chain import dependency_noise
+from .ops.noise import dependency_noise
 from .pipeline_mode import initial_latents, video_mode
 from .sampling.sampler import VideoOutput, sample_video
 

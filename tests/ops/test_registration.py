@@ -141,3 +141,33 @@ def test_import_and_cpu_path_without_triton():
     env = {"PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "0"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_backend_table_takes_an_op_without_a_cuda_version():
+    """Every backend was required for every op; now the reference is, and a missing one says so at call time."""
+    from zs2_kernels.ops.momentum import reference
+    from zs2_kernels.ops.registry import BackendTable
+
+    table = BackendTable("zs2_kernels.ops.momentum", {"torch": ".reference", "triton": ".triton"})
+    assert table.implementation("torch", "momentum_update") is reference.momentum_update
+    with pytest.raises(NotImplementedError, match=r"op momentum_update of zs2_kernels.ops.momentum has no cuda "
+                                                  r"implementation; use backend= one of \['torch', 'triton'\]"):
+        table.implementation("cuda", "momentum_update")
+    reference_only = BackendTable("zs2_kernels.ops.momentum", {"torch": ".reference"})
+    with pytest.raises(NotImplementedError, match=r"op fused_norm_ema .* has no torch implementation; use backend= "
+                                                  r"one of \[\]"):
+        reference_only.implementation("torch", "fused_norm_ema")
+    with pytest.raises(ValueError, match="needs 'torch'"):
+        BackendTable("zs2_kernels.ops.momentum", {"triton": ".triton"})
+
+
+def test_every_family_is_reached_the_same_way():
+    """Each op family's public function, registered ops and ahead-of-time specs, from the family and from ops/."""
+    import zs2_kernels.ops as ops
+
+    for family, public in zip(ops.FAMILIES, ("momentum_update", "dependency_noise")):
+        assert getattr(ops, public) is getattr(family, public)
+        assert family.OPS and all(hasattr(op, "registered") for op in family.OPS)
+        assert {"OPS", "aot_specs", public} <= set(family.__all__)
+    registered = {op.registered._name for family in ops.FAMILIES for op in family.OPS}
+    assert registered == {name for name in dir(torch.ops.zs2) if not name.startswith("_")} - {"name"}

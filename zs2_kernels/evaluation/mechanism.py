@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import install_momentum_attention
-from ..ops.noise.chain import dependency_noise
+from ..ops.noise import dependency_noise
 from ..sampling.conditioning import encode_conditioning
 
 

@@ -38,11 +38,10 @@ class KernelResources:
 
 
 def _kernel_specs():
-    from .momentum import triton as momentum
-    from .noise import triton as noise
+    from . import FAMILIES
 
     return [(kernel, signature, constexprs, attrs, options)
-            for kernel, signature, constexprs, options in momentum.aot_specs() + noise.aot_specs()
+            for family in FAMILIES for kernel, signature, constexprs, options in family.aot_specs()
             for attrs in ({}, aligned_attrs(kernel, signature))]
 
 

@@ -47,15 +47,34 @@ def op(name: str, eager: Callable | None = None) -> Callable[[Callable], Op]:
 
 
 class BackendTable:
-    """Backend name -> the module implementing an op family for it, imported when first asked for."""
+    """Backend name -> the module implementing an op family for it, imported when first asked for.
+
+    The reference (``torch``) is required; ``triton`` and ``cuda`` are optional, per family and per op: an op a
+    backend's module does not define raises at call time, naming the op and the backends that have it.
+    """
 
     def __init__(self, package: str, modules: dict[str, str]):
-        if set(modules) != set(BACKENDS):
-            raise ValueError(f"a backend table needs exactly {BACKENDS}, got {sorted(modules)}")
+        if "torch" not in modules or not set(modules) <= set(BACKENDS):
+            raise ValueError(f"a backend table needs 'torch' (the reference) and only names of {BACKENDS}, "
+                             f"got {sorted(modules)}")
         self.package = package
         self.modules = modules
 
     def __getitem__(self, backend: str) -> ModuleType:
-        if backend not in self.modules:
+        if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in self.modules:
+            raise NotImplementedError(f"{self.package} has no {backend} implementation; backends: "
+                                      f"{sorted(self.modules)}")
         return importlib.import_module(self.modules[backend], self.package)
+
+    def implementation(self, backend: str, name: str) -> Callable:
+        """The function ``name`` of ``backend``'s module; NotImplementedError naming the op and the backends that
+        implement it when that backend has none."""
+        module = self[backend] if backend in self.modules else None
+        function = getattr(module, name, None)
+        if function is None:
+            having = [b for b in self.modules if b != backend and hasattr(self[b], name)]
+            raise NotImplementedError(f"op {name} of {self.package} has no {backend} implementation; use backend= one "
+                                      f"of {having}")
+        return function

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int, check_search
-from ..ops.noise.chain import dependency_noise
+from ..ops.noise import dependency_noise
 from ..seeds import check_seed, stream_seed
 
 #: Swapping a module's ``randn_tensor`` is process-wide for that module: one hooked draw at a time.

@@ -19,7 +19,7 @@ import torch
 from ..attention import install_momentum_attention
 from ..loading import load_pipeline
 from ..ops.backend import resolve_backend
-from ..ops.noise.chain import dependency_noise as make_dependency_noise
+from ..ops.noise import dependency_noise as make_dependency_noise
 from ..seeds import video_generators
 from .compiling import before_call, compiled, own_outputs, uses_cuda_graphs
 from .conditioning import encode_conditioning

@@ -1,4 +1,5 @@
-"""The dependency noise model's chain: initial noises whose adjacent frames hit a KL target lambda.
+"""The noise family's public function, :func:`dependency_noise`: the chain of initial noises whose adjacent frames
+hit a KL target lambda.
 
     eps_0 ~ N(0, I),   eps_i = sqrt(a_i)·eps_{i-1} + sqrt(1 - a_i)·n_i     (zs2_kernels/DESIGN.md §1.1)
 
@@ -19,7 +20,7 @@ from ..._checks import check_device, check_dtype, check_float_tensor, check_int,
 from ...seeds import check_seed, random_seed, video_generators, video_seeds
 from ..backend import resolve_backend
 from ..free_memory import check_free_memory
-from . import compose_op, philox_normal_op, search_frame_op
+from .ops import compose_op, philox_normal_op, search_frame_op
 
 
 def _check_shape(shape) -> tuple[int, ...]:
