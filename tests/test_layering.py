@@ -105,3 +105,17 @@ def test_imports_run_down_the_layers():
 ])
 def test_a_wrong_way_import_is_caught(module, line, reason):
     assert violations(module, module == "zs2_kernels.ops.momentum", line), f"not caught: {reason}"
+
+
+def test_importing_the_package_loads_no_gpu_code_triton_or_evaluation_packages():
+    """``import zs2_kernels`` on a CPU machine: no triton, no CUDA initialisation, nothing of the evaluation."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch, zs2_kernels, zs2_kernels.sampling, zs2_kernels.cli; "
+             "heavy = ('triton', 'sklearn', 'torchmetrics', 'matplotlib', 'scipy'); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('zs2_kernels.evaluation'))"
+             ", torch.cuda.is_initialized())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[] False"
