@@ -114,8 +114,8 @@ def test_importing_the_package_loads_no_gpu_code_triton_or_evaluation_packages()
 
     probe = ("import sys, torch, zs2_kernels, zs2_kernels.sampling, zs2_kernels.cli; "
              "heavy = ('triton', 'sklearn', 'torchmetrics', 'matplotlib', 'scipy'); "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('zs2_kernels.evaluation'))"
-             ", torch.cuda.is_initialized())")
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy "
+             "or m.startswith('zs2_kernels.evaluation')), torch.cuda.is_initialized())")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[] False"
