@@ -161,3 +161,17 @@ def test_warnings_point_at_the_callers_line(pipe, call):
         else:
             zs2_kernels.sample_video(pipe, "seven " * 40, seed=0, **FAST)
     assert [w.filename for w in caught if "cut there" in str(w.message)] == [__file__]
+
+
+def test_sample_video_takes_exactly_the_requests_fields():
+    """sample_video's keyword arguments are SampleRequest's fields with the same defaults: an argument added to one
+    and not the other would be dropped or refused (DESIGN.md §5)."""
+    import dataclasses
+    import inspect
+
+    from zs2_kernels.sampling import SampleRequest
+
+    parameters = dict(inspect.signature(zs2_kernels.sample_video).parameters)
+    del parameters["model"]
+    fields = {f.name: f.default for f in dataclasses.fields(SampleRequest) if f.init}
+    assert {name: p.default for name, p in parameters.items()} == fields

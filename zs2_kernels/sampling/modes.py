@@ -54,8 +54,6 @@ class SteeringRun(Protocol):
 class Start(Protocol):
     """Checked inputs the video starts from (made without a model)."""
 
-    kind: str
-
     def frame_count(self, num_frames: int | None) -> int | None:
         """As :meth:`Steering.frame_count`."""
 
