@@ -5,7 +5,7 @@ Ops:
     layer input of a real UNet, x [G, F, tokens, channels] with G = 2·B (classifier-free guidance).
   * ``dependency_noise_chain``: the whole initial-noise chain of F frames (per frame: batched KL check
     over R candidates, line stage, compose), latents [B, F, 4, h, w];
-  * ``kl_sums``: the batched KL check alone (``zs2::kl_sums``: A and every C_r of R candidates).
+  * ``kl_sums``: the batched KL check alone (``zs2::kl_sums``: A, E and every C_r of R candidates).
 
 Implementations (``impl`` in the records):
   * ``zs2``: ours through the public API (``backend="triton"`` on CUDA, the default ``"torch"`` path on
@@ -163,9 +163,9 @@ def chain_from_candidates(first, candidates, backend):
     frames = [first]
     for frame, frame_candidates in enumerate(candidates, start=1):
         count = frame_candidates.shape[0]
-        index, alpha, _ = search_frame_op(frames[-1], frame_candidates, count, None, frame, NOISE_LAMBDA, SEARCH,
-                                           LINE_STEPS, backend)
-        frames.append(compose_op(frames[-1], frame_candidates, index, alpha, count, None, frame, backend))
+        index, coefficients, _ = search_frame_op(frames[-1], frame_candidates, count, None, frame, NOISE_LAMBDA,
+                                                  SEARCH, LINE_STEPS, backend)
+        frames.append(compose_op(frames[-1], frame_candidates, index, coefficients, count, None, frame, backend))
     return torch.stack(frames, dim=1)
 
 

@@ -234,19 +234,25 @@ int launch_momentum(const T* x, const float* init, T* y, float* state_out, int64
 }
 
 // ------------------------------------------------------------------------------------------- KL sums
-// Output rows of batch item b: row 0 is A[b] (its "candidate" is p itself), row j >= 1 is C[b, j - 1]:
+// Output rows of batch item b: row 0 is A[b] (its "candidate" is p itself), row j in [1, R] is C[b, j - 1]
+// and row R + 1 is E[b]:
 //   A[b]    = (1/D) sum_d w[d] * p[b, d]
 //   C[b, r] = (1/D) sum_d w[d] * n[r, b, d],      w[d] = exp(p[b, d])
+//   E[b]    = (1/D) sum_d w[d] * w[d]
 // Block (b, tile, chunk) sums d in [chunk * kKlChunk, +kKlChunk) for rows [tile * kKlRows, +kKlRows): it
-// computes w once per element and reuses it for kKlRows rows. Each thread sums its elements in d order,
-// then block_sum reduces in a fixed order. With one chunk the block writes the mean itself; otherwise it
-// writes its partial sum to partial[(b * (R + 1) + row) * num_chunks + chunk] and kl_finish_kernel adds
-// the chunks in chunk order. No atomics: the result is bitwise reproducible.
-__device__ __forceinline__ void write_kl_result(int64_t b, int64_t row, int64_t R, float mean, float* A, float* C) {
+// computes w once per element and reuses it for kKlRows rows; the blocks of tile 0 (the one holding A) also
+// sum E from the same w, so E costs no extra read. Each thread sums its elements in d order, then
+// block_sum reduces in a fixed order. With one chunk the block writes the mean itself; otherwise it writes
+// its partial sum to partial[(b * (R + 2) + row) * num_chunks + chunk] and kl_finish_kernel adds the chunks
+// in chunk order. No atomics: the result is bitwise reproducible.
+__device__ __forceinline__ void write_kl_result(int64_t b, int64_t row, int64_t R, float mean, float* A, float* C,
+                                                float* E) {
     if (row == 0) {
         A[b] = mean;
-    } else {
+    } else if (row <= R) {
         C[b * R + row - 1] = mean;
+    } else {
+        E[b] = mean;
     }
 }
 
@@ -254,23 +260,28 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
     kl_partial_kernel(const T* __restrict__ prev, int64_t prev_stride, const T* __restrict__ candidates, int64_t R,
                       int64_t B, int64_t D, unsigned num_tiles, unsigned num_chunks, float* __restrict__ partial,
-                      float* __restrict__ A, float* __restrict__ C) {
+                      float* __restrict__ A, float* __restrict__ C, float* __restrict__ E) {
     // 32-bit block decomposition: the grid has < 2^31 blocks, and a 64-bit division would be a subroutine
     // call whose ABI spills to the stack.
     const int64_t chunk = blockIdx.x % num_chunks;
     const int64_t tile = blockIdx.x / num_chunks % num_tiles;
     const int64_t b = blockIdx.x / num_chunks / num_tiles;
     const int64_t row0 = tile * kKlRows;
+    const bool with_energy = tile == 0;  // block-uniform: this block also sums E (row R + 1)
     const int64_t begin = chunk * kKlChunk;
     const int64_t end = min(D, begin + kKlChunk);  // begin, end and D are multiples of VEC
     const T* __restrict__ p_row = prev + b * prev_stride;
 
-    float sums[kKlRows] = {};
+    float sums[kKlRows + 1] = {};  // rows row0 .. row0 + kKlRows - 1, then E
     for (int64_t d = begin + static_cast<int64_t>(threadIdx.x) * VEC; d < end; d += kThreads * VEC) {
         float weight[VEC];
         load_floats<T, VEC>(p_row + d, weight);
 #pragma unroll
         for (int i = 0; i < VEC; ++i) weight[i] = expf(weight[i]);
+        if (with_energy) {
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) sums[kKlRows] += weight[i] * weight[i];
+        }
 #pragma unroll
         for (int k = 0; k < kKlRows; ++k) {
             const int64_t row = row0 + k;
@@ -282,72 +293,82 @@ __global__ void __launch_bounds__(kThreads)
             }
         }
     }
-    block_sum<kKlRows>(sums);
+    block_sum<kKlRows + 1>(sums);
+    // Thread k <= kKlRows writes the block's output k (row row0 + k; k = kKlRows: E, in tile 0): one division
+    // per thread, as the IEEE division's slow path is a subroutine call, and five call sites in thread 0 made
+    // ptxas spill across them.
+    static_assert(kKlRows + 1 <= kThreads, "one thread per output of the block");
+    __shared__ float totals[kKlRows + 1];
     if (threadIdx.x == 0) {
 #pragma unroll
-        for (int k = 0; k < kKlRows; ++k) {
-            const int64_t row = row0 + k;
-            if (row > R) break;
-            if (num_chunks == 1) {
-                write_kl_result(b, row, R, sums[k] / static_cast<float>(D), A, C);
-            } else {
-                partial[(b * (R + 1) + row) * num_chunks + chunk] = sums[k];
-            }
+        for (int k = 0; k <= kKlRows; ++k) totals[k] = sums[k];
+    }
+    __syncthreads();
+    const int k = threadIdx.x;
+    const int64_t row = k < kKlRows ? row0 + k : R + 1;
+    if (k < kKlRows ? row <= R : k == kKlRows && with_energy) {
+        if (num_chunks == 1) {
+            write_kl_result(b, row, R, totals[k] / static_cast<float>(D), A, C, E);
+        } else {
+            partial[(b * (R + 2) + row) * num_chunks + chunk] = totals[k];
         }
     }
 }
 
-// One warp per output (b, row): lanes add chunks lane, lane + 32, ... in order, then a shuffle tree.
+// One warp per output (b, row), row in [0, R + 1]: lanes add chunks lane, lane + 32, ... in order, then a
+// shuffle tree.
 __global__ void __launch_bounds__(kThreads)
     kl_finish_kernel(const float* __restrict__ partial, int64_t num_chunks, int64_t R, int64_t B, int64_t D,
-                     float* __restrict__ A, float* __restrict__ C) {
+                     float* __restrict__ A, float* __restrict__ C, float* __restrict__ E) {
     const int64_t output = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-    if (output >= B * (R + 1)) return;  // uniform per warp, so the shuffles below see full warps
+    if (output >= B * (R + 2)) return;  // uniform per warp, so the shuffles below see full warps
     const int lane = threadIdx.x % 32;
     const float* __restrict__ chunks = partial + output * num_chunks;
     float sum = 0.0f;
     for (int64_t k = lane; k < num_chunks; k += 32) sum += chunks[k];
     sum = warp_sum(sum);
-    if (lane == 0) write_kl_result(output / (R + 1), output % (R + 1), R, sum / static_cast<float>(D), A, C);
+    if (lane == 0) write_kl_result(output / (R + 2), output % (R + 2), R, sum / static_cast<float>(D), A, C, E);
 }
 
 template <typename T, int VEC>
-int launch_kl_sums(const T* prev, int64_t prev_stride, const T* candidates, float* A, float* C, float* workspace,
-                   int64_t R, int64_t B, int64_t D, cudaStream_t stream) {
-    const int64_t num_tiles = ceil_div(R + 1, kKlRows);
+int launch_kl_sums(const T* prev, int64_t prev_stride, const T* candidates, float* A, float* C, float* E,
+                   float* workspace, int64_t R, int64_t B, int64_t D, cudaStream_t stream) {
+    const int64_t num_tiles = ceil_div(R + 1, kKlRows);  // rows 0..R; E rides along in tile 0
     const int64_t num_chunks = ceil_div(D, kKlChunk);
     unsigned grid = 0;
     if (const int status = grid_size("zs2_kl_sums", B * num_tiles * num_chunks, &grid)) return status;
     kl_partial_kernel<T, VEC><<<grid, kThreads, 0, stream>>>(prev, prev_stride, candidates, R, B, D,
                                                              static_cast<unsigned>(num_tiles),
-                                                             static_cast<unsigned>(num_chunks), workspace, A, C);
+                                                             static_cast<unsigned>(num_chunks), workspace, A, C, E);
     if (const int status = check_launch("zs2_kl_sums")) return status;
     if (num_chunks == 1) return ZS2_OK;
-    if (const int status = grid_size("zs2_kl_sums", ceil_div(B * (R + 1), kWarps), &grid)) return status;
-    kl_finish_kernel<<<grid, kThreads, 0, stream>>>(workspace, num_chunks, R, B, D, A, C);
+    if (const int status = grid_size("zs2_kl_sums", ceil_div(B * (R + 2), kWarps), &grid)) return status;
+    kl_finish_kernel<<<grid, kThreads, 0, stream>>>(workspace, num_chunks, R, B, D, A, C, E);
     return check_launch("zs2_kl_sums");
 }
 
 // ------------------------------------------------------------------------------------------- compose
-// out[b, d] = keep_b * p[b, d] + fresh_b * n[index[b], b, d], keep_b = (float)sqrt(alpha[b]),
-// fresh_b = (float)sqrt(max(1 - alpha[b], 0)) formed in double; a NaN alpha stays NaN here (the Python
-// binding maps it to 0 before the launch, as the other backends do). Products and sum are rounded separately,
-// as the PyTorch reference's three elementwise ops round them; the compiled Triton kernel contracts keep * p
-// into an FMA, so it differs from both in the last bit. Block (b, chunk) covers kThreads * VEC elements of
-// row b, so alpha and index are read once per thread from one cached address.
+// out[b, d] = keep_b * p[b, d] + fresh_b * n[index[b], b, d] - tilt_b * exp(p[b, d]), with (keep_b, fresh_b,
+// tilt_b) = coefficients[b] rounded to float and used as given (a NaN coefficient gives a NaN row). The exp
+// term is subtracted only where tilt_b != 0, so with tilt_b = 0 an overflowing exp(p) (p = 100) never
+// meets a zero (inf * 0 = NaN); the test is uniform per row, so the paper search's rows compute no exp.
+// Products, sum and difference are rounded separately, in the PyTorch reference's order
+// ((keep * p + fresh * n) - tilt * exp(p)); expf and torch's exp may differ in the last bit, and the
+// compiled Triton kernel contracts keep * p into an FMA, so the backends agree to about 1e-7 relative.
+// Block (b, chunk) covers kThreads * VEC elements of row b, so the coefficients and index are read once per
+// thread from one cached address.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
     compose_kernel(const T* __restrict__ prev, int64_t prev_stride, const T* __restrict__ candidates,
-                   const int64_t* __restrict__ index, const double* __restrict__ alpha, T* __restrict__ out,
+                   const int64_t* __restrict__ index, const double* __restrict__ coefficients, T* __restrict__ out,
                    int64_t R, int64_t B, int64_t D, unsigned blocks_per_row) {
     const int64_t b = blockIdx.x / blocks_per_row;  // 32-bit division, as in kl_partial_kernel
     const int64_t chunk = blockIdx.x % blocks_per_row;
     const int64_t d = (chunk * kThreads + threadIdx.x) * VEC;
     if (d >= D) return;
-    const double a = alpha[b];
-    const double rest = 1.0 - a;
-    const float keep = static_cast<float>(sqrt(a));
-    const float fresh = static_cast<float>(sqrt(rest < 0.0 ? 0.0 : rest));
+    const float keep = static_cast<float>(coefficients[3 * b]);
+    const float fresh = static_cast<float>(coefficients[3 * b + 1]);
+    const float tilt = static_cast<float>(coefficients[3 * b + 2]);
     const int64_t r = index[b];
     Pack<T, VEC> result;
     if (r >= 0 && r < R) {
@@ -357,7 +378,9 @@ __global__ void __launch_bounds__(kThreads)
         load_floats<T, VEC>(candidates + (r * B + b) * D + d, n);
 #pragma unroll
         for (int i = 0; i < VEC; ++i) {
-            result.v[i] = from_float<T>(__fadd_rn(__fmul_rn(keep, p[i]), __fmul_rn(fresh, n[i])));
+            float value = __fadd_rn(__fmul_rn(keep, p[i]), __fmul_rn(fresh, n[i]));
+            if (tilt != 0.0f) value = __fsub_rn(value, __fmul_rn(tilt, expf(p[i])));
+            result.v[i] = from_float<T>(value);
         }
     } else {
 #pragma unroll
@@ -368,12 +391,12 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, int VEC>
 int launch_compose(const T* prev, int64_t prev_stride, const T* candidates, const int64_t* index,
-                   const double* alpha, T* out, int64_t R, int64_t B, int64_t D, cudaStream_t stream) {
+                   const double* coefficients, T* out, int64_t R, int64_t B, int64_t D, cudaStream_t stream) {
     const int64_t blocks_per_row = ceil_div(D, kThreads * VEC);
     unsigned grid = 0;
     if (const int status = grid_size("zs2_compose", B * blocks_per_row, &grid)) return status;
-    compose_kernel<T, VEC><<<grid, kThreads, 0, stream>>>(prev, prev_stride, candidates, index, alpha, out, R, B, D,
-                                                          static_cast<unsigned>(blocks_per_row));
+    compose_kernel<T, VEC><<<grid, kThreads, 0, stream>>>(prev, prev_stride, candidates, index, coefficients, out,
+                                                          R, B, D, static_cast<unsigned>(blocks_per_row));
     return check_launch("zs2_compose");
 }
 
@@ -427,11 +450,11 @@ int zs2_momentum_update(const void* x, const float* init, void* y, float* state,
 int64_t zs2_kl_sums_workspace_size(int64_t R, int64_t B, int64_t D) {
     if (R < 0 || B < 0 || D <= 0) return -1;
     const int64_t num_chunks = ceil_div(D, kKlChunk);
-    return num_chunks > 1 ? B * (R + 1) * num_chunks : 0;
+    return num_chunks > 1 ? B * (R + 2) * num_chunks : 0;  // per chunk: A, the R C's and E of each b
 }
 
-int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, float* A, float* C, float* workspace,
-                int64_t R, int64_t B, int64_t D, int dtype, void* stream) {
+int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, float* A, float* C, float* E,
+                float* workspace, int64_t R, int64_t B, int64_t D, int dtype, void* stream) {
     const char* op = "zs2_kl_sums";
     if (R < 0 || B < 0 || D <= 0) {
         return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: need R >= 0, B >= 0, D > 0 (got R=%lld, B=%lld, D=%lld)", op,
@@ -441,8 +464,8 @@ int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, f
         using T = decltype(tag);
         constexpr int kVec = 16 / sizeof(T);
         if (B == 0) return static_cast<int>(ZS2_OK);
-        if (prev == nullptr || A == nullptr || (R > 0 && (candidates == nullptr || C == nullptr))) {
-            return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: null prev, candidates, A or C", op);
+        if (prev == nullptr || A == nullptr || E == nullptr || (R > 0 && (candidates == nullptr || C == nullptr))) {
+            return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: null prev, candidates, A, C or E", op);
         }
         if (zs2_kl_sums_workspace_size(R, B, D) > 0 && workspace == nullptr) {
             return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: D=%lld needs a workspace of %lld floats", op,
@@ -452,21 +475,23 @@ int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, f
         const T* candidates_typed = static_cast<const T*>(candidates);
         const auto s = static_cast<cudaStream_t>(stream);
         const bool vector = D % kVec == 0 && prev_stride % kVec == 0 && aligned16(prev) && aligned16(candidates);
-        return vector ? launch_kl_sums<T, kVec>(prev_typed, prev_stride, candidates_typed, A, C, workspace, R, B, D, s)
-                      : launch_kl_sums<T, 1>(prev_typed, prev_stride, candidates_typed, A, C, workspace, R, B, D, s);
+        return vector ? launch_kl_sums<T, kVec>(prev_typed, prev_stride, candidates_typed, A, C, E, workspace, R, B,
+                                                D, s)
+                      : launch_kl_sums<T, 1>(prev_typed, prev_stride, candidates_typed, A, C, E, workspace, R, B, D,
+                                             s);
     });
 }
 
 int zs2_compose(const void* prev, int64_t prev_stride, const void* candidates, const int64_t* index,
-                const double* alpha, void* out, int64_t R, int64_t B, int64_t D, int dtype, void* stream) {
+                const double* coefficients, void* out, int64_t R, int64_t B, int64_t D, int dtype, void* stream) {
     const char* op = "zs2_compose";
     if (int status = check_sizes(op, "R, B, D", R, B, D)) return status;
     return dispatch_dtype(op, dtype, [&](auto tag) {
         using T = decltype(tag);
         constexpr int kVec = 16 / sizeof(T);
         if (B == 0 || D == 0) return static_cast<int>(ZS2_OK);
-        if (prev == nullptr || index == nullptr || alpha == nullptr || out == nullptr) {
-            return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: null prev, index, alpha or out", op);
+        if (prev == nullptr || index == nullptr || coefficients == nullptr || out == nullptr) {
+            return fail(ZS2_ERROR_INVALID_ARGUMENT, "%s: null prev, index, coefficients or out", op);
         }
         const T* prev_typed = static_cast<const T*>(prev);
         const T* candidates_typed = static_cast<const T*>(candidates);
@@ -474,10 +499,10 @@ int zs2_compose(const void* prev, int64_t prev_stride, const void* candidates, c
         const auto s = static_cast<cudaStream_t>(stream);
         const bool vector =
             D % kVec == 0 && prev_stride % kVec == 0 && aligned16(prev) && aligned16(candidates) && aligned16(out);
-        return vector ? launch_compose<T, kVec>(prev_typed, prev_stride, candidates_typed, index, alpha, out_typed, R,
-                                                B, D, s)
-                      : launch_compose<T, 1>(prev_typed, prev_stride, candidates_typed, index, alpha, out_typed, R,
-                                             B, D, s);
+        return vector ? launch_compose<T, kVec>(prev_typed, prev_stride, candidates_typed, index, coefficients,
+                                                out_typed, R, B, D, s)
+                      : launch_compose<T, 1>(prev_typed, prev_stride, candidates_typed, index, coefficients,
+                                             out_typed, R, B, D, s);
     });
 }
 

@@ -52,20 +52,23 @@ ZS2_API int zs2_momentum_update(const void* x, const float* init, void* y, float
 ZS2_API int64_t zs2_kl_sums_workspace_size(int64_t R, int64_t B, int64_t D);
 
 /* prev [B, D] with row stride prev_stride (unit stride inside a row), candidates [R, B, D] contiguous:
- *   A[b]        = mean_d exp(p[b, d]) * p[b, d]
+ *   A[b]         = mean_d exp(p[b, d]) * p[b, d]
  *   C[b * R + r] = mean_d exp(p[b, d]) * candidates[r, b, d]
+ *   E[b]         = mean_d exp(p[b, d]) * exp(p[b, d])        (computed in the same pass as A)
  * float32 outputs, float32 accumulation, bitwise deterministic (fixed reduction order, no atomics).
  * `workspace` holds zs2_kl_sums_workspace_size(R, B, D) floats of per-chunk partial sums; D must be > 0. */
 ZS2_API int zs2_kl_sums(const void* prev, int64_t prev_stride, const void* candidates, float* A, float* C,
-                        float* workspace, int64_t R, int64_t B, int64_t D, int dtype, void* stream);
+                        float* E, float* workspace, int64_t R, int64_t B, int64_t D, int dtype, void* stream);
 
-/* out [B, D] contiguous, prev's dtype:
- *   out[b, d] = sqrt(alpha[b]) * p[b, d] + sqrt(max(1 - alpha[b], 0)) * candidates[index[b], b, d]
- * with index int64 [B] and alpha float64 [B]; the two coefficients are formed in double, then rounded to
- * float. Requires 0 <= index[b] < R; a row whose index is out of range is written as NaN instead of
- * being read out of bounds (checking on the host would need a synchronisation). */
+/* out [B, D] contiguous, prev's dtype, with (keep, fresh, tilt) = coefficients[3 * b + 0, 1, 2]:
+ *   out[b, d] = keep * p[b, d] + fresh * candidates[index[b], b, d] - tilt * exp(p[b, d])
+ * with index int64 [B] and coefficients float64 [B, 3] contiguous, rounded to float and used as given (no
+ * clamping: a NaN coefficient gives a NaN row). The exp term is computed only where tilt != 0 (after rounding
+ * to float), so a row with tilt = 0 stays finite whatever exp(p) would be. Requires 0 <= index[b] < R; a row
+ * whose index is out of range is written as NaN instead of being read out of bounds (checking on the host
+ * would need a synchronisation). */
 ZS2_API int zs2_compose(const void* prev, int64_t prev_stride, const void* candidates, const int64_t* index,
-                        const double* alpha, void* out, int64_t R, int64_t B, int64_t D, int dtype,
+                        const double* coefficients, void* out, int64_t R, int64_t B, int64_t D, int dtype,
                         void* stream);
 
 #ifdef __cplusplus

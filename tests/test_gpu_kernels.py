@@ -86,11 +86,11 @@ def test_search_kernel_compiles_once_for_every_candidate_count():
     before = compiled_variants()
     for count in (1, 10, 17, 64, 1000):
         candidates = torch.randn(count, 2, prev.shape[1], device="cuda")
-        index, alpha, _ = search_frame_op(prev, candidates, count, None, 1, 0.01, "exact", 15, "triton")
+        index, coefficients, _ = search_frame_op(prev, candidates, count, None, 1, 0.01, "exact", 15, "triton")
         sums = noise_reference.kl_sums(prev, candidates)
-        ref_index, ref_alpha, _ = noise_reference.search_from_sums(*sums, 0.01, "exact", 15)
+        ref_index, ref_coefficients, _ = noise_reference.search_from_sums(*sums, 0.01, "exact", 15, prev.shape[1])
         assert index.tolist() == ref_index.tolist()
-        torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
+        torch.testing.assert_close(coefficients, ref_coefficients, rtol=0, atol=1e-6)
     assert compiled_variants() == before
 
 

@@ -130,7 +130,9 @@ def test_binding_loads_library_and_symbols(use_built_library):
 def test_workspace_size(use_built_library):
     library = cuda_library.load()
     assert library.zs2_kl_sums_workspace_size(5, 3, 4096) == 0  # one chunk: written directly
-    assert library.zs2_kl_sums_workspace_size(5, 3, 4 * 64 * 64 + 3) == 3 * 6 * 5
+    # Five chunks of 4096, each with A, the 5 C's and E of the 3 batch items.
+    assert library.zs2_kl_sums_workspace_size(5, 3, 4 * 64 * 64 + 3) == 3 * 7 * 5
+    assert library.zs2_kl_sums_workspace_size(0, 2, 4097) == 2 * 2 * 2  # no candidates: A and E
     assert library.zs2_kl_sums_workspace_size(5, 3, 0) == -1
 
 
@@ -144,7 +146,11 @@ def test_launcher_errors_carry_a_message(use_built_library):
     with pytest.raises(RuntimeError, match="negative size"):
         cuda_library.check_status(library, library.zs2_compose(None, 0, None, None, None, None, 1, -1, 1, 0, None))
     with pytest.raises(RuntimeError, match="needs a workspace"):
-        cuda_library.check_status(library, library.zs2_kl_sums(16, 5000, 16, 16, 16, None, 2, 1, 5000, 0, None))
+        cuda_library.check_status(library, library.zs2_kl_sums(16, 5000, 16, 16, 16, 16, None, 2, 1, 5000, 0, None))
+    with pytest.raises(RuntimeError, match="null prev, candidates, A, C or E"):
+        cuda_library.check_status(library, library.zs2_kl_sums(16, 8, 16, 16, 16, None, None, 2, 1, 8, 0, None))
+    with pytest.raises(RuntimeError, match="null prev, index, coefficients or out"):
+        cuda_library.check_status(library, library.zs2_compose(16, 8, 16, 16, None, 16, 2, 1, 8, 0, None))
     # Empty problems are no-ops that never touch CUDA.
     assert library.zs2_momentum_update(None, None, None, None, 0, 4, 4, 0.5, 0, None) == 0
 
@@ -167,7 +173,7 @@ def test_cpu_tensors_raise_clear_error(use_built_library):
     with pytest.raises(RuntimeError, match=CLEAR_GPU_ERROR):
         noise_cuda.kl_sums(prev, candidates)
     with pytest.raises(RuntimeError, match=CLEAR_GPU_ERROR):
-        noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.float64))
+        noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.float64))
 
 
 def test_missing_library_raises_clear_error(monkeypatch, tmp_path):
@@ -180,7 +186,7 @@ def test_missing_library_raises_clear_error(monkeypatch, tmp_path):
     for call in (
         lambda: momentum_cuda.momentum_update(torch.randn(2, 3, 8), 0.5),
         lambda: noise_cuda.kl_sums(prev, candidates),
-        lambda: noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2)),
+        lambda: noise_cuda.compose(prev, candidates, torch.zeros(2, dtype=torch.long), torch.zeros(2, 3)),
     ):
         with pytest.raises(RuntimeError, match=CLEAR_MISSING_ERROR) as error:
             call()
@@ -242,9 +248,11 @@ def check_momentum(ops, device, dtype, size, frames, mu, with_init, offset=0):
 
 
 def kl_truth(prev, candidates):
+    """(A, C, E) of ``kl_sums`` in float64."""
     p = prev.double()
     weight = p.exp()
-    return (weight * p).mean(-1), torch.einsum("bd,rbd->br", weight, candidates.double()) / p.shape[-1]
+    return ((weight * p).mean(-1), torch.einsum("bd,rbd->br", weight, candidates.double()) / p.shape[-1],
+            (weight * weight).mean(-1))
 
 
 def strided_prev(batch, size, dtype, generator, offset):
@@ -257,29 +265,56 @@ def check_kl_sums(ops, device, dtype, size, batch, count, offset):
     generator = torch.Generator(device).manual_seed(size + count)
     prev = strided_prev(batch, size, dtype, generator, offset)
     candidates = torch.randn(count, batch, size, device=device, generator=generator).to(dtype)
-    a_sum, c_sum = ops.kl_sums(prev, candidates)
-    assert a_sum.dtype == c_sum.dtype == torch.float32
-    assert a_sum.shape == (batch,) and c_sum.shape == (batch, count)
-    plain_a, plain_c = noise_reference.kl_sums(prev, candidates)
-    truth_a, truth_c = kl_truth(prev, candidates)
-    assert_as_accurate_as_torch(a_sum, plain_a, truth_a, 1e-6)
-    assert_as_accurate_as_torch(c_sum, plain_c, truth_c, 1e-6)
-    again_a, again_c = ops.kl_sums(prev, candidates)
-    assert torch.equal(a_sum, again_a) and torch.equal(c_sum, again_c), "kl_sums is not deterministic"
+    sums = ops.kl_sums(prev, candidates)
+    assert len(sums) == 3 and all(total.dtype == torch.float32 for total in sums)
+    assert [tuple(total.shape) for total in sums] == [(batch,), (batch, count), (batch,)]
+    for total, plain, truth in zip(sums, noise_reference.kl_sums(prev, candidates), kl_truth(prev, candidates)):
+        assert_as_accurate_as_torch(total, plain, truth, 1e-6)
+    again = ops.kl_sums(prev, candidates)
+    assert all(torch.equal(total, repeat) for total, repeat in zip(sums, again)), "kl_sums is not deterministic"
+
+
+def alpha_coefficients(alpha):
+    """The paper search's rows (sqrt(alpha), sqrt(1 - alpha), 0), as float64 [B, 3]."""
+    return torch.stack([alpha.sqrt(), (1 - alpha).clamp(min=0).sqrt(), torch.zeros_like(alpha)], dim=-1)
+
+
+def compose_truth(prev, candidates, index, coefficients):
+    """keep·p + fresh·n - tilt·exp(p) in float64 (the exp term only where tilt != 0)."""
+    p = prev.double()
+    chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)].double()
+    keep, fresh, tilt = (column[:, None] for column in coefficients.double().unbind(-1))
+    return keep * p + fresh * chosen - torch.where(tilt != 0, tilt * p.exp(), torch.zeros_like(p))
 
 
 def check_compose(ops, device, dtype, size, offset):
-    batch, count = 6, 4
+    batch, count = 8, 4
     generator = torch.Generator(device).manual_seed(size)
     prev = strided_prev(batch, size, dtype, generator, offset)
+    prev[6, ::2] = 100.0  # exp(100) overflows float32: row 6 has tilt 0 and must stay finite
     candidates = torch.randn(count, batch, size, device=device, generator=generator).to(dtype)
-    index = torch.tensor([0, 3, 1, 2, 3, 0], device=device)
-    alpha = torch.tensor([0.0, 1.0, 0.3, 0.999, 1.0 + 1e-12, 0.5], dtype=torch.float64, device=device)
-    out = ops.compose(prev, candidates, index, alpha)
+    index = torch.tensor([0, 3, 1, 2, 3, 0, 2, 1], device=device)
+    alpha = torch.tensor([0.0, 1.0, 0.3, 0.999, 1.0 + 1e-12], dtype=torch.float64, device=device)
+    coefficients = torch.cat([
+        alpha_coefficients(alpha),  # the paper search's rows: (sqrt(a), sqrt(1 - a), 0)
+        torch.tensor([[0.8, 0.6, 0.02],  # the exact search's rows: tilt != 0
+                      [0.7, 0.7, 0.0],  # over prev = 100
+                      [1.5, -0.25, -0.4]],  # outside [0, 1]: used as given, no clamping
+                     dtype=torch.float64, device=device)])
+    out = ops.compose(prev, candidates, index, coefficients)
     assert out.dtype == dtype and out.shape == (batch, size) and out.is_contiguous()
-    chosen = candidates[index, torch.arange(batch, device=device)].double()
-    truth = alpha.sqrt()[:, None] * prev.double() + (1 - alpha).clamp(min=0).sqrt()[:, None] * chosen
-    assert_as_accurate_as_torch(out, noise_reference.compose(prev, candidates, index, alpha), truth, ATOL[dtype])
+    assert torch.isfinite(out[6]).all(), "tilt = 0 must not compute 0 * exp(100) = NaN"
+    truth = compose_truth(prev, candidates, index, coefficients)
+    plain = noise_reference.compose(prev, candidates, index, coefficients)
+    assert_as_accurate_as_torch(out, plain, truth, ATOL[dtype])
+    # A NaN coefficient gives a NaN row (nothing clamps or replaces it); the other rows are unchanged.
+    with_nan = coefficients.clone()
+    with_nan[1, 0] = float("nan")
+    with_nan[5, 2] = float("nan")
+    out_nan = ops.compose(prev, candidates, index, with_nan)
+    assert out_nan[[1, 5]].isnan().all()
+    kept = [0, 2, 3, 4, 6, 7]
+    assert torch.equal(out_nan[kept], out[kept])
 
 
 def check_compose_out_of_range(ops, device, clamped):
@@ -287,11 +322,13 @@ def check_compose_out_of_range(ops, device, clamped):
     the index first, as the other backends do."""
     prev = torch.randn(3, 100, device=device)
     candidates = torch.randn(2, 3, 100, device=device)
-    alpha = torch.full((3,), 0.5, dtype=torch.float64, device=device)
-    out = ops.compose(prev, candidates, torch.tensor([0, 2, -1], device=device), alpha)
+    coefficients = torch.tensor([[0.7, 0.7, 0.0], [0.5, 0.8, 0.1], [0.9, 0.4, -0.2]], dtype=torch.float64,
+                                device=device)
+    out = ops.compose(prev, candidates, torch.tensor([0, 2, -1], device=device), coefficients)
     assert torch.isfinite(out[0]).all()
     if clamped:
-        torch.testing.assert_close(out, ops.compose(prev, candidates, torch.tensor([0, 1, 0], device=device), alpha))
+        torch.testing.assert_close(out, ops.compose(prev, candidates, torch.tensor([0, 1, 0], device=device),
+                                                    coefficients))
     else:
         assert out[1:].isnan().all()
 
@@ -339,6 +376,17 @@ def test_compose_out_of_range_index_gives_nan_row(backend):
     check_compose_out_of_range(backend, "cuda", clamped=True)
 
 
+@pytest.mark.gpu
+@gpu_only
+def test_compose_checks_the_coefficients_shape(backend):
+    prev = torch.randn(2, 8, device="cuda")
+    candidates = torch.randn(3, 2, 8, device="cuda")
+    index = torch.zeros(2, dtype=torch.long, device="cuda")
+    for shape in ((2,), (2, 2), (3, 3)):
+        with pytest.raises(ValueError, match="coefficients"):
+            backend.compose(prev, candidates, index, torch.zeros(shape, dtype=torch.float64, device="cuda"))
+
+
 # --------------------------------------------------------------------------- host emulation (no GPU)
 # CI has no GPU, so the kernels' logic (indexing, tails, vector/scalar paths, block reductions, the chunked
 # KL workspace) is also checked by compiling zs2_ops.cu itself as host C++ with g++: every `<<<>>>` launch
@@ -380,6 +428,7 @@ inline EmulatedBlock* emulated_current;
 
 inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
 inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 inline void __syncthreads() { emulated_current->block->arrive_and_wait(); }
 inline float __shfl_down_sync(unsigned, float value, int offset) {
@@ -449,19 +498,22 @@ class HostOps:
         R, B, D = candidates.shape
         a_sum = torch.empty(B)
         c_sum = torch.empty(B, R)
+        e_sum = torch.empty(B)
         size = self.library.zs2_kl_sums_workspace_size(R, B, D)
         workspace = torch.empty(size) if size > 0 else None
         cuda_library.check_status(self.library, self.library.zs2_kl_sums(
             prev.data_ptr(), prev.stride(0), candidates.data_ptr(), a_sum.data_ptr(), c_sum.data_ptr(),
-            None if workspace is None else workspace.data_ptr(), R, B, D, cuda_library._DTYPE_CODES[prev.dtype],
-            None))  # fmt: skip
-        return a_sum, c_sum
+            e_sum.data_ptr(), None if workspace is None else workspace.data_ptr(), R, B, D,
+            cuda_library._DTYPE_CODES[prev.dtype], None))  # fmt: skip
+        return a_sum, c_sum, e_sum
 
-    def compose(self, prev, candidates, index, alpha):
+    def compose(self, prev, candidates, index, coefficients):
+        """The library as called raw: the index is not clamped (out of range gives NaN rows)."""
         R, B, D = candidates.shape
+        assert coefficients.dtype == torch.float64 and coefficients.shape == (B, 3) and coefficients.is_contiguous()
         out = torch.empty(B, D, dtype=prev.dtype)
         cuda_library.check_status(self.library, self.library.zs2_compose(
-            prev.data_ptr(), prev.stride(0), candidates.data_ptr(), index.data_ptr(), alpha.data_ptr(),
+            prev.data_ptr(), prev.stride(0), candidates.data_ptr(), index.data_ptr(), coefficients.data_ptr(),
             out.data_ptr(), R, B, D, cuda_library._DTYPE_CODES[prev.dtype], None))  # fmt: skip
         return out
 
@@ -514,7 +566,8 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
             candidates = torch.randn(5, 2, size, device="cuda", generator=generator).to(dtype)
             noise_cuda.kl_sums(prev, candidates)
             index = torch.tensor([4, 0], device="cuda")
-            noise_cuda.compose(prev, candidates, index, torch.tensor([0.2, 0.7], dtype=torch.float64, device="cuda"))
+            coefficients = torch.tensor([[0.5, 0.8, 0.1], [0.9, 0.4, 0.0]], dtype=torch.float64, device="cuda")
+            noise_cuda.compose(prev, candidates, index, coefficients)
 torch.cuda.synchronize()
 print("sanitizer script done")
 """

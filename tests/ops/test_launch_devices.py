@@ -55,8 +55,8 @@ def test_every_launcher_enters_the_tensors_device(launches):
     zs2_kernels.dependency_noise((2, 3, 40), 0.1, seed=0, backend="triton")  # Philox: search, compose, normal
     prev, cand = torch.randn(2, 40), torch.randn(4, 2, 40)
     kl_sums_op(prev, cand, "triton")
-    index, alpha, _ = search_frame_op(prev, cand, 4, None, 1, 0.1, "paper", 15, "triton")
-    compose_op(prev, cand, index, alpha, 4, None, 1, "triton")
+    index, coefficients, _ = search_frame_op(prev, cand, 4, None, 1, 0.1, "paper", 15, "triton")
+    compose_op(prev, cand, index, coefficients, 4, None, 1, "triton")
 
     assert {name for name, _, _ in launches} == {kernel.__name__ for kernel in KERNELS}
     for name, guard, devices in launches:

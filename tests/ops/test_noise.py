@@ -24,17 +24,20 @@ def make(batch, dim, candidates, dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_kl_sums_triton_matches_reference(dtype, dim, batch):
     prev, cand = make(batch, dim, 10, dtype)
-    a_sum, c_sum = kl_sums_op(prev, cand, "triton")
-    a_ref, c_ref = reference.kl_sums(prev.double(), cand.double())
-    assert a_sum.dtype == torch.float32 and a_sum.shape == (batch,) and c_sum.shape == (batch, 10)
+    a_sum, c_sum, e_sum = kl_sums_op(prev, cand, "triton")
+    a_ref, c_ref, e_ref = reference.kl_sums(prev.double(), cand.double())
+    assert a_sum.dtype == e_sum.dtype == torch.float32 and a_sum.shape == e_sum.shape == (batch,)
+    assert c_sum.shape == (batch, 10)
     torch.testing.assert_close(a_sum.double(), a_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c_sum.double(), c_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(e_sum.double(), e_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(e_ref, prev.double().exp().square().mean(-1))  # E = mean exp(2p), from the math
 
 
 def test_kl_sums_identity_equals_literal_kl():
     """A - C_r is the paper's kl_div statistic of candidate r (the identity the kernels rely on)."""
     prev, cand = make(2, 513, 4)
-    a_sum, c_sum = reference.kl_sums(prev.double(), cand.double())
+    a_sum, c_sum, _ = reference.kl_sums(prev.double(), cand.double())
     literal = torch.stack([reference.kl_statistic(cand[r].double(), prev.double()) for r in range(4)], dim=1)
     torch.testing.assert_close(a_sum[:, None] - c_sum, literal)
 
@@ -44,14 +47,14 @@ def test_kl_sums_identity_equals_literal_kl():
 @pytest.mark.parametrize("dim", [7, 4 * 64 * 64 + 3])
 def test_search_and_compose_triton_match_literal(search, noise_lambda, dim):
     prev, cand = make(3, dim, 10, seed=dim)
-    index, alpha, kl = search_frame_op(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
-    frame = compose_op(prev, cand, index, alpha, 10, None, 1, "triton")
+    index, coefficients, kl = search_frame_op(prev, cand, 10, None, 1, noise_lambda, search, 15, "triton")
+    frame = compose_op(prev, cand, index, coefficients, 10, None, 1, "triton")
     lit_index, lit_alpha, lit_frame, lit_kl = reference.search_frame_literal(prev, cand, noise_lambda, search, 15)
     assert index.tolist() == lit_index.tolist()
-    torch.testing.assert_close(alpha, lit_alpha, rtol=0, atol=1e-6)
+    torch.testing.assert_close(coefficients[:, 0].square(), lit_alpha, rtol=0, atol=1e-6)
     torch.testing.assert_close(kl, lit_kl, rtol=0, atol=1e-5)
     torch.testing.assert_close(frame.double(), lit_frame, rtol=0, atol=2e-6)
-    assert ((alpha >= 0) & (alpha <= 1)).all()
+    assert ((coefficients[:, 0] >= 0) & (coefficients[:, 0] <= 1)).all()
 
 
 @pytest.mark.parametrize("search", ["paper", "exact"])
@@ -60,12 +63,35 @@ def test_search_from_sums_reproduces_literal_trajectory(search, noise_lambda):
     """The identity-based CPU search takes the same decisions as the paper's full-tensor search."""
     for seed in range(5):
         prev, cand = make(4, 300, 10, seed=seed)
-        index, alpha, kl = reference.search_from_sums(*reference.kl_sums(prev.double(), cand.double()),
-                                                      noise_lambda, search, 15)
-        lit_index, lit_alpha, _, lit_kl = reference.search_frame_literal(prev, cand, noise_lambda, search, 15)
+        index, coefficients, kl = reference.search_from_sums(*reference.kl_sums(prev.double(), cand.double()),
+                                                             noise_lambda, search, 15, 300)
+        lit_index, lit_alpha, lit_frame, lit_kl = reference.search_frame_literal(prev, cand, noise_lambda, search,
+                                                                                 15)
         assert index.tolist() == lit_index.tolist()
-        torch.testing.assert_close(alpha, lit_alpha, rtol=0, atol=1e-9)
+        torch.testing.assert_close(coefficients[:, 0].square(), lit_alpha, rtol=0, atol=1e-9)
         torch.testing.assert_close(kl, lit_kl, rtol=0, atol=1e-9)
+        frame = reference.compose(prev.double(), cand.double(), index, coefficients)
+        torch.testing.assert_close(frame, lit_frame, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("noise_lambda", [0.001, 0.01, 0.1, 1.0])
+@pytest.mark.parametrize("dim", [2, 7, 300])
+def test_exact_search_hits_lambda_with_fresh_noise_orthogonal_to_the_weights(noise_lambda, dim):
+    """The unbiased step (DESIGN.md §1.1): keep = 1 - lambda/A, and what the frame gets of the candidate has no
+    component along exp(p), the one direction the statistic sees, so the full-tensor statistic is lambda."""
+    prev, cand = make(6, dim, 10, seed=dim)
+    prev, cand = prev.double(), cand.double()
+    index, coefficients, kl = reference.search_frame(prev, cand, noise_lambda, "exact", 15)
+    a_sum = (prev.exp() * prev).mean(-1)
+    reach = a_sum > noise_lambda  # else the projected step cannot reach lambda (its statistic is A at keep 0)
+    assert reach.sum() >= 2
+    torch.testing.assert_close(coefficients[reach, 0], 1 - noise_lambda / a_sum[reach])
+    frame = reference.compose(prev, cand, index, coefficients)
+    fresh_part = frame - coefficients[:, :1] * prev
+    torch.testing.assert_close((fresh_part * prev.exp()).sum(-1)[reach], torch.zeros_like(a_sum[reach]), atol=1e-12,
+                               rtol=0)
+    torch.testing.assert_close(reference.kl_statistic(frame, prev)[reach], kl[reach], atol=1e-12, rtol=0)
+    torch.testing.assert_close(kl[reach], torch.full_like(kl[reach], noise_lambda), atol=1e-12, rtol=0)
 
 
 def test_paper_search_never_returns_alpha_one_above_zero_lambda():
@@ -73,25 +99,31 @@ def test_paper_search_never_returns_alpha_one_above_zero_lambda():
     lambda = 0.01 ends at the last accepted trial 0.98, lambda = 1.0 stays low and near its target."""
     prev, cand = make(2, 16384, 10, seed=1)
     sums = reference.kl_sums(prev.double(), cand.double())
-    _, alpha_small, kl_small = reference.search_from_sums(*sums, 0.01, "paper", 15)
+    _, coefficients, kl_small = reference.search_from_sums(*sums, 0.01, "paper", 15, 16384)
+    alpha_small = coefficients[:, 0].square()
     torch.testing.assert_close(alpha_small, torch.full_like(alpha_small, 0.98), rtol=0, atol=1e-6)
     assert (kl_small > 0.01).all()  # its steps cannot reach the target: the statistic stays above it
-    _, alpha_big, kl_big = reference.search_from_sums(*sums, 1.0, "paper", 15)
-    assert (alpha_big < 0.5).all() and (kl_big - 1.0).abs().max() < 0.1
+    _, coefficients, kl_big = reference.search_from_sums(*sums, 1.0, "paper", 15, 16384)
+    assert (coefficients[:, 0].square() < 0.5).all() and (kl_big - 1.0).abs().max() < 0.1
+    assert coefficients[:, 2].eq(0).all()  # the paper's step has no exp(p) term
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_compose_triton_matches_reference(dtype):
-    prev, cand = make(3, 1003, 5, dtype)
-    index = torch.tensor([4, 0, 2])
-    alpha = torch.tensor([0.0, 0.37, 1.0], dtype=torch.float64)
-    out = compose_op(prev, cand, index, alpha, 5, None, 1, "triton")
-    expected = reference.compose(prev.float(), cand.float(), index, alpha)
+    prev, cand = make(4, 1003, 5, dtype)
+    index = torch.tensor([4, 0, 2, 1])
+    coefficients = torch.tensor([[0.0, 1.0, 0.0], [0.37, 0.8, 0.0], [1.0, 0.0, 0.0], [0.9, 0.45, 0.013]],
+                                dtype=torch.float64)
+    out = compose_op(prev, cand, index, coefficients, 5, None, 1, "triton")
+    expected = reference.compose(prev.float(), cand.float(), index, coefficients)
     assert out.dtype == dtype
     tol = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)
-    torch.testing.assert_close(out[0].float(), cand[4, 0].float())  # alpha 0: the fresh candidate
-    torch.testing.assert_close(out[2].float(), prev[2].float())  # alpha 1: the previous frame
+    torch.testing.assert_close(out[0].float(), cand[4, 0].float())  # (0, 1, 0): the fresh candidate
+    torch.testing.assert_close(out[2].float(), prev[2].float())  # (1, 0, 0): the previous frame
+    p = prev[3].double()  # the tilted row, from the formula
+    truth = 0.9 * p + 0.45 * cand[1, 3].double() - 0.013 * p.exp()
+    torch.testing.assert_close(out[3].double(), truth, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("search", ["paper", "exact"])
@@ -100,12 +132,13 @@ def test_philox_fused_equals_materialised(search):
     prev, _ = make(3, 2051, 1)
     seeds, frame, count = torch.tensor([1234, 7, 2**62 + 5]), 5, 10
     cand = noise_search.philox_normal(seeds, frame, count, 2051)
-    index, alpha, kl = search_frame_op(prev, None, count, seeds, frame, 0.1, search, 15, "triton")
-    ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.1, search, 15)
+    index, coefficients, kl = search_frame_op(prev, None, count, seeds, frame, 0.1, search, 15, "triton")
+    ref_index, ref_coefficients, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.1, search, 15,
+                                                                     2051)
     assert index.tolist() == ref_index.tolist()
-    torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
-    out = compose_op(prev, None, index, alpha, count, seeds, frame, "triton")
-    torch.testing.assert_close(out, reference.compose(prev, cand, index, alpha), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(coefficients, ref_coefficients, rtol=0, atol=1e-6)
+    out = compose_op(prev, None, index, coefficients, count, seeds, frame, "triton")
+    torch.testing.assert_close(out, reference.compose(prev, cand, index, coefficients), rtol=1e-6, atol=1e-6)
 
 
 def test_philox_streams_are_standard_normal_and_distinct():
@@ -146,20 +179,21 @@ def test_non_finite_previous_frame_never_picks_outside_the_candidates(backend, p
         prev[1] = float("nan")
     else:
         prev[1, 5], prev[1, 700] = float("inf"), float(poison)
-    index, alpha, _ = search_frame_op(prev, cand, 10, None, 1, 0.1, "exact", 15, backend)
+    index, coefficients, _ = search_frame_op(prev, cand, 10, None, 1, 0.1, "exact", 15, backend)
     assert ((index >= 0) & (index < 10)).all(), index
     clean = search_frame_op(prev[[0, 2]], cand[:, [0, 2]], 10, None, 1, 0.1, "exact", 15, backend)
     assert index[[0, 2]].tolist() == clean[0].tolist()  # the other videos are untouched
-    compose_op(prev, cand, index, alpha, 10, None, 1, backend)
+    frame = compose_op(prev, cand, index, coefficients, 10, None, 1, backend)
+    assert torch.equal(frame[[0, 2]], compose_op(prev[[0, 2]], cand[:, [0, 2]], *clean[:2], 10, None, 1, backend))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_compose_clamps_index_and_alpha_from_raw_calls(backend):
+def test_compose_clamps_the_index_from_raw_calls(backend):
     prev, cand = make(2, 1003, 4)
-    out = compose_op(prev, cand, torch.tensor([99, -5]), torch.tensor([1.5, -0.5], dtype=torch.float64), 4, None,
-                      1, backend)
-    torch.testing.assert_close(out[0], prev[0])  # alpha 1 (clamped): the previous frame
-    torch.testing.assert_close(out[1], cand[0, 1])  # alpha 0, index 0 (clamped): the first candidate
+    fresh = torch.tensor([[0.0, 1.0, 0.0]] * 2, dtype=torch.float64)
+    out = compose_op(prev, cand, torch.tensor([99, -5]), fresh, 4, None, 1, backend)
+    torch.testing.assert_close(out[0], cand[3, 0])  # index R - 1
+    torch.testing.assert_close(out[1], cand[0, 1])  # index 0
 
 
 @pytest.mark.parametrize("count", [1, 10, 17, 64, 1000])
@@ -167,10 +201,11 @@ def test_search_kernel_any_candidate_count(count):
     """The search kernel loops over candidate columns in fixed-width chunks: any R, including the chunk edges."""
     prev, cand = make(2, 333, count, seed=count)
     for search in ("exact", "paper"):
-        index, alpha, kl = search_frame_op(prev, cand, count, None, 1, 0.05, search, 15, "triton")
-        ref_index, ref_alpha, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.05, search, 15)
+        index, coefficients, kl = search_frame_op(prev, cand, count, None, 1, 0.05, search, 15, "triton")
+        ref_index, ref_coefficients, ref_kl = reference.search_from_sums(*reference.kl_sums(prev, cand), 0.05, search,
+                                                                         15, 333)
         assert index.tolist() == ref_index.tolist()
-        torch.testing.assert_close(alpha, ref_alpha, rtol=0, atol=1e-6)
+        torch.testing.assert_close(coefficients, ref_coefficients, rtol=0, atol=1e-6)
         torch.testing.assert_close(kl, ref_kl, rtol=0, atol=1e-5)
 
 
@@ -184,9 +219,9 @@ def test_strided_inputs_give_the_contiguous_result(backend):
     for got, want in zip(search_frame_op(strided_prev, strided_cand, 6, None, 1, 0.1, "exact", 15, backend),
                          search_frame_op(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)):
         assert torch.equal(got, want)
-    index, alpha, _ = search_frame_op(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)
-    assert torch.equal(compose_op(strided_prev, strided_cand, index, alpha, 6, None, 1, backend),
-                       compose_op(prev, cand, index, alpha, 6, None, 1, backend))
+    index, coefficients, _ = search_frame_op(prev, cand, 6, None, 1, 0.1, "exact", 15, backend)
+    assert torch.equal(compose_op(strided_prev, strided_cand, index, coefficients, 6, None, 1, backend),
+                       compose_op(prev, cand, index, coefficients, 6, None, 1, backend))
     assert torch.equal(kl_sums_op(strided_prev, strided_cand, backend)[1], kl_sums_op(prev, cand, backend)[1])
 
 
@@ -210,7 +245,10 @@ def test_strided_inputs_give_the_contiguous_result(backend):
         (lambda p, c, i, a: torch.ops.zs2.search_frame(p, None, 4, torch.tensor([1, 2]), 1, 0.1, "exact", 15,
                                                        "torch"), ValueError, "triton"),
         (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i[:1], a, 4, None, 1, "torch"), ValueError, "index"),
-        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a.float(), 4, None, 1, "triton"), ValueError, "alpha"),
+        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a.float(), 4, None, 1, "triton"), ValueError,
+         "coefficients"),
+        (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a[:, :2], 4, None, 1, "torch"), ValueError,
+         r"coefficients must be a torch.float64 tensor of shape \(2, 3\)"),
         (lambda p, c, i, a: torch.ops.zs2.compose(p, c, i, a, 4, None, -1, "torch"), ValueError, "frame"),
     ],
 )
@@ -218,18 +256,20 @@ def test_raw_ops_validate_their_arguments(call, error, match):
     """Whoever calls them (torch.ops.zs2.*), the ops refuse what would read out of bounds or compute nonsense."""
     prev, cand = make(2, 50, 4)
     with pytest.raises(error, match=match):
-        call(prev, cand, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64))
+        call(prev, cand, torch.tensor([0, 1]), torch.tensor([[0.5, 0.5, 0.0]] * 2, dtype=torch.float64))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_compose_treats_a_nan_alpha_as_zero(backend):
-    """A NaN alpha (from a raw call) gives the fresh candidate, in every backend, never a NaN frame."""
-    prev, cand = make(2, 100, 3)
-    index = torch.tensor([1, 2])
-    out = compose_op(prev, cand, index, torch.tensor([float("nan"), 0.5], dtype=torch.float64), 3, None, 1, backend)
-    torch.testing.assert_close(out[0], cand[1, 0])
-    torch.testing.assert_close(out[1], compose_op(prev, cand, index, torch.tensor([0.0, 0.5], dtype=torch.float64),
-                                                  3, None, 1, backend)[1])
+def test_compose_with_tilt_zero_stays_finite_where_exp_overflows(backend):
+    """The paper's step (tilt 0) on a previous frame beyond exp's float32 range: no inf·0 = NaN; a NaN coefficient
+    from a raw call gives a NaN row for its video only."""
+    prev, cand = make(3, 100, 3)
+    prev[:, 7] = 100.0
+    coefficients = torch.tensor([[0.6, 0.8, 0.0], [float("nan"), 0.5, 0.0], [0.6, 0.8, 0.0]], dtype=torch.float64)
+    out = compose_op(prev, cand, torch.tensor([1, 2, 0]), coefficients, 3, None, 1, backend)
+    assert out[[0, 2]].isfinite().all() and out[1].isnan().all()
+    torch.testing.assert_close(out[0], (0.6 * prev[0].double() + 0.8 * cand[1, 0].double()).float())
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -240,7 +280,7 @@ def test_inputs_that_require_grad_are_detached(backend):
     for g, w in zip(got, want):
         assert torch.equal(g, w) and not g.requires_grad
     out = compose_op(prev, cand, *want[:2], 3, None, 1, backend)
-    assert not out.requires_grad and not kl_sums_op(prev, cand, backend)[1].requires_grad
+    assert not out.requires_grad and not any(t.requires_grad for t in kl_sums_op(prev, cand, backend))
 
 
 def test_raw_calls_on_meta_tensors_validate_and_give_shapes():
@@ -249,8 +289,10 @@ def test_raw_calls_on_meta_tensors_validate_and_give_shapes():
         torch.ops.zs2.kl_sums(prev, cand[:, :1], "torch")
     with pytest.raises(ValueError, match="noise_lambda"):
         torch.ops.zs2.search_frame(prev, cand, 4, None, 1, -0.1, "exact", 15, "torch")
-    a_sum, c_sum = torch.ops.zs2.kl_sums(prev, cand, "torch")
-    assert a_sum.shape == (2,) and c_sum.shape == (2, 4) and c_sum.is_meta
+    a_sum, c_sum, e_sum = torch.ops.zs2.kl_sums(prev, cand, "torch")
+    assert a_sum.shape == e_sum.shape == (2,) and c_sum.shape == (2, 4) and c_sum.is_meta and e_sum.is_meta
+    index, coefficients, kl = torch.ops.zs2.search_frame(prev, cand, 4, None, 1, 0.1, "exact", 15, "torch")
+    assert coefficients.shape == (2, 3) and coefficients.dtype == torch.float64 and coefficients.is_meta
 
 
 def test_ops_refuse_a_backend_that_cannot_run_on_the_device(monkeypatch):
@@ -268,8 +310,8 @@ def test_ops_refuse_a_backend_that_cannot_run_on_the_device(monkeypatch):
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("search", ["exact", "paper"])
 def test_backends_agree_when_exp_of_the_previous_frame_overflows(search):
-    """A previous frame beyond float32 exp's range (|p| > 88) has no finite statistic: every backend keeps the
-    first candidate with alpha 0 (a fresh frame) or the same alpha, never a NaN alpha."""
+    """A previous frame beyond float32 exp's range (|p| > 88) has no finite statistic: every backend takes the same
+    step (the exact search keeps the frame: A = inf), never a NaN coefficient."""
     prev, cand = make(3, 500, 8)
     prev[1, 3] = 100.0
     prev[2] *= 50

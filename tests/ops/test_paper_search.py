@@ -49,9 +49,10 @@ def random_stage_is_clear(previous, candidates, noise_lambda) -> bool:
 
 
 def ours(previous, candidates, noise_lambda, backend):
-    index, alpha, kl = search_frame_op(previous.flatten(1), candidates.flatten(2), CANDIDATES, None, 1,
-                                        noise_lambda, "paper", LINE_STEPS, backend)
-    return index.item(), alpha.item(), kl.item()
+    index, coefficients, kl = search_frame_op(previous.flatten(1), candidates.flatten(2), CANDIDATES, None, 1,
+                                               noise_lambda, "paper", LINE_STEPS, backend)
+    assert coefficients[0, 2] == 0  # the paper's step has no exp(p) term
+    return index.item(), coefficients[0, 0].square().item(), kl.item()
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -81,7 +82,7 @@ def test_reference_takes_the_published_trials(noise_lambda):
         published = paper_search(previous, candidates, noise_lambda, LINE_STEPS)
         if not random_stage_is_clear(previous, candidates, noise_lambda):
             continue
-        a_sum, c_sum = reference.kl_sums(previous.flatten(1).double(), candidates.flatten(2).double())
+        a_sum, c_sum, _ = reference.kl_sums(previous.flatten(1).double(), candidates.flatten(2).double())
         c_best = c_sum[:, published.index]
         evaluated = []
 

@@ -37,7 +37,7 @@ def op_samples(backend, layout, device="cpu"):
     x, init = make(torch.randn(2, 4, 33, generator=gen)), make(torch.randn(2, 33, generator=gen))
     prev, cand = make(torch.randn(3, 65, generator=gen)), make(torch.randn(5, 3, 65, generator=gen))
     index = make(torch.tensor([0, 4, 2]))
-    alpha = make(torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64))
+    coefficients = make(torch.tensor([[0.9, 0.4, 0.0], [0.7, 0.7, 0.01], [0.3, 0.95, 0.0]], dtype=torch.float64))
     samples = [
         (update_op.registered, (x, 0.9, None, backend)),
         (update_op.registered, (x, 0.5, init, backend)),
@@ -46,13 +46,13 @@ def op_samples(backend, layout, device="cpu"):
         (kl_sums_op.registered, (prev, cand, backend)),
         (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "exact", 15, backend)),
         (search_frame_op.registered, (prev, cand, 5, None, 1, 0.1, "paper", 15, backend)),
-        (compose_op.registered, (prev, cand, index, alpha, 5, None, 1, backend)),
+        (compose_op.registered, (prev, cand, index, coefficients, 5, None, 1, backend)),
     ]
     if backend == "triton":
         seeds = make(torch.tensor([17, 18, 19]))
         samples += [
             (search_frame_op.registered, (prev, None, 4, seeds, 2, 0.1, "exact", 15, backend)),
-            (compose_op.registered, (prev, None, index, alpha, 4, seeds, 2, backend)),
+            (compose_op.registered, (prev, None, index, coefficients, 4, seeds, 2, backend)),
             (philox_normal_op.registered, (seeds, 3, 4, 40)),
         ]
     return samples
@@ -92,8 +92,8 @@ def test_opcheck_samples_cover_every_op_with_non_contiguous_inputs():
 def test_torch_compile_fullgraph_matches_eager(backend):
     def step(x, prev, cand):
         y, state = update_op(x, 0.9, None, backend, True)
-        index, alpha, _ = search_frame_op(prev, cand, 5, None, 1, 0.1, "exact", 15, backend)
-        return y * 2, state, compose_op(prev, cand, index, alpha, 5, None, 1, backend)
+        index, coefficients, _ = search_frame_op(prev, cand, 5, None, 1, 0.1, "exact", 15, backend)
+        return y * 2, state, compose_op(prev, cand, index, coefficients, 5, None, 1, backend)
 
     x, prev, cand = torch.randn(2, 4, 33), torch.randn(3, 65), torch.randn(5, 3, 65)
     torch._dynamo.reset()

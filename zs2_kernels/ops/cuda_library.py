@@ -31,7 +31,7 @@ _SIGNATURES = {
     "zs2_cubin_archs": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int), ctypes.c_int]),
     "zs2_momentum_update": (ctypes.c_int, [_p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_double, ctypes.c_int, _p]),
     "zs2_kl_sums_workspace_size": (_i64, [_i64, _i64, _i64]),
-    "zs2_kl_sums": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
+    "zs2_kl_sums": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
     "zs2_compose": (ctypes.c_int, [_p, _i64, _p, _p, _p, _p, _i64, _i64, _i64, ctypes.c_int, _p]),
 }
 

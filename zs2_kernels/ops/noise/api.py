@@ -3,16 +3,18 @@ hit a KL target lambda.
 
     eps_0 ~ N(0, I),   eps_i = sqrt(a_i)·eps_{i-1} + sqrt(1 - a_i)·n_i     (zs2_kernels/DESIGN.md §1.1)
 
-Per frame, a two-stage search picks n_i among R random candidates and a_i by a line stage, using
-only two means of the previous frame (the batched KL check). The search's choices depend on the previous
-frame, so later frames are close to N(0, I) but not exactly (variance 1.28 at frame 16 of 4x8x8 latents:
-zs2_kernels/DESIGN.md §1.1).
+Per frame, a search picks n_i among R random candidates and a_i, using three means of the previous frame (the
+batched KL check). The default ``exact`` search hits lambda exactly with fresh noise made orthogonal to exp(eps_{i-1})
+(the one direction the statistic sees), so every frame stays standard normal; ``paper``, the published search,
+lets its choices depend on the previous frame's values and its later frames drift from N(0, I) (variance 1.28 at
+frame 16 of 4x8x8 latents: zs2_kernels/DESIGN.md §1.1).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -89,16 +91,30 @@ def _check_first(first, shape, device) -> torch.Tensor:
 
 
 def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps, backend):
-    """The frames [B, F, D] float32 after ``first``, and per frame pair (index, alpha, achieved KL)."""
+    """The frames [B, F, D] float32 after ``first``, and per frame pair (index, alpha, achieved KL): alpha is the
+    square of the step's weight on the previous frame."""
     frames, picks = [first], []
     for frame in range(1, num_frames):
         candidates = None if streams is None else streams.draw(num_candidates, *first.shape)
         common = dict(prev=frames[-1], candidates=candidates, num_candidates=num_candidates, seeds=seeds,
                       frame=frame, backend=backend)
-        index, alpha, kl = search_frame_op(**common, noise_lambda=noise_lambda, search=search, line_steps=line_steps)
-        frames.append(compose_op(**common, index=index, alpha=alpha))
-        picks.append((index, alpha, kl))
+        index, coefficients, kl = search_frame_op(**common, noise_lambda=noise_lambda, search=search,
+                                                  line_steps=line_steps)
+        frames.append(compose_op(**common, index=index, coefficients=coefficients))
+        picks.append((index, coefficients[:, 0].square(), kl))
     return torch.stack(frames, dim=1), picks
+
+
+def _warn_if_out_of_reach(achieved_kl: torch.Tensor, noise_lambda: float, shape) -> None:
+    """The exact search reaches lambda unless a frame's candidate cannot (tiny frames, a lambda near or above the
+    ~1.65 of independent frames): say so rather than return a chain that silently misses the target."""
+    missed = (achieved_kl - noise_lambda).abs() > 1e-6 * max(1.0, noise_lambda)
+    count = int(missed.sum())
+    if count:
+        warnings.warn(f"noise_lambda={noise_lambda} was out of reach for {count} of {missed.numel()} frame pairs of "
+                      f"shape {shape} (achieved KL {achieved_kl[missed].min().item():.3g} to "
+                      f"{achieved_kl[missed].max().item():.3g}; those frames are independent draws): frames of few "
+                      "elements or a lambda near 1.65 (independent frames) cannot be met", stacklevel=3)
 
 
 def _check_fits(shape, dtype, num_candidates: int, backend: str, device: torch.device) -> None:
@@ -121,11 +137,14 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         shape: (B, F, *rest), e.g. (B, F, 4, 64, 64) latents.
         noise_lambda: the KL target between adjacent frames, finite and >= 0. 0 gives identical
             frames; a lambda above what an independent candidate reaches gives independent frames.
-        search: "exact" (random stage, then alpha solved so the achieved KL equals lambda) or "paper"
+        search: "exact" (random stage, then sqrt(alpha) = 1 - lambda/A with the candidate's component along
+            exp(previous frame) replaced so the achieved KL equals lambda and every frame is N(0, I); see
+            zs2_kernels/DESIGN.md §1.1) or "paper"
             (the published line stage on its float32 trajectory: from alpha = 0.1 in steps of 0.1, a
             trial above 1 rejected, the best evaluated alpha kept; at lambda <= 0.01, lambda = 0 included,
             it typically stops near alpha = 0.98 with the statistic near but not at lambda, since its
-            steps cannot get closer).
+            steps cannot get closer; its choices depend on the previous frame, so later frames drift from
+            N(0, I)).
         random_candidates: R >= 1 candidates of the random stage; line_steps: L >= 0 ("paper" only; each
             step is scalar work per video on the device, so cost grows linearly but stays small: the
             published value 15 is far below the cost of one candidate pass).
@@ -176,6 +195,8 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     noise, picks = _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps,
                           backend)
     out = noise.to(dtype).view(shape)
+    if search == "exact" and picks:
+        _warn_if_out_of_reach(torch.stack([pick[2] for pick in picks], dim=1), noise_lambda, shape)
     if not return_stats:
         return out
 

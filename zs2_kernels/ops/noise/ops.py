@@ -52,8 +52,8 @@ def _detached(prev: Tensor, candidates: Optional[Tensor]) -> tuple[Tensor, Optio
     return prev.detach(), None if candidates is None else candidates.detach()
 
 
-def _kl_sums(prev: Tensor, candidates: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-    """The batched KL check: A [B] = mean exp(p)·p and C [B, R] = mean exp(p)·n_r, float32."""
+def _kl_sums(prev: Tensor, candidates: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The batched KL check: A [B] = mean exp(p)·p, C [B, R] = mean exp(p)·n_r and E [B] = mean exp(2p), float32."""
     if not isinstance(candidates, Tensor):
         raise TypeError(f"candidates must be a tensor [R, B, D], got {type(candidates).__name__}")
     _check_frame(prev, candidates, candidates.shape[0] if candidates.dim() else 0, None, backend)
@@ -68,13 +68,15 @@ def _(prev, candidates, backend):
     _check_frame(prev, candidates, candidates.shape[0] if candidates.dim() else 0, None, backend)
     batch = prev.shape[0]
     return (prev.new_empty((batch,), dtype=torch.float32),
-            prev.new_empty((batch, candidates.shape[0]), dtype=torch.float32))
+            prev.new_empty((batch, candidates.shape[0]), dtype=torch.float32),
+            prev.new_empty((batch,), dtype=torch.float32))
 
 
 def _search_frame(prev: Tensor, candidates: Optional[Tensor], num_candidates: int, seeds: Optional[Tensor],
                   frame: int, noise_lambda: float, search: str, line_steps: int,
                   backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Random + line stage for one frame: (candidate index [B] int64, alpha [B] f64, achieved KL [B] f64)."""
+    """Random + line stage for one frame: (candidate index [B] int64, coefficients [B, 3] f64 = (keep, fresh, tilt)
+    of :data:`compose_op`, achieved KL [B] f64)."""
     _check_frame(prev, candidates, num_candidates, seeds, backend)
     check_int("frame", frame, 0)
     check_search(noise_lambda, search, line_steps)
@@ -93,34 +95,38 @@ def _(prev, candidates, num_candidates, seeds, frame, noise_lambda, search, line
     _check_frame(prev, candidates, num_candidates, seeds, backend)
     check_search(noise_lambda, search, line_steps)
     batch = prev.shape[0]
-    return (prev.new_empty((batch,), dtype=torch.int64), prev.new_empty((batch,), dtype=torch.float64),
+    return (prev.new_empty((batch,), dtype=torch.int64), prev.new_empty((batch, 3), dtype=torch.float64),
             prev.new_empty((batch,), dtype=torch.float64))
 
 
-def _compose(prev: Tensor, candidates: Optional[Tensor], index: Tensor, alpha: Tensor, num_candidates: int,
+def _compose(prev: Tensor, candidates: Optional[Tensor], index: Tensor, coefficients: Tensor, num_candidates: int,
              seeds: Optional[Tensor], frame: int, backend: str) -> Tensor:
-    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·n_index in prev's dtype (Philox candidates when None), contiguous.
+    """eps = keep·prev + fresh·n_index - tilt·exp(prev) with (keep, fresh, tilt) = coefficients [B, 3] float64, in
+    prev's dtype (Philox candidates when None), contiguous.
 
-    alpha is clamped to [0, 1] and the index to [0, R) (checking their values would synchronise the GPU).
+    The index is clamped to [0, R) (checking its values would synchronise the GPU); the coefficients are used as
+    given. :data:`search_frame_op` returns both.
     """
     _check_frame(prev, candidates, num_candidates, seeds, backend)
     check_int("frame", frame, 0)
-    for name, value, dtype in (("index", index, torch.int64), ("alpha", alpha, torch.float64)):
-        if not isinstance(value, Tensor) or value.dtype != dtype or value.shape != prev.shape[:1]:
-            raise ValueError(f"{name} must be a {dtype} tensor of shape {tuple(prev.shape[:1])}, got {value!r}")
+    batch = tuple(prev.shape[:1])
+    for name, value, dtype, shape in (("index", index, torch.int64, batch),
+                                      ("coefficients", coefficients, torch.float64, (*batch, 3))):
+        if not isinstance(value, Tensor) or value.dtype != dtype or tuple(value.shape) != shape:
+            raise ValueError(f"{name} must be a {dtype} tensor of shape {shape}, got {value!r}")
         check_same_device(name, value, "prev", prev)
     prev, candidates = _detached(prev, candidates)
     if candidates is None:
         return IMPLEMENTATIONS.implementation(backend, "compose_philox")(prev, seeds, frame, num_candidates, index,
-                                                                         alpha)
-    return IMPLEMENTATIONS.implementation(backend, "compose")(prev, candidates, index, alpha)
+                                                                         coefficients)
+    return IMPLEMENTATIONS.implementation(backend, "compose")(prev, candidates, index, coefficients)
 
 
 compose_op = Op("compose", _compose)
 
 
 @compose_op.register_fake
-def _(prev, candidates, index, alpha, num_candidates, seeds, frame, backend):
+def _(prev, candidates, index, coefficients, num_candidates, seeds, frame, backend):
     _check_frame(prev, candidates, num_candidates, seeds, backend)
     return prev.new_empty(prev.shape)  # contiguous whatever prev's strides, as every backend returns it
 

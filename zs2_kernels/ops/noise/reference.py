@@ -6,11 +6,13 @@ Two layers (zs2_kernels/DESIGN.md §1.1):
   what the paper's search computes, on full tensors, with per-candidate loops. They are slow on purpose:
   the oracle the fused kernels are tested against and the "paper reference" of the benchmarks.
 * the *identity* forms (``kl_sums``, ``search_from_sums``, ``compose``) use Identity 1 (the statistic of
-  any composition is affine in two means) and implement the ops on the ``torch`` backend. Kernels must
+  any composition is affine in three means) and implement the ops on the ``torch`` backend. Kernels must
   match them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +26,10 @@ def kl_statistic(noise: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     return F.kl_div(noise, prev, reduction="none", log_target=True).mean(dim=-1)
 
 
-def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A[b] = mean_d exp(p)·p and C[b, r] = mean_d exp(p)·n_r, so KL(n_r, p) = A - C_r.
+def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batched KL check's three means: A[b] = mean_d exp(p)·p, C[b, r] = mean_d exp(p)·n_r (so
+    KL(n_r, p) = A - C_r) and E[b] = mean_d exp(2p) (the squared norm of exp(p) over D: the exact search
+    removes each candidate's component along exp(p) with it).
 
     float32 (float64 for float64 inputs), like the kernels' accumulators.
     """
@@ -34,7 +38,7 @@ def kl_sums(prev: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor,
     weight = p.exp()
     a_sum = (weight * p).mean(dim=-1)
     c_sum = torch.einsum("bd,rbd->br", weight, candidates.to(compute)) / p.shape[-1]
-    return a_sum, c_sum
+    return a_sum, c_sum, (weight * weight).mean(dim=-1)
 
 
 def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -42,18 +46,31 @@ def kl_of_composition(a_sum: torch.Tensor, c_sum: torch.Tensor, keep: torch.Tens
     return (1 - keep) * a_sum - (1 - keep * keep).sqrt() * c_sum
 
 
-def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """eps[b] = sqrt(alpha[b])·prev[b] + sqrt(1-alpha[b])·candidates[index[b], b], in prev's dtype, contiguous.
+def kl_of_coefficients(a_sum, c_best, e_sum, coefficients: torch.Tensor) -> torch.Tensor:
+    """KL(keep·p + fresh·n - tilt·exp(p), p) = A - keep·A - fresh·C + tilt·E for coefficients [B, 3] =
+    (keep, fresh, tilt): Identity 1 with the exact search's third term."""
+    keep, fresh, tilt = coefficients.unbind(-1)
+    return a_sum - keep * a_sum - fresh * c_best + tilt * e_sum
 
-    alpha is clamped to [0, 1] (NaN to 0: a fresh candidate) and the index to [0, R), as the kernels do.
+
+def compose(prev: torch.Tensor, candidates: torch.Tensor, index: torch.Tensor,
+            coefficients: torch.Tensor) -> torch.Tensor:
+    """eps[b] = keep·prev[b] + fresh·candidates[index[b], b] - tilt·exp(prev[b]) with (keep, fresh, tilt) =
+    coefficients[b], in float32 (float64 for float64 inputs), returned in prev's dtype, contiguous.
+
+    The index is clamped to [0, R) as the kernels do (checking it would synchronise); the coefficients are used
+    as given (NaN gives a NaN frame). The exp term is computed only where tilt != 0, so a large prev with tilt
+    0 (the paper search) stays finite.
     """
     index = index.clamp(0, candidates.shape[0] - 1)
-    chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)].float()
-    alpha = alpha.double().nan_to_num(nan=0.0).clamp(0, 1)
-    keep = alpha.sqrt().float()[:, None]
-    fresh = (1 - alpha).sqrt().float()[:, None]
+    chosen = candidates[index, torch.arange(prev.shape[0], device=prev.device)]
+    compute = torch.promote_types(prev.dtype, torch.float32)
+    chosen = chosen.to(compute)
+    keep, fresh, tilt = coefficients.to(compute).unbind(-1)
+    p = prev.to(compute)
+    tilted = torch.where(tilt[:, None] != 0, tilt[:, None] * p.exp(), torch.zeros_like(p))
     # Elementwise results take prev's strides; the op's output is contiguous on every backend.
-    return (keep * prev.float() + fresh * chosen).to(prev.dtype).contiguous()
+    return (keep[:, None] * p + fresh[:, None] * chosen - tilted).to(prev.dtype).contiguous()
 
 
 def paper_line_stage(error, incumbent: torch.Tensor, line_steps: int) -> torch.Tensor:
@@ -117,35 +134,66 @@ def _random_stage(distance: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(distance, nan=torch.inf).argmin(dim=1)
 
 
-def search_from_sums(a_sum, c_sum, noise_lambda: float, search: str, line_steps: int):
-    """Both stages of the per-frame search from the sums alone: returns (index [B], alpha [B], kl [B]).
+def alpha_coefficients(alpha: torch.Tensor) -> torch.Tensor:
+    """(sqrt(alpha), sqrt(1 - alpha), 0) [B, 3]: the chain step of the paper, eps = sqrt(a)·p + sqrt(1 - a)·n."""
+    return torch.stack([alpha.sqrt(), (1 - alpha).clamp(min=0).sqrt(), torch.zeros_like(alpha)], dim=-1)
 
-    Random stage: the candidate r with the smallest |A - C_r - lambda| (first one on ties, i.e. a
-    later candidate replaces only when strictly better). Line stage: ``search`` = "paper" or "exact".
-    Runs in float64 on [B] tensors, on their device, with no host synchronisation.
+
+def unbiased_coefficients(a_sum, c_best, e_sum, noise_lambda: float, dim: int) -> torch.Tensor:
+    """The exact search's step (DESIGN.md §1.1): keep s = 1 - lambda/A and fresh noise orthogonal to exp(p).
+
+    eps = s·p + sqrt(1 - s²)·g·(n - (C/E)·exp(p)), g = sqrt(D/(D - 1)): the candidate's component along exp(p)
+    is removed (that is the only direction the statistic sees, so KL = (1 - s)·A = lambda exactly), and g gives
+    back the expected variance the removed direction held. What is left of n is independent of p and of the
+    random stage's choice, so no frame is biased by the search. lambda = 0: s = 1 (identical frames). Where the
+    projected step cannot reach lambda (A <= lambda: its statistic is A at s = 0; or D = 1, which has no direction
+    orthogonal to exp(p)), s is solved with the candidate as drawn (:func:`_exact_alpha`, the previous exact
+    search: 0, independent frames, when even that candidate's statistic is at most lambda).
+    Returns coefficients [B, 3] float64 = (keep, fresh, tilt) with tilt = fresh·C/E.
     """
-    a_sum = a_sum.double()
-    c_sum = c_sum.double()
+    drawn = alpha_coefficients(_exact_alpha(a_sum, c_best, noise_lambda))
+    if dim == 1:
+        return drawn
+    reach = a_sum > noise_lambda
+    keep = (1 - noise_lambda / a_sum).nan_to_num(nan=1.0).clamp(0, 1)  # A = inf (exp(p) overflowed): identical
+    fresh = (1 - keep * keep).sqrt() * math.sqrt(dim / (dim - 1))
+    tilt = (fresh * c_best / e_sum).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.where(reach[:, None], torch.stack([keep, fresh, tilt], dim=-1), drawn)
+
+
+def search_from_sums(a_sum, c_sum, e_sum, noise_lambda: float, search: str, line_steps: int, dim: int):
+    """Both stages of the per-frame search from the sums alone: returns (index [B], coefficients [B, 3],
+    achieved kl [B]), coefficients = (keep, fresh, tilt) of :func:`compose`.
+
+    Random stage: the candidate r with the smallest |A - C_r - lambda| (first one on ties, i.e. a later
+    candidate replaces only when strictly better). Then "paper": the published line stage on alpha;
+    "exact": :func:`unbiased_coefficients`. Runs in float64 on [B] tensors, on their device, with no host
+    synchronisation.
+    """
+    a_sum, c_sum, e_sum = a_sum.double(), c_sum.double(), e_sum.double()
     index = _random_stage((a_sum[:, None] - c_sum - noise_lambda).abs())
     c_best = c_sum.gather(1, index[:, None])[:, 0]
     if search == "paper":
         alpha = paper_line_stage(lambda a: (kl_of_composition(a_sum, c_best, a.sqrt()) - noise_lambda).abs(),
                                  (a_sum - c_best - noise_lambda).abs(), line_steps)
+        coefficients = alpha_coefficients(alpha)
     else:
-        alpha = _exact_alpha(a_sum, c_best, noise_lambda)
-    return index, alpha, kl_of_composition(a_sum, c_best, alpha.sqrt())
+        coefficients = unbiased_coefficients(a_sum, c_best, e_sum, noise_lambda, dim)
+    return index, coefficients, kl_of_coefficients(a_sum, c_best, e_sum, coefficients)
 
 
 def search_frame(prev: torch.Tensor, candidates: torch.Tensor, noise_lambda: float, search: str, line_steps: int):
-    """Both search stages for one frame from candidates [R, B, D]: (index [B], alpha [B], achieved KL [B])."""
-    return search_from_sums(*kl_sums(prev, candidates), noise_lambda, search, line_steps)
+    """Both search stages for one frame from candidates [R, B, D]: (index [B], coefficients [B, 3], achieved KL
+    [B])."""
+    return search_from_sums(*kl_sums(prev, candidates), noise_lambda, search, line_steps, prev.shape[-1])
 
 
 def search_frame_literal(prev, candidates, noise_lambda: float, search: str, line_steps: int):
     """The two-stage search as the paper writes it: full-tensor KL for each candidate and each step.
 
     float64 statistics, per-candidate loop, per-step composition of the whole frame ("paper": the float32
-    trial trajectory of :func:`paper_line_stage`). Returns
+    trial trajectory of :func:`paper_line_stage`; "exact": the chosen candidate projected orthogonal to exp(p) on
+    the full tensors, then a bisection on s with the full-tensor statistic). Returns
     (index [B], alpha [B], frame [B, D] float64, achieved kl [B]). The oracle for ``search_from_sums``.
     """
     p = prev.double()
@@ -159,6 +207,13 @@ def search_frame_literal(prev, candidates, noise_lambda: float, search: str, lin
         best_dist = torch.where(better, dist, best_dist)
         index = torch.where(better, torch.full_like(index, r), index)
     chosen = noise[index, batch]
+    dim = p.shape[-1]
+    if search == "exact" and dim > 1 and noise_lambda > 0:
+        # The unbiased step: the candidate's component along exp(p) removed by least squares, its variance given back.
+        weight = p.exp()
+        along = (weight * chosen).sum(-1, keepdim=True) / (weight * weight).sum(-1, keepdim=True)
+        projected = (chosen - along * weight) * math.sqrt(dim / (dim - 1))
+        chosen = torch.where((kl_statistic(projected, p) > noise_lambda)[:, None], projected, chosen)
 
     def frame(alpha):
         return alpha.sqrt()[:, None] * p + (1 - alpha).clamp(min=0).sqrt()[:, None] * chosen
@@ -168,7 +223,7 @@ def search_frame_literal(prev, candidates, noise_lambda: float, search: str, lin
 
     if search == "paper":
         best_alpha = paper_line_stage(dist_at, best_dist, line_steps)
-    else:
+    else:  # bisection on s = sqrt(alpha) for KL(frame) = lambda
         low, high = torch.zeros_like(best_dist), torch.ones_like(best_dist)
         for _ in range(EXACT_ITERATIONS):
             mid = 0.5 * (low + high)

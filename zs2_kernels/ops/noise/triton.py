@@ -1,18 +1,19 @@
 """Triton kernels of the dependency-noise search (zs2_kernels/DESIGN.md §1.1): KL sums, the search, compose.
 
-With A = mean(exp(p)·p) and C_r = mean(exp(p)·n_r) over the previous frame p,
+With A = mean(exp(p)·p), C_r = mean(exp(p)·n_r) and E = mean(exp(2p)) over the previous frame p,
 
-    KL(n_r, p)                          = A - C_r
-    KL(s·p + sqrt(1 - s²)·n, p)         = (1 - s)·A - sqrt(1 - s²)·C        (s = sqrt(alpha))
+    KL(n_r, p)                                  = A - C_r
+    KL(keep·p + fresh·n - tilt·exp(p), p)       = A - keep·A - fresh·C + tilt·E
 
 so a frame of the chain costs three launches and no host synchronisation:
 
 1. ``_kl_partial_sums_kernel``: one pass over p and the R candidates, per-block partial sums of
-   A·D and C_r·D (deterministic: no atomics; reduced in a fixed order by the next kernel);
+   A·D, E·D and C_r·D (deterministic: no atomics; reduced in a fixed order by the next kernel);
 2. ``_search_kernel``: one program per batch item reduces the partials in fixed-width column chunks
-   (any R compiles once, nothing spills), runs the random stage and the line stage ("paper": the
-   published float32 trajectory; "exact": solved in closed form), writes index, alpha and achieved KL;
-3. ``_compose_kernel``: eps = sqrt(alpha)·p + sqrt(1 - alpha)·n_index.
+   (any R compiles once, nothing spills), runs the random stage and then "paper" (the published line stage
+   on its float32 trajectory) or "exact" (the unbiased step in closed form), writes index, the coefficients
+   (keep, fresh, tilt) and the achieved KL;
+3. ``_compose_kernel``: eps = keep·p + fresh·n_index - tilt·exp(p).
 
 Candidates are either a materialised tensor [R, B, D] or Philox normals regenerated in kernels 1 and 3,
 so they are never stored: video b's stream has its own key ``seeds[b]`` and the 64-bit counter
@@ -32,6 +33,8 @@ BLOCK = 1024
 NUM_WARPS = 4
 #: Search kernel tile: partial-sum rows (blocks of D) x candidate columns reduced per step.
 SEARCH_ROWS, SEARCH_COLS = 32, 16
+#: Columns of the partial sums before the candidates' C_r: A and E.
+SUM_COLUMNS = tl.constexpr(2)  # host code reads SUM_COLUMNS.value
 
 
 @triton.jit
@@ -53,11 +56,12 @@ def _kl_partial_sums_kernel(prev_ptr, cand_ptr, seeds_ptr, partial_ptr, num_cand
     mask = offsets < dim
     p = tl.load(prev_ptr + b * dim + offsets, mask=mask, other=0.0).to(tl.float32)
     weight = tl.where(mask, tl.exp(p), 0.0)
-    out = partial_ptr + pid * (tl.cast(num_candidates, tl.int64) + 1)
+    out = partial_ptr + pid * (tl.cast(num_candidates, tl.int64) + SUM_COLUMNS)
     tl.store(out, tl.sum(weight * p, axis=0))
+    tl.store(out + 1, tl.sum(weight * weight, axis=0))
     for r in range(num_candidates):
         n = _candidate(cand_ptr, seeds_ptr, frame, r, b, num_candidates, batch, dim, offsets, mask, PHILOX)
-        tl.store(out + (tl.cast(r, tl.int64) + 1), tl.sum(weight * n, axis=0))
+        tl.store(out + (tl.cast(r, tl.int64) + SUM_COLUMNS), tl.sum(weight * n, axis=0))
 
 
 @triton.jit
@@ -79,7 +83,7 @@ def _random_stage(base, width, num_blocks, dim, a_sum, lam, ROWS: tl.constexpr, 
     best_dist = lam * 0.0 + float("inf")
     best_index = width * 0
     c_best = lam * 0.0
-    for start in range(1, width, COLS):
+    for start in range(SUM_COLUMNS, width, COLS):
         columns = start + cols
         totals = _column_means(base, columns, width, num_blocks, dim, ROWS)
         dist = tl.abs(a_sum - totals - lam)
@@ -87,9 +91,9 @@ def _random_stage(base, width, num_blocks, dim, a_sum, lam, ROWS: tl.constexpr, 
         chunk_best = tl.min(dist, axis=0)
         chunk_index = tl.argmin(dist, axis=0, tie_break_left=True)
         # The first chunk always sets the incumbent (so an all-non-finite frame still picks candidate 0).
-        better = (chunk_best < best_dist) | (start == 1)
+        better = (chunk_best < best_dist) | (start == SUM_COLUMNS)
         best_dist = tl.where(better, chunk_best, best_dist)
-        best_index = tl.where(better, start - 1 + chunk_index, best_index)
+        best_index = tl.where(better, start - SUM_COLUMNS + chunk_index, best_index)
         c_best = tl.where(better, tl.sum(tl.where(cols == chunk_index, totals, 0.0), axis=0), c_best)
     return best_index, c_best
 
@@ -108,6 +112,22 @@ def _exact_keep(a_sum, c_best, lam):
     keep = tl.where(g_minus < g_plus, minus, plus)
     keep = tl.where(a_sum - c_best - lam > 0.0, keep, zero)
     return tl.where(lam == 0.0, zero + 1.0, keep)
+
+
+@triton.jit
+def _unbiased_coefficients(a_sum, c_best, e_sum, lam, dim):
+    """(keep, fresh, tilt) of the exact search's unbiased step (see ``reference.unbiased_coefficients``): where it
+    cannot reach lambda (A <= lambda, or one element per frame) the candidate as drawn with s in closed form."""
+    drawn = _exact_keep(a_sum, c_best, lam)
+    dim64 = tl.cast(dim, tl.float64)
+    reach = (a_sum > lam) & (dim > 1)
+    keep = 1.0 - lam / a_sum
+    keep = tl.minimum(tl.maximum(tl.where(keep == keep, keep, 1.0), 0.0), 1.0)  # A = inf: identical frames
+    fresh = tl.sqrt(1.0 - keep * keep) * tl.sqrt(dim64 / tl.maximum(dim64 - 1.0, 1.0))
+    tilt = fresh * c_best / e_sum
+    tilt = tl.where((tilt == tilt) & (tl.abs(tilt) < float("inf")), tilt, 0.0)
+    return (tl.where(reach, keep, drawn), tl.where(reach, fresh, tl.sqrt(1.0 - drawn * drawn)),
+            tl.where(reach, tilt, 0.0))
 
 
 @triton.jit
@@ -135,42 +155,46 @@ def _paper_alpha(a_sum, c_best, lam, line_steps):
 
 
 @triton.jit(do_not_specialize=["num_candidates", "num_blocks", "line_steps"])
-def _search_kernel(partial_ptr, lambda_ptr, index_ptr, alpha_ptr, kl_ptr, num_candidates, num_blocks, dim,
+def _search_kernel(partial_ptr, lambda_ptr, index_ptr, coef_ptr, kl_ptr, num_candidates, num_blocks, dim,
                    line_steps, EXACT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
-    width = tl.cast(num_candidates, tl.int64) + 1
+    width = tl.cast(num_candidates, tl.int64) + SUM_COLUMNS
     base = partial_ptr + b * num_blocks * width
     lam = tl.load(lambda_ptr)
     a_sum = tl.sum(_column_means(base, tl.arange(0, 1).to(tl.int64), width, num_blocks, dim, ROWS), axis=0)
+    e_sum = tl.sum(_column_means(base, tl.arange(0, 1).to(tl.int64) + 1, width, num_blocks, dim, ROWS), axis=0)
     index, c_best = _random_stage(base, width, num_blocks, dim, a_sum, lam, ROWS, COLS)
     if EXACT:
-        keep = _exact_keep(a_sum, c_best, lam)
-        alpha = keep * keep
+        keep, fresh, tilt = _unbiased_coefficients(a_sum, c_best, e_sum, lam, dim)
     else:
         alpha = _paper_alpha(a_sum, c_best, lam, line_steps)
         keep = tl.sqrt(alpha)
+        fresh = tl.sqrt(1.0 - alpha)
+        tilt = lam * 0.0
     tl.store(index_ptr + b, index)
-    tl.store(alpha_ptr + b, alpha)
-    tl.store(kl_ptr + b, (1.0 - keep) * a_sum - tl.sqrt(1.0 - keep * keep) * c_best)
+    tl.store(coef_ptr + 3 * b, keep)
+    tl.store(coef_ptr + 3 * b + 1, fresh)
+    tl.store(coef_ptr + 3 * b + 2, tilt)
+    tl.store(kl_ptr + b, a_sum - keep * a_sum - fresh * c_best + tilt * e_sum)
 
 
 @triton.jit(do_not_specialize=["num_candidates", "batch", "frame", "num_blocks"])
-def _compose_kernel(prev_ptr, cand_ptr, seeds_ptr, index_ptr, alpha_ptr, out_ptr, num_candidates, batch, dim,
+def _compose_kernel(prev_ptr, cand_ptr, seeds_ptr, index_ptr, coef_ptr, out_ptr, num_candidates, batch, dim,
                     num_blocks, frame, PHILOX: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     b = pid // num_blocks
     offsets = (pid % num_blocks) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < dim
-    # alpha and index are clamped: they may come from a raw op call, and checking them would synchronise.
-    alpha = tl.load(alpha_ptr + b)
-    alpha = tl.minimum(tl.maximum(tl.where(alpha == alpha, alpha, 0.0), 0.0), 1.0)  # NaN: 0, a fresh candidate
-    keep = tl.sqrt(alpha).to(tl.float32)
-    fresh = tl.sqrt(1.0 - alpha).to(tl.float32)
+    keep = tl.load(coef_ptr + 3 * b).to(tl.float32)
+    fresh = tl.load(coef_ptr + 3 * b + 1).to(tl.float32)
+    tilt = tl.load(coef_ptr + 3 * b + 2).to(tl.float32)
+    # The index is clamped: it may come from a raw op call, and checking it would synchronise.
     r = tl.minimum(tl.maximum(tl.load(index_ptr + b), 0), tl.cast(num_candidates, tl.int64) - 1)
     row = b * dim + offsets
     p = tl.load(prev_ptr + row, mask=mask, other=0.0).to(tl.float32)
     n = _candidate(cand_ptr, seeds_ptr, frame, r, b, num_candidates, batch, dim, offsets, mask, PHILOX)
-    tl.store(out_ptr + row, (keep * p + fresh * n).to(out_ptr.dtype.element_ty), mask=mask)
+    tilted = tl.where(tilt != 0.0, tilt * tl.exp(p), 0.0)  # tilt 0 (paper): no inf·0 from a huge p
+    tl.store(out_ptr + row, (keep * p + fresh * n - tilted).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize=["num_candidates", "batch", "frame", "num_blocks"])
@@ -189,11 +213,12 @@ def _philox_normal_kernel(seeds_ptr, out_ptr, num_candidates, batch, dim, num_bl
 # contiguous and launch on their device. Candidates are a tensor [R, B, D], or (``_philox`` variants) Philox
 # normals from one key per video ``seeds`` [B] int64 and the frame index.
 def _partial_sums(prev, candidates, num_candidates, seeds, frame):
-    """Per-block partial sums [B, blocks, R+1] (column 0: A·D, column r+1: C_r·D), fp32."""
+    """Per-block partial sums [B, blocks, R + 2] (column 0: A·D, 1: E·D, r + 2: C_r·D), fp32."""
     prev = prev.contiguous()
     batch, dim = prev.shape
     num_blocks = triton.cdiv(dim, BLOCK)
-    partial = torch.empty((batch, num_blocks, num_candidates + 1), device=prev.device, dtype=torch.float32)
+    partial = torch.empty((batch, num_blocks, num_candidates + SUM_COLUMNS.value), device=prev.device,
+                          dtype=torch.float32)
     philox = candidates is None
     with _launch.device_guard(prev):
         _kl_partial_sums_kernel[(batch * num_blocks,)](
@@ -206,17 +231,17 @@ def _search(prev, candidates, num_candidates, seeds, frame, noise_lambda, search
     partial = _partial_sums(prev, candidates, num_candidates, seeds, frame)
     batch, num_blocks, _ = partial.shape
     index = torch.empty(batch, device=prev.device, dtype=torch.int64)
-    alpha = torch.empty(batch, device=prev.device, dtype=torch.float64)
+    coefficients = torch.empty((batch, 3), device=prev.device, dtype=torch.float64)
     kl = torch.empty(batch, device=prev.device, dtype=torch.float64)
     lam = torch.full((1,), float(noise_lambda), device=prev.device, dtype=torch.float64)
     with _launch.device_guard(prev):
         _search_kernel[(batch,)](
-            partial, lam, index, alpha, kl, num_candidates, num_blocks, prev.shape[1], line_steps,
+            partial, lam, index, coefficients, kl, num_candidates, num_blocks, prev.shape[1], line_steps,
             EXACT=search == "exact", ROWS=SEARCH_ROWS, COLS=SEARCH_COLS, num_warps=1, enable_fp_fusion=False)
-    return index, alpha, kl
+    return index, coefficients, kl
 
 
-def _compose(prev, candidates, index, alpha, num_candidates, seeds, frame):
+def _compose(prev, candidates, index, coefficients, num_candidates, seeds, frame):
     prev = prev.contiguous()
     batch, dim = prev.shape
     out = torch.empty_like(prev)
@@ -225,19 +250,20 @@ def _compose(prev, candidates, index, alpha, num_candidates, seeds, frame):
     with _launch.device_guard(prev):
         _compose_kernel[(batch * num_blocks,)](
             prev, prev if philox else candidates.contiguous(), seeds.contiguous() if philox else prev,
-            index.contiguous(), alpha.contiguous(), out, num_candidates, batch, dim, num_blocks, int(frame),
+            index.contiguous(), coefficients.contiguous(), out, num_candidates, batch, dim, num_blocks, int(frame),
             PHILOX=philox, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
 def kl_sums(prev, candidates):
-    """A [B] and C [B, R] from candidates [R, B, D] (the batched KL check)."""
+    """A [B], C [B, R] and E [B] from candidates [R, B, D] (the batched KL check)."""
     totals = _partial_sums(prev, candidates, candidates.shape[0], None, 0).sum(dim=1) / prev.shape[1]
-    return totals[:, 0].clone(), totals[:, 1:].clone()  # separate storage: op outputs must not alias
+    # separate storage: op outputs must not alias
+    return totals[:, 0].clone(), totals[:, SUM_COLUMNS.value:].clone(), totals[:, 1].clone()
 
 
 def search_frame(prev, candidates, noise_lambda, search, line_steps):
-    """Both search stages for one frame: (index [B] int64, alpha [B] float64, achieved KL [B] float64)."""
+    """Both search stages for one frame: (index [B] int64, coefficients [B, 3] float64, achieved KL [B] float64)."""
     return _search(prev, candidates, candidates.shape[0], None, 0, noise_lambda, search, line_steps)
 
 
@@ -246,14 +272,14 @@ def search_frame_philox(prev, seeds, frame, num_candidates, noise_lambda, search
     return _search(prev, None, num_candidates, seeds, frame, noise_lambda, search, line_steps)
 
 
-def compose(prev, candidates, index, alpha):
-    """eps = sqrt(alpha)·prev + sqrt(1 - alpha)·candidates[index], in prev's dtype."""
-    return _compose(prev, candidates, index, alpha, candidates.shape[0], None, 0)
+def compose(prev, candidates, index, coefficients):
+    """eps = keep·prev + fresh·candidates[index] - tilt·exp(prev), in prev's dtype."""
+    return _compose(prev, candidates, index, coefficients, candidates.shape[0], None, 0)
 
 
-def compose_philox(prev, seeds, frame, num_candidates, index, alpha):
+def compose_philox(prev, seeds, frame, num_candidates, index, coefficients):
     """:func:`compose` with the chosen Philox candidate regenerated in the kernel."""
-    return _compose(prev, None, index, alpha, num_candidates, seeds, frame)
+    return _compose(prev, None, index, coefficients, num_candidates, seeds, frame)
 
 
 def philox_normal(seeds, frame, num_candidates, dim):
@@ -280,12 +306,12 @@ def aot_specs():
                     **ints, "PHILOX": "constexpr", "BLOCK": "constexpr"}
             specs.append((_kl_partial_sums_kernel, sums, {"PHILOX": philox, "BLOCK": BLOCK}, wide))
             comp = {"prev_ptr": f"*{dtype}", "cand_ptr": f"*{dtype}", "seeds_ptr": "*i64", "index_ptr": "*i64",
-                    "alpha_ptr": "*fp64", "out_ptr": f"*{dtype}", **ints, "PHILOX": "constexpr", "BLOCK": "constexpr"}
+                    "coef_ptr": "*fp64", "out_ptr": f"*{dtype}", **ints, "PHILOX": "constexpr", "BLOCK": "constexpr"}
             specs.append((_compose_kernel, comp, {"PHILOX": philox, "BLOCK": BLOCK}, wide))
         normal = {"seeds_ptr": "*i64", "out_ptr": f"*{dtype}", **ints, "BLOCK": "constexpr"}
         specs.append((_philox_normal_kernel, normal, {"BLOCK": BLOCK}, wide))
     for exact in (False, True):
-        sig = {"partial_ptr": "*fp32", "lambda_ptr": "*fp64", "index_ptr": "*i64", "alpha_ptr": "*fp64",
+        sig = {"partial_ptr": "*fp32", "lambda_ptr": "*fp64", "index_ptr": "*i64", "coef_ptr": "*fp64",
                "kl_ptr": "*fp64", "num_candidates": "i32", "num_blocks": "i32", "dim": "i32", "line_steps": "i32",
                "EXACT": "constexpr", "ROWS": "constexpr", "COLS": "constexpr"}
         specs.append((_search_kernel, sig, {"EXACT": exact, "ROWS": SEARCH_ROWS, "COLS": SEARCH_COLS},
