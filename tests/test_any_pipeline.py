@@ -138,6 +138,15 @@ def test_generator_of_the_call_seeds_the_chain():
     assert not torch.allclose(one, other)
 
 
+def test_a_call_generator_inside_a_seeded_video_mode_is_refused():
+    """The attack found the call's generator silently ignored under video_mode(seed=...): two generators gave one
+    video. Refused, naming both."""
+    pipe = make("sd15")
+    with zs2_kernels.video_mode(pipe, FRAMES, seed=SEED):
+        with pytest.raises(ValueError, match=r"video_mode\(seed=\.\.\.\) and the pipeline call's generator="):
+            call(pipe, "sd15", generator=torch.Generator().manual_seed(1))
+
+
 def test_everything_restored_also_after_an_error():
     pipe = make("controlnet")
     before = [dict(model.attn_processors) for model in attention_models(pipe)]

@@ -214,3 +214,11 @@ def test_batch_not_multiple_of_frames_raises(unet):
 def test_processor_bad_arguments(momentum, frames, error):
     with pytest.raises(error, match="momentum|num_frames"):
         zs2_kernels.TemporalMomentumAttnProcessor(momentum, frames)
+
+
+def test_a_bad_backend_is_refused_at_install_not_at_the_first_call(unet):
+    """The attack found install_momentum_attention(unet, 0.5, 4, backend="x") accepted, failing only in the UNet."""
+    before = dict(unet.attn_processors)
+    with pytest.raises(ValueError, match=r"backend must be one of \('triton', 'cuda', 'torch'\), got 'x'"):
+        zs2_kernels.install_momentum_attention(unet, 0.5, 4, backend="x")
+    assert dict(unet.attn_processors) == before and not zs2_kernels.is_installed(unet)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import caller_stacklevel, check_int, check_number
-from .ops.backend import resolve_backend
+from .ops.backend import check_backend_name, resolve_backend
 from .ops.momentum import ema_frames
 
 
@@ -36,6 +36,7 @@ class TemporalMomentumAttnProcessor:
     def __init__(self, momentum: float, num_frames: int, *, backend: str | None = None):
         self.momentum = check_number("momentum", momentum, 0.0, 1.0)
         self.num_frames = check_int("num_frames", num_frames, 1)
+        check_backend_name(backend)  # a bad name is refused at install, not at the first UNet call
         self.backend = backend
         self.carry_state = False
         self.state: torch.Tensor | None = None

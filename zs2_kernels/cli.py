@@ -74,9 +74,10 @@ def sample_parser() -> argparse.ArgumentParser:
                              "a Python session that makes many videos (sample_video(compile=True)), or for long "
                              "videos and large models, not for one short video from the command line")
     parser.add_argument("--fps", type=int, default=8, help="frames per second of the written .gif/.mp4")
-    parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames; with several "
-                        "--prompt, one per prompt named with _0, _1, ... before the extension (out/v.gif: "
-                        "out/v_0.gif, out/v_1.gif), which must not exist yet")
+    parser.add_argument("--out", help="(required) .gif, .mp4, or a new folder name for PNG frames; a file you name "
+                        "is replaced, only once the new video is complete (the old one is kept on any failure); "
+                        "with several --prompt, one per prompt named with _0, _1, ... before the extension "
+                        "(out/v.gif: out/v_0.gif, out/v_1.gif), names you did not write, which must not exist yet")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -138,7 +139,7 @@ def _check_before_loading(args, refusals: _Refusals):
         return None
     paths = refusals.check("--out", lambda: [check_output_path(p) for p in _output_paths(Path(args.out),
                                                                                            len(args.prompt))])
-    refusals.check("--fps", lambda: check_fps(args.fps))
+    refusals.check("--fps", lambda: [check_fps(args.fps, path) for path in paths or [None]])
     for flag, given in (("--video", args.video), ("--image", args.image), ("--control-video", args.control_video)):
         if given is not None and paths and any(Path(given).resolve() == Path(path).resolve() for path in paths):
             refusals.messages.append(f"--out: {given} is also the {flag} input; writing there would replace it")

@@ -77,7 +77,8 @@ def _hook_noise(pipe, noise: NoiseSettings, hooked: list) -> None:
 
 def _seed_other_draws(pipe, seed: int) -> None:
     """With a seed, prepare_latents' other random draws (Img2Img's VAE posterior sample) use a generator seeded by
-    it when the call gives none, so a seeded video is the same on every call, whatever torch's global RNG."""
+    it, so a seeded video is the same on every call, whatever torch's global RNG. A call that passes its own
+    generator is refused: the seed would silently override it."""
     chained = pipe.prepare_latents
     signature = inspect.signature(type(pipe).prepare_latents)
     if "generator" not in signature.parameters:
@@ -85,8 +86,10 @@ def _seed_other_draws(pipe, seed: int) -> None:
 
     def seeded(*args, **kwargs):
         bound = signature.bind(pipe, *args, **kwargs)
-        if bound.arguments.get("generator") is None:
-            bound.arguments["generator"] = torch.Generator().manual_seed(stream_seed(seed, 0))
+        if bound.arguments.get("generator") is not None:
+            raise ValueError("video_mode(seed=...) and the pipeline call's generator= both choose the noise: pass "
+                             "one of them (with seed, each video's noise depends only on the seed and its index)")
+        bound.arguments["generator"] = torch.Generator().manual_seed(stream_seed(seed, 0))
         return chained(*bound.args[1:], **bound.kwargs)
 
     pipe.prepare_latents = seeded

@@ -68,9 +68,18 @@ def check_output_path(path) -> Path:
     return path
 
 
-def check_fps(fps) -> int:
-    """Frames per second of a written video: an int >= 1."""
-    return check_int("fps", fps, 1)
+#: The fastest GIF: its frame delays are whole hundredths of a second, and browsers and players stretch delays
+#: under 2/100 s (a 100 fps GIF's delay of 1 or 0) to their default of about 10 fps.
+MAX_GIF_FPS = 50
+
+
+def check_fps(fps, path=None) -> int:
+    """Frames per second of a written video: an int >= 1, at most :data:`MAX_GIF_FPS` for a ``path`` ending .gif."""
+    fps = check_int("fps", fps, 1)
+    if path is not None and Path(path).suffix.lower() == ".gif" and fps > MAX_GIF_FPS:
+        raise ValueError(f"fps must be in [1, {MAX_GIF_FPS}] for a GIF (its frame delays are whole 1/100 s and "
+                         f"players stretch shorter ones), got {fps}; write .mp4 for a faster video")
+    return fps
 
 
 def to_uint8(frames: np.ndarray, upscale: int = 1) -> np.ndarray:
@@ -92,7 +101,7 @@ def write_video(frames: np.ndarray, path, *, fps: int = 8, upscale: int = 1) -> 
     through :func:`_encode_mp4`, which checks ffmpeg's exit status.
     """
     path = check_output_path(path)
-    fps = check_fps(fps)
+    fps = check_fps(fps, path)
     pixels = to_uint8(frames, upscale)
     suffix = path.suffix.lower()
     if suffix == ".gif":

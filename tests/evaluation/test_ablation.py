@@ -171,6 +171,19 @@ def test_a_rerun_with_other_settings_computes_them_beside_the_old_units(model_di
     assert (used / "results.md").read_text() == (uninterrupted / "results.md").read_text()
 
 
+def test_the_summary_names_only_the_figures_this_run_wrote(model_dir, prompts_file, uninterrupted, tmp_path, capsys):
+    """The attack found 'wrote ... components.png' printed for a figure an earlier run (another study) had left."""
+    used = tmp_path / "used"
+    shutil.copytree(uninterrupted, used)
+    (used / "lambda.png").write_bytes(b"an earlier run's figure")
+    capsys.readouterr()
+    assert ablate_cli.ablate_main(args(model_dir, prompts_file, used)) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    written = summary.split(" (")[0]
+    assert "components.png" in written and "lambda.png" not in written, summary
+    assert summary.endswith("lambda.png there are from an earlier run with other settings"), summary
+
+
 def test_swapped_prompt_lines_give_each_prompt_its_own_rows(model_dir, uninterrupted, tmp_path):
     swapped = tmp_path / "swapped.txt"
     swapped.write_text("the number 7\na handwritten digit one\n")

@@ -88,6 +88,7 @@ def ablate_main(argv=None) -> int:
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError, MemoryError) as error:
         print(f"zs2-ablate: error: {error}", file=sys.stderr)
         return 2
+    before = _figures(ablation.out)
     try:
         results = ablation.run(progress=not args.no_progress)
     except KeyboardInterrupt:  # every finished unit is on disk (written atomically): a rerun resumes from them
@@ -95,10 +96,20 @@ def ablate_main(argv=None) -> int:
               "again to resume", file=sys.stderr)
         return 130
     if results is not None:
-        outputs = sorted(p.name for p in ablation.out.iterdir() if p.suffix in (".png", ".gif"))
-        print(f"wrote {ablation.out}/results.md, results.json, results.csv, {', '.join(outputs)} "
-              f"({len(results['units'])} units, {results['wall_time_s']:.0f} s)")
+        after = _figures(ablation.out)
+        written = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
+        older = sorted(set(after) - set(written))
+        print(f"wrote {ablation.out}/results.md, results.json, results.csv, {', '.join(written)} "
+              f"({len(results['units'])} units, {results['wall_time_s']:.0f} s)"
+              + (f"; {', '.join(older)} there are from an earlier run with other settings" if older else ""))
     return 0
+
+
+def _figures(folder) -> dict:
+    """The figures and GIFs in ``folder`` (name -> modification time and size), to tell which a run wrote."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.suffix in (".png", ".gif")}
 
 
 if __name__ == "__main__":

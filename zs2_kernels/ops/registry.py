@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .backend import BACKENDS
+from .backend import BACKENDS, check_backend_name
 
 
 class Op:
@@ -46,11 +46,6 @@ def op(name: str, eager: Callable | None = None) -> Callable[[Callable], Op]:
     return lambda implementation: Op(name, implementation, eager)
 
 
-def _check_backend_name(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
 class BackendTable:
     """Backend name -> the module implementing an op family for it, imported when first asked for.
 
@@ -66,7 +61,7 @@ class BackendTable:
         self.modules = modules
 
     def __getitem__(self, backend: str) -> ModuleType:
-        _check_backend_name(backend)
+        check_backend_name(backend)
         if backend not in self.modules:
             raise NotImplementedError(f"{self.package} has no {backend} implementation; backends: "
                                       f"{sorted(self.modules)}")
@@ -75,7 +70,7 @@ class BackendTable:
     def implementation(self, backend: str, name: str) -> Callable:
         """The function ``name`` of ``backend``'s module; NotImplementedError naming the op and the backends that
         implement it when that backend has none."""
-        _check_backend_name(backend)
+        check_backend_name(backend)
         module = self[backend] if backend in self.modules else None
         function = getattr(module, name, None)
         if function is None:
