@@ -77,7 +77,9 @@ setup(
     ],
     # eval: the ablation study (zs2-ablate) and the embedded model's training scripts; sampling needs none of it.
     # torch-fidelity (Inception FID) depends on torchvision, which would pull a second, CUDA build of torch.
-    extras_require={"eval": EVAL_REQUIRES, "test": ["pytest>=8", *EVAL_REQUIRES], "inception": ["torch-fidelity"]},
+    # test: pytest-xdist runs the README's test command in two worker processes.
+    extras_require={"eval": EVAL_REQUIRES, "test": ["pytest>=8", "pytest-xdist>=3", *EVAL_REQUIRES],
+                    "inception": ["torch-fidelity"]},
     entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
                                     "zs2-ablate = zs2_kernels.evaluation.cli:ablate_main"]},
     cmdclass={"build_py": BuildWithCuda},
