@@ -128,6 +128,22 @@ def test_image_to_image_noise_is_the_chain(kind, monkeypatch):
     assert torch.equal(added[0], zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED))
 
 
+def test_the_anchor_reaches_video_mode_and_initial_latents(monkeypatch):
+    """noise_anchor is one setting of the chain wherever it is drawn: video_mode's pipeline noise equals
+    initial_latents' with the same anchor, and differs from the unanchored chain."""
+    pipe = make("img2img")
+    added = []
+    add_noise = pipe.scheduler.add_noise
+    monkeypatch.setattr(pipe.scheduler, "add_noise", lambda x, noise, t: added.append(noise) or add_noise(x, noise, t))
+    with zs2_kernels.video_mode(pipe, FRAMES, seed=SEED, noise_lambda=0.5, noise_anchor=0.6):
+        call(pipe, "img2img")
+    anchored = zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED, noise_lambda=0.5, noise_anchor=0.6)
+    assert torch.equal(added[0], anchored)
+    assert not torch.equal(anchored, zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED, noise_lambda=0.5))
+    with pytest.raises(ValueError, match=r"noise_anchor must be in \[0, 1\)"):
+        zs2_kernels.initial_latents(pipe, FRAMES, seed=SEED, noise_anchor=1.0)
+
+
 def test_generator_of_the_call_seeds_the_chain():
     pipe = make("sd15")
     with zs2_kernels.video_mode(pipe, FRAMES, momentum=0.5):

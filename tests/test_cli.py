@@ -179,6 +179,8 @@ def test_an_output_link_is_followed(model_dir, tmp_path):
         (["--fps", "0"], "--fps"),
         (["--fps", "-5"], "--fps"),
         (["--fps", "1000"], r"--fps: fps must be in \[1, 50\] for a GIF"),  # a GIF delay of 0: players' default
+        (["--anchor", "1"], r"--anchor: noise_anchor must be in \[0, 1\)"),
+        (["--anchor", "0.5", "--search", "paper"], "--anchor: noise_anchor needs search='exact'"),
         (["--guidance", "inf"], "--guidance"),
         (["--guidance", "1e30"], "--guidance"),
         (["--device", "tpu"], "--device"),

@@ -175,3 +175,17 @@ def test_sample_video_takes_exactly_the_requests_fields():
     del parameters["model"]
     fields = {f.name: f.default for f in dataclasses.fields(SampleRequest) if f.init}
     assert {name: p.default for name, p in parameters.items()} == fields
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-a"])
+def test_the_anchor_reaches_the_initial_and_step_noise_and_the_stats(pipe, scheduler):
+    """noise_anchor through sample_video: the initial chain keeps its floor (stats["correlation_first"]), a stochastic
+    scheduler's per-step chains are anchored too (the video differs from the unanchored one), 0 is the default."""
+    common = dict(FAST, num_frames=10, noise_lambda=0.5, seed=0, scheduler=scheduler)
+    anchored = zs2_kernels.sample_video(pipe, "a cat", **common, noise_anchor=0.6)
+    plain = zs2_kernels.sample_video(pipe, "a cat", **common)
+    assert anchored.stats["noise_anchor"] == 0.6 and plain.stats["noise_anchor"] == 0.0
+    assert min(anchored.stats["correlation_first"][0]) > 0.55 > min(plain.stats["correlation_first"][0])
+    assert max(abs(kl - 0.5) for kl in anchored.stats["achieved_kl"][0]) < 1e-9
+    assert not torch.equal(anchored.frames, plain.frames)
+    assert torch.equal(zs2_kernels.sample_video(pipe, "a cat", **common, noise_anchor=0.0).frames, plain.frames)

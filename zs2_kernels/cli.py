@@ -24,7 +24,7 @@ MIN_WRITTEN_SIDE = 256  # small models (the embedded one makes 32x32) are upscal
 FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
          "noise_lambda": "--lambda", "momentum": "--momentum", "frame_chunk": "--chunk", "negative_prompt":
          "--negative-prompt", "prompt": "--prompt", "search": "--search", "seed": "--seed", "height": "--height",
-         "width": "--width", "strength": "--strength"}
+         "width": "--width", "strength": "--strength", "noise_anchor": "--anchor"}
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,9 @@ def sample_parser() -> argparse.ArgumentParser:
                              "noise as dependency chains too")
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (<= 1: none)")
     parser.add_argument("--lambda", dest="noise_lambda", type=float, default=0.01, help="KL target of the noise chain")
+    parser.add_argument("--anchor", dest="noise_anchor", type=float, default=0.0,
+                        help="in [0, 1): every frame's noise keeps at least this correlation with frame 0's (long "
+                             "videos stay closer to frame 0); 0: unanchored")
     parser.add_argument("--momentum", type=float, default=0.98, help="mu of temporal momentum attention")
     parser.add_argument("--search", choices=SEARCH_MODES, default="exact",
                         help="how the noise chain hits --lambda: exact (solved) or paper (the published line search)")
@@ -196,8 +199,8 @@ def _request(args, **given):
 
     return SampleRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
                          guidance_scale=args.guidance, noise_lambda=args.noise_lambda, momentum=args.momentum,
-                         search=args.search, frame_chunk=args.chunk, seed=args.seed, scheduler=args.scheduler,
-                         compile=args.compile or False, **given)
+                         search=args.search, noise_anchor=args.noise_anchor, frame_chunk=args.chunk, seed=args.seed,
+                         scheduler=args.scheduler, compile=args.compile or False, **given)
 
 
 def _clip(args, path, size, what: str):
@@ -284,8 +287,9 @@ def _upscale(size) -> int:
 
 
 def _summary(stats: dict) -> dict:
-    summary = {key: stats[key] for key in ("backend", "device", "dtype", "search", "noise_lambda") if key in stats}
-    for key in ("achieved_kl", "alpha", "correlation"):
+    summary = {key: stats[key] for key in ("backend", "device", "dtype", "search", "noise_lambda", "noise_anchor")
+               if key in stats}
+    for key in ("achieved_kl", "alpha", "correlation", "correlation_first"):
         if key in stats:
             values = np.asarray(stats[key], dtype=np.float64)
             summary[f"{key}_mean"] = round(float(values.mean()), 6) if values.size else None

@@ -98,7 +98,7 @@ def _seed_other_draws(pipe, seed: int) -> None:
 @contextlib.contextmanager
 def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: float = 0.01,
                search: str = "exact", seed: int | None = None, momentum_attention: bool = True,
-               dependency_noise: bool = True, backend: str | None = None):
+               dependency_noise: bool = True, backend: str | None = None, noise_anchor: float = 0.0):
     """Make any diffusers pipeline sample ZS² videos inside a ``with`` block.
 
     ``pipe(prompt=[p] * num_frames, ...)`` then returns the frames of one video (of several, with the prompts
@@ -110,6 +110,8 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
         num_frames: frames per video: the pipeline's batch must be videos x num_frames images.
         momentum: mu in [0, 1] of temporal momentum attention (0: per-frame, 1: cross-frame to frame 0).
         noise_lambda, search: the dependency noise model's KL target and search mode.
+        noise_anchor: a in [0, 1): each frame's noise keeps a correlation of at least a with frame 0's (see
+            :func:`zs2_kernels.dependency_noise`; 0: unanchored).
         seed: each video's noise depends only on (seed, its index); None: the pipeline call's
             ``generator`` (one, or diffusers' one per image: each video uses its first frame's), else torch's
             global RNG. With a seed, Img2Img's VAE sample is seeded too when the call passes no generator.
@@ -118,7 +120,7 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
 
     Yields a :class:`VideoMode` (its ``handles``, its ``noise`` settings).
     """
-    noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend)
+    noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend, noise_anchor)
     momentum = check_number("momentum", momentum, 0.0, 1.0)
     momentum_attention = check_bool("momentum_attention", momentum_attention)
     dependency_noise = check_bool("dependency_noise", dependency_noise)
@@ -140,14 +142,14 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
 def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int | None = None,
                     width: int | None = None, noise_lambda: float = 0.01, search: str = "exact",
                     seed: int | None = None, generator=None, device=None, dtype=None,
-                    backend: str | None = None) -> torch.Tensor:
+                    backend: str | None = None, noise_anchor: float = 0.0) -> torch.Tensor:
     """Dependency-chain initial noise for ``pipe(latents=...)``: [num_videos · num_frames, C, h, w].
 
     Unit-variance noise (the pipeline scales it by its scheduler's ``init_noise_sigma``), C the VAE's latent
     channels, h x w the latent size of ``height`` x ``width`` (default: the UNet's native size), in the UNet's
-    dtype and on its device unless given.
+    dtype and on its device unless given. ``noise_anchor`` as in :func:`zs2_kernels.dependency_noise`.
     """
-    noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend)
+    noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend, noise_anchor)
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     videos = check_int("num_videos", num_videos, 1)

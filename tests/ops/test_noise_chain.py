@@ -1,5 +1,7 @@
 """dependency_noise: statistics, lambda targets, the paper's trajectory, backends, edge values, bad input."""
 
+import math
+
 import pytest
 import torch
 
@@ -281,6 +283,73 @@ def test_an_unreachable_lambda_is_said_not_silently_missed(recwarn):
     zs2_kernels.dependency_noise((2, 6, 4, 8, 8), 0.01, seed=0)
     zs2_kernels.dependency_noise((2, 6, 4, 8, 8), 0.0, seed=0)
     assert not [w for w in recwarn if "out of reach" in str(w.message)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_anchor_zero_is_the_unanchored_chain_bit_for_bit(backend):
+    plain = zs2_kernels.dependency_noise((2, 9, 4, 8, 8), 0.1, seed=5, backend=backend)
+    assert torch.equal(zs2_kernels.dependency_noise((2, 9, 4, 8, 8), 0.1, seed=5, backend=backend, noise_anchor=0.0),
+                       plain)
+
+
+@pytest.mark.parametrize("shape, videos, frames, noise_lambda", [((4, 8, 8), 300, 64, 0.1),
+                                                                  ((4, 64, 64), 12, 40, 0.1)],
+                         ids=["embedded-4x8x8", "sd-4x64x64"])
+@pytest.mark.parametrize("anchor", [0.3, 0.7])
+def test_the_anchored_chain_keeps_its_floor_lambda_and_unit_variance(shape, videos, frames, noise_lambda, anchor):
+    """DESIGN.md §1.1, the anchored chain: every frame's correlation with frame 0 stays at least the anchor (in
+    expectation: the fresh part adds ~1/sqrt(D) of noise per video), each adjacent statistic is lambda exactly
+    and every frame stays N(0, I); unanchored, the correlation at the last frame is far below the floor."""
+    noise, stats = zs2_kernels.dependency_noise((videos, frames, *shape), noise_lambda, seed=1, backend="torch",
+                                                return_stats=True, noise_anchor=anchor)
+    plain = zs2_kernels.dependency_noise((videos, frames, *shape), noise_lambda, seed=1, backend="torch",
+                                         return_stats=True)[1]
+    assert plain["correlation_first"][:, -1].mean() < anchor - 0.2  # the floor binds: without it frames wander
+    to_first = stats["correlation_first"]
+    assert to_first.mean(0).min() > anchor - 0.01, to_first.mean(0)
+    assert to_first.min() > anchor - 6 / math.prod(shape) ** 0.5
+    assert (stats["achieved_kl"] - noise_lambda).abs().max() < 1e-9
+    per_frame = noise.flatten(2).double().transpose(0, 1).flatten(1)
+    assert (per_frame.var(-1) - 1).abs().max() < 0.03 and per_frame.mean(-1).abs().max() < 0.02
+
+
+def test_the_anchor_ties_frames_to_a_given_first_frame():
+    """Image-to-video's chain starts at the inverted x_T (not N(0, I)): the floor is on the correlation with it."""
+    first = 0.85 * torch.randn(50, 4, 8, 8, generator=torch.Generator().manual_seed(3)) + 0.15
+    _, stats = zs2_kernels.dependency_noise((50, 48, 4, 8, 8), 0.1, seed=2, backend="torch", return_stats=True,
+                                            noise_anchor=0.6, first=first)
+    assert stats["correlation_first"].mean(0).min() > 0.59
+
+
+def test_the_floor_wins_where_lambda_cannot_be_met_under_it():
+    """A floor near 1 under a large lambda: the frames keep the floor, and the statistic's miss is said."""
+    with pytest.warns(UserWarning, match="out of reach"):
+        noise, stats = zs2_kernels.dependency_noise((20, 12, 4, 8, 8), 1.0, seed=0, backend="torch",
+                                                    return_stats=True, noise_anchor=0.95)
+    assert stats["correlation_first"].mean(0).min() > 0.94
+    assert noise.flatten(2).double().var(dim=(0, 2)).sub(1).abs().max() < 0.05
+
+
+def test_the_anchored_chain_is_the_same_on_every_backend_and_batch_independent():
+    generator = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    torch_chain = zs2_kernels.dependency_noise((2, 10, 3, 50), 0.3, generator=generator(), backend="torch",
+                                               noise_anchor=0.7)
+    triton_chain = zs2_kernels.dependency_noise((2, 10, 3, 50), 0.3, generator=generator(), backend="triton",
+                                                noise_anchor=0.7)
+    torch.testing.assert_close(triton_chain, torch_chain, rtol=0, atol=1e-5)
+    for backend in BACKENDS:  # Philox keys (Triton) or per-video generators: video 1 alone is video 1 of a batch
+        batch = zs2_kernels.dependency_noise((3, 10, 3, 50), 0.3, seed=4, backend=backend, noise_anchor=0.7)
+        alone = zs2_kernels.dependency_noise((2, 10, 3, 50), 0.3, seed=4, backend=backend, noise_anchor=0.7)
+        assert torch.equal(batch[:2], alone), backend
+
+
+@pytest.mark.parametrize("anchor, search, error, match", [
+    (1.0, "exact", ValueError, r"noise_anchor must be in \[0, 1\)"), (-0.1, "exact", ValueError, "noise_anchor"),
+    (float("nan"), "exact", ValueError, "noise_anchor"), ("0.5", "exact", TypeError, "noise_anchor"),
+    (0.5, "paper", ValueError, "noise_anchor needs search='exact'")])
+def test_bad_anchors_are_refused(anchor, search, error, match):
+    with pytest.raises(error, match=match):
+        zs2_kernels.dependency_noise((1, 3, 4), 0.1, seed=0, search=search, noise_anchor=anchor)
 
 
 def test_the_documented_excess_variance_of_the_paper_chain():

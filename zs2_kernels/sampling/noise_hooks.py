@@ -16,6 +16,7 @@ import torch
 
 from .._checks import check_int, check_search
 from ..ops.noise import dependency_noise
+from ..ops.noise.api import check_anchor
 from ..seeds import check_seed, stream_seed
 
 #: Swapping a module's ``randn_tensor`` is process-wide for that module: one hooked draw at a time.
@@ -31,6 +32,7 @@ class NoiseSettings:
     search: str = "exact"
     seed: int | None = None
     backend: str | None = None
+    noise_anchor: float = 0.0
     draws: int = field(default=0, init=False)  # noise draws since the pipeline call began
 
     def first_stream(self) -> int:
@@ -46,6 +48,7 @@ class NoiseSettings:
     def __post_init__(self):
         check_int("num_frames", self.num_frames, 1)
         self.noise_lambda = check_search(self.noise_lambda, self.search)
+        self.noise_anchor = check_anchor(self.noise_anchor, self.search)
         if self.seed is not None:
             self.seed = check_seed(self.seed)
 
@@ -66,6 +69,7 @@ class NoiseSettings:
         else:
             source = {"generator": _per_video(generator, videos, self.num_frames)}
         noise = dependency_noise((videos, self.num_frames, *latent), self.noise_lambda, search=self.search,
+                                 noise_anchor=self.noise_anchor,
                                  device=device, dtype=dtype or torch.float32, backend=self.backend, **source)
         return noise.reshape(batch, *latent)
 

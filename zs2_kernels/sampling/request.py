@@ -19,6 +19,7 @@ import torch
 
 from .._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
 from ..ops.backend import check_backend_name
+from ..ops.noise.api import check_anchor
 from ..seeds import check_seed, step_seed
 from .compiling import compile_options
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts
@@ -50,6 +51,7 @@ class SampleRequest:
     noise_lambda: float = 0.01
     momentum: float = 0.98
     search: str = "exact"
+    noise_anchor: float = 0.0
     dependency_noise: bool = True
     momentum_attention: bool = True
     frame_chunk: int | None = None
@@ -136,6 +138,7 @@ class SampleRequest:
         check_int("num_inference_steps", self.num_inference_steps, 1)
         check_number("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
         check_search(self.noise_lambda, self.search)
+        check_anchor(self.noise_anchor, self.search)
         check_number("momentum", self.momentum, 0.0, 1.0)
         if self.frame_chunk is not None:
             check_int("frame_chunk", self.frame_chunk, 1)

@@ -37,7 +37,8 @@ class VideoOutput:
 
     frames: "np": float32 array [B, F, H, W, C] in [0, 1]; "pt": tensor [B, F, C, H, W]; "pil": list of
     lists of PIL images; "latent": the final latents [B, F, c, h, w]. B = prompts x videos per prompt.
-    stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation", lists [B][F-1]),
+    stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation" of adjacent frames,
+    "correlation_first" of each frame with frame 0; lists [B][F-1]),
     the backend used, the settings, and wall time per stage in seconds ("timings"); with ``image``/``video``
     also "edit" ("image" or "video"), "strength" and "steps_run" (the denoising steps run).
     """
@@ -47,7 +48,7 @@ class VideoOutput:
 
 
 def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, generator, seed, device, backend,
-                     first=None):
+                     first=None, noise_anchor=0.0):
     """[V, F, c, h, w] float32 initial latents and the noise statistics (None without dependency noise).
 
     With ``seed`` (or a list of generators), video v's noise depends only on (seed, v), never on the batch
@@ -56,7 +57,8 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
     """
     if use_dependency_noise:
         return make_dependency_noise(shape, noise_lambda, search=search, generator=generator, seed=seed,
-                                     device=device, return_stats=True, backend=backend, first=first)
+                                     device=device, return_stats=True, backend=backend, first=first,
+                                     noise_anchor=noise_anchor)
     generators = video_generators(seed, shape[0]) if generator is None else generator
     if isinstance(generators, torch.Generator):
         noise = torch.randn(shape, generator=generators, device=generators.device, dtype=torch.float32)
@@ -219,8 +221,9 @@ def _postprocess(pipe, latents, output_type, decode_chunk_size):
 def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: int | None = None,
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
-                 search: str = "exact", dependency_noise: bool = True, momentum_attention: bool = True,
-                 frame_chunk: int | None = None, seed: int | None = None, generator=None,
+                 search: str = "exact", noise_anchor: float = 0.0, dependency_noise: bool = True,
+                 momentum_attention: bool = True, frame_chunk: int | None = None, seed: int | None = None,
+                 generator=None,
                  device=None, dtype: torch.dtype | None = None, output_type: str = "np", decode_chunk_size: int = 8,
                  num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
                  backend: str | None = None, scheduler="ddim", prompt_embeds: torch.Tensor | None = None,
@@ -251,6 +254,9 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
         prompt_embeds, negative_prompt_embeds: [P, L, D] embeddings instead of prompts (one video per row and
             per ``num_videos_per_prompt``); pooled_prompt_embeds, negative_pooled_prompt_embeds: [P, D'] (SDXL).
         noise_lambda, search: the dependency noise model's KL target and search mode ("exact" or "paper").
+        noise_anchor: a in [0, 1): every frame's initial noise keeps a correlation of at least a with frame 0's
+            (long videos stay closer to frame 0; 0, the default, is the unanchored chain bit for bit; "exact" only).
+            With ``image`` frame 0 is the image's inverted noise: the anchor ties every frame to it.
         momentum: mu of temporal momentum attention in [0, 1]. backend: of the zs2 ops (default by device).
         dependency_noise / momentum_attention: switch either component off (both off: per-frame sampling).
         frame_chunk: run the UNet on at most this many frames at a time (bounds memory for long videos); the
@@ -335,12 +341,13 @@ def _sample(pipe, request: SampleRequest, started: float):
                                             use_dependency_noise=request.dependency_noise,
                                             noise_lambda=request.noise_lambda, search=request.search,
                                             generator=request.generator, seed=request.seed, device=device,
-                                            backend=backend, first=getattr(start, "first", None))
+                                            backend=backend, first=getattr(start, "first", None),
+                                            noise_anchor=request.noise_anchor)
     if request.dependency_noise:
         check_chainable(scheduler)
         if draws_step_noise(scheduler):
             chain_step_noise(scheduler, NoiseSettings(num_frames, request.noise_lambda, request.search,
-                                                      request.step_seed(), backend))
+                                                      request.step_seed(), backend, request.noise_anchor))
     steps, callback = scheduler.timesteps, request.callback_on_step_end
     if start is None:
         latents = latents * scheduler.init_noise_sigma
@@ -367,5 +374,7 @@ def _sample(pipe, request: SampleRequest, started: float):
         stats.update({**request.start.describe(), "steps_run": len(steps)})
     if noise_stats is not None:
         stats.update({"noise_lambda": request.noise_lambda, "search": request.search,
-                      **{k: noise_stats[k].cpu().tolist() for k in ("alpha", "achieved_kl", "correlation")}})
+                      "noise_anchor": request.noise_anchor,
+                      **{k: noise_stats[k].cpu().tolist()
+                         for k in ("alpha", "achieved_kl", "correlation", "correlation_first")}})
     return frames, stats

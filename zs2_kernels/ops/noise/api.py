@@ -18,11 +18,22 @@ import warnings
 
 import torch
 
-from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_search
+from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_number, check_search
 from ...seeds import check_seed, random_seed, video_generators, video_seeds
 from ..backend import resolve_backend
 from ..free_memory import check_free_memory
-from .ops import compose_op, philox_normal_op, search_frame_op
+from .anchor import anchored_step
+from .ops import compose_op, kl_sums_op, philox_normal_op, search_frame_op
+
+
+def check_anchor(noise_anchor, search: str = "exact") -> float:
+    """``noise_anchor`` as a float in [0, 1); only the exact search takes one."""
+    noise_anchor = check_number("noise_anchor", noise_anchor, 0.0, 1.0)
+    if noise_anchor == 1.0:
+        raise ValueError("noise_anchor must be in [0, 1) (1 would make every frame frame 0), got 1.0")
+    if noise_anchor and search != "exact":
+        raise ValueError(f"noise_anchor needs search='exact' (the published search has no anchor), got {search!r}")
+    return noise_anchor
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -90,19 +101,42 @@ def _check_first(first, shape, device) -> torch.Tensor:
     return first.detach().to(device, torch.float32).reshape(shape[0], -1)
 
 
-def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps, backend):
+def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps, backend, anchor):
     """The frames [B, F, D] float32 after ``first``, and per frame pair (index, alpha, achieved KL): alpha is the
-    square of the step's weight on the previous frame."""
+    square of the step's weight on the previous frame. ``anchor`` > 0: the anchored chain (:mod:`.anchor`), whose
+    steps need the candidates materialised (Philox ones through ``philox_normal``)."""
     frames, picks = [first], []
     for frame in range(1, num_frames):
-        candidates = None if streams is None else streams.draw(num_candidates, *first.shape)
+        if streams is not None:
+            candidates = streams.draw(num_candidates, *first.shape)
+        elif anchor:
+            candidates = philox_normal_op(seeds=seeds, frame=frame, num_candidates=num_candidates, dim=first.shape[1])
+        else:
+            candidates = None
         common = dict(prev=frames[-1], candidates=candidates, num_candidates=num_candidates, seeds=seeds,
                       frame=frame, backend=backend)
         index, coefficients, kl = search_frame_op(**common, noise_lambda=noise_lambda, search=search,
                                                   line_steps=line_steps)
-        frames.append(compose_op(**common, index=index, coefficients=coefficients))
-        picks.append((index, coefficients[:, 0].square(), kl))
+        composed = compose_op(**common, index=index, coefficients=coefficients)
+        alpha = coefficients[:, 0].square()
+        if anchor:
+            a_sum, c_sum, e_sum = kl_sums_op(prev=frames[-1], candidates=candidates, backend=backend)
+            rows = torch.arange(first.shape[0], device=first.device)
+            composed, anchored_alpha, anchored_kl = anchored_step(
+                frames[-1], first, candidates[index, rows].float(), (a_sum, c_sum[rows, index], e_sum), noise_lambda,
+                anchor, composed)
+            alpha = torch.where(anchored_alpha.isnan(), alpha, anchored_alpha)
+            kl = torch.where(anchored_kl.isnan(), kl, anchored_kl)
+        frames.append(composed)
+        picks.append((index, alpha, kl))
     return torch.stack(frames, dim=1), picks
+
+
+def _correlation_with_first(noise: torch.Tensor) -> torch.Tensor:
+    """Cosine of each later frame with frame 0 per batch item, [B, F-1] float64 (see _adjacent_correlation)."""
+    first, later = noise[:, :1].double(), noise[:, 1:].double()
+    norms = (first.square().sum(-1) * later.square().sum(-1)).sqrt()
+    return (first * later).sum(-1) / norms.clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def _warn_if_out_of_reach(achieved_kl: torch.Tensor, noise_lambda: float, shape) -> None:
@@ -130,7 +164,7 @@ def _check_fits(shape, dtype, num_candidates: int, backend: str, device: torch.d
 def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact", random_candidates: int = 10,
                      line_steps: int = 15, generator=None, seed: int | None = None,
                      device=None, dtype: torch.dtype = torch.float32, return_stats: bool = False,
-                     backend: str | None = None, first: torch.Tensor | None = None):
+                     backend: str | None = None, first: torch.Tensor | None = None, noise_anchor: float = 0.0):
     """Initial noise for B videos of F frames with correlated adjacent frames.
 
     Args:
@@ -157,9 +191,15 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
             stored), elsewhere through per-video CPU generators. Neither seed nor generator: a seed is
             drawn from torch's global RNG.
         device, dtype: of the output (the chain itself is computed in float32); dtype also by name ("fp16").
-        return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (each [B, F-1]),
+        return_stats: also return a dict with "alpha", "achieved_kl", "correlation" (adjacent frames),
+            "correlation_first" (each frame with frame 0; each [B, F-1]),
             "candidate_index", and the "backend", "search" and "noise_lambda" used.
         backend: "triton", "cuda" or "torch" (default: see :mod:`zs2_kernels.ops.backend`).
+        noise_anchor: a in [0, 1): every frame's noise keeps a correlation of at least a with frame 0's (in
+            expectation: the fresh part adds ~1/sqrt(D) of noise), adjacent frames still on lambda, unit variance
+            (zs2_kernels/DESIGN.md §1.1, "The anchored chain"); 0 (default) is the unanchored chain bit for bit.
+            Long videos drift from frame 0 without it. "exact" search only. Where a floor near 1 and a large lambda
+            cannot both hold the floor wins and the statistic misses lambda (a warning says so).
         first: a given first frame eps_0 per video, [B, *rest] (any float dtype, finite), instead of a draw:
             image-to-video starts the chain at the image's inverted noise so later frames inherit its
             structure. Frame 0's draw is still consumed, so frames 1.. use the candidates they use without it.
@@ -167,6 +207,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     shape = _check_shape(shape)
     noise_lambda = check_search(noise_lambda, search)
     num_candidates = check_int("random_candidates", random_candidates, 1)
+    noise_anchor = check_anchor(noise_anchor, search)
     line_steps = check_int("line_steps", line_steps, 0)
     dtype = check_dtype(dtype) or torch.float32
     batch, num_frames = shape[:2]
@@ -193,7 +234,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         drawn = streams.draw(1, batch, dim)[0]  # drawn either way: frames 1.. keep their candidates
         first = drawn if given is None else given
     noise, picks = _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps,
-                          backend)
+                          backend, noise_anchor)
     out = noise.to(dtype).view(shape)
     if search == "exact" and picks:
         _warn_if_out_of_reach(torch.stack([pick[2] for pick in picks], dim=1), noise_lambda, shape)
@@ -205,6 +246,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         return torch.stack(values, dim=1) if values else torch.zeros((batch, 0), dtype=dtype, device=device)
 
     stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": per_pair(2, torch.float64),
-             "correlation": _adjacent_correlation(noise), "candidate_index": per_pair(0, torch.int64),
+             "correlation": _adjacent_correlation(noise), "correlation_first": _correlation_with_first(noise),
+             "candidate_index": per_pair(0, torch.int64), "noise_anchor": noise_anchor,
              "backend": backend, "search": search, "noise_lambda": noise_lambda}
     return out, stats
