@@ -191,6 +191,8 @@ def test_an_output_link_is_followed(model_dir, tmp_path):
         (["--seed", str(2**63)], "--seed"),
         (["--seed", "-1"], "--seed"),
         (["--model", "nobody/no-such-model"], "--model"),
+        (["--model", "/etc/passwd"], "--model: model path /etc/passwd is not a folder"),  # was "does not exist"
+        (["--image", "/dev/zero"], "--image: image /dev/zero is not a regular file or folder"),
         (["--height", "30"], "--height"),
         (["--frames", "10000000"], "--frames"),
         # the embedded DDIM's steps_offset 1: 1000 steps of 1000 reach timestep 1000 (diffusers IndexError)

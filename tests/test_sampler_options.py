@@ -189,3 +189,14 @@ def test_the_anchor_reaches_the_initial_and_step_noise_and_the_stats(pipe, sched
     assert max(abs(kl - 0.5) for kl in anchored.stats["achieved_kl"][0]) < 1e-9
     assert not torch.equal(anchored.frames, plain.frames)
     assert torch.equal(zs2_kernels.sample_video(pipe, "a cat", **common, noise_anchor=0.0).frames, plain.frames)
+
+
+@pytest.mark.parametrize("name", ["prompt_embeds", "negative_prompt_embeds"])
+def test_non_finite_prompt_embeddings_are_refused_before_any_step(pipe, name, monkeypatch):
+    """The attack found NaN prompt_embeds refused only after every step ("latents became NaN/inf")."""
+    embeds = torch.randn(1, 16, 64)
+    given = {"prompt_embeds": embeds, "negative_prompt_embeds": torch.zeros_like(embeds)}
+    given[name] = given[name].clone().index_fill_(1, torch.tensor([3]), float("nan"))
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
+    with pytest.raises(ValueError, match=rf"{name} must be finite"):
+        zs2_kernels.sample_video(pipe, **FAST, **given)

@@ -34,7 +34,10 @@ def resolve_model_location(model) -> str:
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"model folder {path} has no model_index.json: not a diffusers pipeline folder")
         return str(path)
-    if isinstance(model, os.PathLike) or _looks_like_path(str(model)) or path.exists():
+    if path.exists():
+        raise ValueError(f"model path {path} is not a folder: give a diffusers pipeline folder (with "
+                         "model_index.json) or a hub id")
+    if isinstance(model, os.PathLike) or _looks_like_path(str(model)):
         raise FileNotFoundError(f"model path {path} does not exist (looked for a diffusers pipeline folder with "
                                 "model_index.json)")
     return str(model)

@@ -219,6 +219,9 @@ def read_video(path, size: tuple[int, int], what: str = "video") -> np.ndarray:
         frames = [_read_frames(file, what)[0] for file in files]
     elif path.is_file():
         frames = _read_frames(path, what)
+    elif path.exists():
+        raise ValueError(f"{what} {path} is not a regular file or folder (a device, pipe or socket): give a video "
+                         "file or a folder of .png frames")
     else:
         raise FileNotFoundError(f"{what} {path} does not exist")
     height, width = size

@@ -283,6 +283,16 @@ def test_bad_input(model_dir, prompts_file, tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_prompts_path_that_is_no_text_file_is_named(model_dir, tmp_path, capsys):
+    """The attack found a folder reported as "does not exist" and binary bytes as a bare codec error."""
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00digit")
+    for given, message in ((tmp_path, f"--prompts {tmp_path} is not a regular file"),
+                           (tmp_path / "binary.txt", "--prompts file " + str(tmp_path / "binary.txt") +
+                            " is not UTF-8 text")):
+        assert ablate_cli.ablate_main(args(model_dir, str(given), tmp_path / "o")) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_bad_arguments_are_refused_before_any_work(tmp_path):
     """The command line, as users run it: a message naming the argument and its range, no traceback, and no
     output folder left behind (all cases at once, each in its own process)."""

@@ -1,5 +1,7 @@
 """momentum_update: Triton kernel (interpreter) and every backend against the plain-PyTorch reference."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -245,11 +247,16 @@ def test_backends_agree_on_non_finite_input(mu, with_init):
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_inputs_that_require_grad_are_detached(backend):
-    """The op is autograd-free: inputs that require grad run as their values, and no gradient flows."""
+    """The op is autograd-free: inputs that require grad run as their values, and no gradient flows; the attack
+    found that silent (a loss through y never reached x), so the public function says so while grads are recorded."""
     x = torch.randn(2, 4, 3, requires_grad=True)
     init = torch.randn(2, 3, requires_grad=True)
-    y, state = zs2_kernels.momentum_update(x * 1, 0.7, init=init, backend=backend, return_state=True)
+    with pytest.warns(UserWarning, match="momentum_update is autograd-free"):
+        y, state = zs2_kernels.momentum_update(x * 1, 0.7, init=init, backend=backend, return_state=True)
     assert not y.requires_grad and not state.requires_grad
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zs2_kernels.momentum_update(x, 0.7, backend=backend)  # nothing recorded: nothing to say
     assert torch.equal(y, zs2_kernels.momentum_update(x.detach(), 0.7, init=init.detach(), backend=backend))
 
 

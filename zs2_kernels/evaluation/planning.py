@@ -204,9 +204,15 @@ def default_prompts(model) -> list[str]:
 
 def read_prompts(path) -> list[str]:
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"--prompts {path} is not a regular file: give a text file with one prompt per line")
     if not path.is_file():
         raise FileNotFoundError(f"--prompts file {path} does not exist")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--prompts file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"--prompts file {path} has no prompts (one per line)")
     return prompts

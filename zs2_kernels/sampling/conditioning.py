@@ -80,7 +80,7 @@ class PromptEmbeddings:
 
 
 def _check_embeds(name: str, value, dims: int, shape=None) -> None:
-    """None, or a float tensor with ``dims`` dims (and ``shape`` when given); raises naming ``name``."""
+    """None, or a finite float tensor with ``dims`` dims (and ``shape`` when given); raises naming ``name``."""
     if value is None:
         return
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != dims:
@@ -91,6 +91,8 @@ def _check_embeds(name: str, value, dims: int, shape=None) -> None:
     if value.numel() == 0 or (shape is not None and value.shape != shape):
         raise ValueError(f"{name} must have shape {tuple(shape) if shape is not None else 'non-empty'}, "
                          f"got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():  # else every step runs and the latents end NaN
+        raise ValueError(f"{name} must be finite (no NaN/inf)")
 
 
 def is_sdxl(pipe) -> bool:

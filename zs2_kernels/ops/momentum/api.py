@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch import Tensor
 
 from ..._checks import check_float_tensor, check_number
@@ -27,9 +30,13 @@ def momentum_update(x: Tensor, momentum: float, *, init: Tensor | None = None, b
 
     Returns y, a new tensor of x's shape and dtype (accumulated in float32); with ``return_state``,
     ``(y, state)``: the float32 running value after the last frame, shape ``x.shape[:1] + x.shape[2:]``.
-    The op is autograd-free: no gradient flows through it (inputs that require grad are detached).
+    The op is autograd-free: no gradient flows through it (inputs that require grad are detached, with a warning
+    when gradients are being recorded: a loss through y would silently not reach x).
     """
     check_float_tensor("x", x)
+    if torch.is_grad_enabled() and (x.requires_grad or (init is not None and init.requires_grad)):
+        warnings.warn("momentum_update is autograd-free: x (or init) requires grad, but no gradient flows through "
+                      "the result (it is computed from detached inputs)", stacklevel=2)
     if x.dim() < 2:
         raise ValueError(f"x must have shape [G, F, ...] (at least 2 dims), got {tuple(x.shape)}")
     if x.numel() == 0:
