@@ -6,8 +6,10 @@ import urllib.request
 
 import huggingface_hub
 import pytest
+import torch
 from huggingface_hub import constants
 
+import zs2_kernels
 from zs2_kernels.embedded import embedded_model_path
 from zs2_kernels.loading import read_model_config
 
@@ -78,3 +80,14 @@ def test_cache_misses_of_every_kind_fall_through(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
     with pytest.raises(OSError, match="not in the local cache"):
         read_model_config("someorg/partial")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(dtype=torch.int8), TypeError, "dtype must be None, torch.float32/float16/bfloat16"),
+    (dict(device="tpu"), ValueError, "device"),
+])
+def test_load_pipeline_checks_device_and_dtype_before_loading(kwargs, error, match):
+    """The attack found load_pipeline(None, device="cuda") ending in torch's AssertionError and an int8 dtype in a
+    transformers error, after loading."""
+    with pytest.raises(error, match=match):
+        zs2_kernels.load_pipeline(None, progress=False, **kwargs)

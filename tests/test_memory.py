@@ -69,3 +69,19 @@ def test_too_many_videos_are_told_to_make_fewer_videos_not_fewer_frames():
                                           r"videos per call \(2000 now"):
         zs2_kernels.sample_video(pipe, ["3", "4"], num_frames=10**4, num_videos_per_prompt=1000,
                                  num_inference_steps=1, progress=False)
+
+
+def test_a_resolution_too_large_is_named_and_latent_output_needs_no_decoder(monkeypatch):
+    """The attack found 65536 x 65536 blamed on --frames, and latent output refused for its decoding memory."""
+    from zs2_kernels.sampling import memory
+
+    unet = {"block_out_channels": [32, 64], "layers_per_block": 1, "in_channels": 4,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"]}
+    vae = {"block_out_channels": [32, 64]}
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2 * 2**30)
+    huge = memory.estimate_memory(unet, vae, videos=1, frames=4, height=65536, width=65536)
+    with pytest.raises(MemoryError, match=r"lower height/width \(one frame of one video does not fit"):
+        memory.check_fits(huge, "cpu", "num_frames", "frame_chunk")
+    decoded = memory.estimate_memory(unet, vae, videos=1, frames=400, height=256, width=256, chunk=1)
+    latent = memory.estimate_memory(unet, vae, videos=1, frames=400, height=256, width=256, chunk=1, decodes=False)
+    assert latent.images == latent.decode == 0 < decoded.decode and latent.total < decoded.total

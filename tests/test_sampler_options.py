@@ -200,3 +200,14 @@ def test_non_finite_prompt_embeddings_are_refused_before_any_step(pipe, name, mo
     monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
     with pytest.raises(ValueError, match=rf"{name} must be finite"):
         zs2_kernels.sample_video(pipe, **FAST, **given)
+
+
+def test_a_callback_of_the_wrong_arity_and_a_request_that_is_not_one_are_refused_up_front(pipe, monkeypatch):
+    """The attack found a raw TypeError from inside the loop (callback) and an AttributeError (sample(pipe, {}))."""
+    from zs2_kernels.sampling import sample
+
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
+    with pytest.raises(TypeError, match=r"callback_on_step_end must take \(pipe, step, timestep, callback_kwargs\)"):
+        zs2_kernels.sample_video(pipe, "a cat", **FAST, callback_on_step_end=lambda: None)
+    with pytest.raises(TypeError, match="request must be a SampleRequest"):
+        sample(pipe, {})

@@ -182,7 +182,8 @@ def _check_before_loading(args, refusals: _Refusals):
     estimate = estimate_memory(config["unet"], config["vae"], videos=len(args.prompt), frames=args.frames,
                                height=size[0], width=size[1], chunk=args.chunk, guidance=args.guidance > 1.0,
                                dtype=dtype, weights=config["weights"], output_per_frame=output)
-    refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk", "one per --prompt"))
+    refusals.check("--frames", lambda: check_fits(estimate, device, "--frames", "--chunk", "one per --prompt",
+                                                  "--height/--width"))
     if refusals.messages:
         return None
     request = refusals.check("--prompt", lambda: _request(

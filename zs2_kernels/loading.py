@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ._checks import check_device, check_dtype
 from .embedded import embedded_model_path
 
 
@@ -176,6 +177,8 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, 
     """
     from diffusers import DiffusionPipeline
 
+    device = None if device is None else check_device(device)
+    dtype = check_dtype(dtype)
     location = resolve_model_location(model)
     # Said explicitly, so diffusers does not warn that accelerate is missing (loading works without it).
     kwargs = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}

@@ -40,6 +40,7 @@ class MemoryEstimate:
     output: int = 0
     videos: int = 1
     frames: int = 1
+    decode_per_frame: int = 0  # the decoder's activations for one frame (decode holds a chunk of them)
 
     @property
     def unet(self) -> int:
@@ -71,11 +72,13 @@ def _unet_sample_elements(unet_config: dict, latent_height: int, latent_width: i
 
 def estimate_memory(unet_config: dict, vae_config: dict, *, videos: int, frames: int, height: int, width: int,
                     chunk: int | None = None, guidance: bool = True, dtype: torch.dtype = torch.float32,
-                    decode_chunk_size: int = 8, weights: int = 0, output_per_frame: int = 0) -> MemoryEstimate:
+                    decode_chunk_size: int = 8, weights: int = 0, output_per_frame: int = 0,
+                    decodes: bool = True) -> MemoryEstimate:
     """Peak bytes of ``sample_video`` for these shapes (and ``weights`` and output buffers, if given).
 
     ``height``/``width`` are in pixels; ``chunk`` is ``frame_chunk``; ``output_per_frame`` is the bytes a
-    writer holds per frame (the command line's upscaled uint8 frames).
+    writer holds per frame (the command line's upscaled uint8 frames); ``decodes``: False for latent output (no
+    images, no decoder).
     """
     factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
     latent_h, latent_w = height // factor, width // factor
@@ -88,20 +91,28 @@ def estimate_memory(unet_config: dict, vae_config: dict, *, videos: int, frames:
     return MemoryEstimate(
         unet_per_frame=(2 if guidance else 1) * videos * _unet_sample_elements(unet_config, latent_h, latent_w)
         * element, chunk_frames=chunk_frames, latents=total_frames * LATENT_COPIES * latent * 4,
-        images=total_frames * IMAGE_COPIES * image * 4, decode=min(decode_chunk_size, total_frames) * decoder * 4,
-        weights=weights, output=total_frames * output_per_frame, videos=videos, frames=frames)
+        images=decodes * total_frames * IMAGE_COPIES * image * 4,
+        decode=decodes * min(decode_chunk_size, total_frames) * decoder * 4,
+        weights=weights, output=total_frames * output_per_frame, videos=videos, frames=frames,
+        decode_per_frame=decodes * decoder * 4)
 
 
 def check_fits(estimate: MemoryEstimate, device: torch.device, frames_name: str, chunk_name: str,
-               videos_name: str = "the videos per call") -> None:
-    """Raise MemoryError when ``estimate`` exceeds the free memory, saying which of the frame, chunk and video-count
-    arguments to lower (only those that can help: one frame cannot be lowered, one video need not be)."""
+               videos_name: str = "the videos per call", size_name: str = "height/width") -> None:
+    """Raise MemoryError when ``estimate`` exceeds the free memory, saying which of the frame, chunk, video-count and
+    resolution arguments to lower (only those that can help: one frame cannot be lowered, one video need not be;
+    the resolution when not even one frame per UNet call fits)."""
     free = available_memory(device)
     if free is None or estimate.total <= free:
         return
     fitting_chunk = (free - estimate.weights - estimate.latents) // estimate.unet_per_frame
     others_fit = estimate.weights + max(estimate.phases()["decoding"], estimate.output) <= free
-    if fitting_chunk >= 1 and others_fit:
+    frames = estimate.videos * estimate.frames
+    one_frame = estimate.weights + estimate.unet_per_frame // estimate.videos + \
+        (estimate.latents + estimate.images) // frames + estimate.decode_per_frame
+    if one_frame > free:
+        advice = [f"lower {size_name} (one frame of one video does not fit at this resolution)"]
+    elif fitting_chunk >= 1 and others_fit:
         advice = [f"set {chunk_name} {fitting_chunk} or lower (frames per UNet call)", f"lower {frames_name}"]
     else:
         advice = [f"lower {frames_name} (even {chunk_name} 1 would not fit)"] if estimate.frames > 1 else []

@@ -13,6 +13,7 @@ place in the sampler that reads it.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -128,8 +129,8 @@ class SampleRequest:
         negatives = check_negative_prompts(self.negative_prompt, count)
         for name in ("dependency_noise", "guess_mode", "momentum_attention", "progress"):
             check_bool(name, getattr(self, name))
-        if self.callback_on_step_end is not None and not callable(self.callback_on_step_end):
-            raise TypeError(f"callback_on_step_end must be callable or None, got {self.callback_on_step_end!r}")
+        if self.callback_on_step_end is not None:
+            _check_callback(self.callback_on_step_end)
         if not isinstance(self.scheduler, str) or self.scheduler not in SCHEDULERS:
             check_steps(check_int("num_inference_steps", self.num_inference_steps, 1),
                         make_scheduler(self.scheduler, {}).config)  # raises for anything but a name or an instance
@@ -184,6 +185,19 @@ class SampleRequest:
     def step_seed(self) -> int:
         """The seed of a stochastic scheduler's per-step noise chains (see :func:`zs2_kernels.seeds.step_seed`)."""
         return step_seed(self.seed, self.generator)
+
+
+def _check_callback(callback) -> None:
+    """A callable taking diffusers' four positional arguments (pipe, step, timestep, callback_kwargs)."""
+    if not callable(callback):
+        raise TypeError(f"callback_on_step_end must be callable or None, got {callback!r}")
+    try:
+        inspect.signature(callback).bind(None, 0, 0, {})
+    except TypeError as error:
+        raise TypeError(f"callback_on_step_end must take (pipe, step, timestep, callback_kwargs) like diffusers' "
+                        f"callbacks: {error}") from None
+    except ValueError:  # a builtin without a signature: called as it is
+        pass
 
 
 def _embeddings(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds):

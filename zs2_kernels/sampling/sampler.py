@@ -292,6 +292,9 @@ def sample(model, request: SampleRequest, *, started: float | None = None) -> Vi
     timing starts there; default now).
     """
     started = time.perf_counter() if started is None else started
+    if not isinstance(request, SampleRequest):
+        raise TypeError(f"request must be a SampleRequest (zs2_kernels.sampling.SampleRequest), got "
+                        f"{type(request).__name__}")
     request = request.on_model(model)
     with _pipeline(model, request) as pipe:
         frames, stats = _sample(pipe, request, started)
@@ -317,7 +320,8 @@ def _sample(pipe, request: SampleRequest, started: float):
     device = pipe._execution_device
     check_fits(estimate_memory(pipe.unet.config, pipe.vae.config, videos=videos, frames=num_frames, height=height,
                                width=width, chunk=request.frame_chunk, guidance=request.guided, dtype=pipe.unet.dtype,
-                               decode_chunk_size=request.decode_chunk_size), device, "num_frames", "frame_chunk",
+                               decode_chunk_size=request.decode_chunk_size,
+                               decodes=request.output_type != "latent"), device, "num_frames", "frame_chunk",
                "the prompts times num_videos_per_prompt")
     backend = resolve_backend(torch.device(device), request.backend)
     timings["load"] = time.perf_counter() - started
