@@ -181,6 +181,7 @@ def test_an_output_link_is_followed(model_dir, tmp_path):
         (["--fps", "1000"], r"--fps: fps must be in \[1, 50\] for a GIF"),  # a GIF delay of 0: players' default
         (["--anchor", "1"], r"--anchor: noise_anchor must be in \[0, 1\)"),
         (["--anchor", "0.5", "--search", "paper"], "--anchor: noise_anchor needs search='exact'"),
+        (["--prompt-at", "0:a cat"], "--prompt-at: one video's prompt travel, instead of --prompt"),
         (["--guidance", "inf"], "--guidance"),
         (["--guidance", "1e30"], "--guidance"),
         (["--device", "tpu"], "--device"),
@@ -496,3 +497,22 @@ def test_every_option_has_help_and_one_default():
             text = parser._get_formatter()._expand_help(action) if action.help else ""
             assert text.strip(), f"{parser.prog} {action.option_strings} has no help"
             assert text.count("default") <= 1, f"{parser.prog} {action.option_strings}: {text}"
+
+
+@pytest.mark.parametrize("values, message", [
+    (["zero:a cat"], "--prompt-at: expected FRAME:TEXT with FRAME an int >= 0"),
+    (["0:a cat", "0:a dog"], "--prompt-at: frame 0 is given twice"),
+    (["3:a cat"], "--prompt-at: a prompt dict must have keyframe 0"),
+    (["0:a cat", "16:a dog"], r"--prompt-at: prompt keyframe 16 is outside the video's frames \[0, 16\)"),
+])
+def test_prompt_at_is_checked_before_any_weights_load(tmp_path, capsys, no_weights_load, values, message):
+    flags = [flag for value in values for flag in ("--prompt-at", value)]
+    assert cli.sample_main([*flags, "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 2
+    assert re.search(f"error: {message}", capsys.readouterr().err)
+
+
+def test_prompt_at_makes_one_travelling_video(tmp_path):
+    out = tmp_path / "travel.gif"
+    assert cli.sample_main(["--prompt-at", "0:a handwritten digit 1", "--prompt-at", "3:a handwritten digit 7",
+                            "--frames", "4", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    assert read_video(out).shape[0] == 4

@@ -8,7 +8,7 @@ from .loading import load_pipeline
 from .ops.backend import BACKENDS, resolve_backend
 from .ops.momentum import momentum_update
 from .ops.noise import dependency_noise
-from .pipeline_mode import initial_latents, video_mode
+from .pipeline_mode import initial_latents, prompt_travel_embeddings, video_mode
 from .sampling.sampler import VideoOutput, sample_video
 
 __version__ = "0.1.0"
@@ -20,6 +20,7 @@ __all__ = [
     "VideoOutput",
     "dependency_noise",
     "initial_latents",
+    "prompt_travel_embeddings",
     "install_momentum_attention",
     "is_installed",
     "load_pipeline",

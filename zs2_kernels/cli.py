@@ -32,6 +32,10 @@ def sample_parser() -> argparse.ArgumentParser:
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder or hub id (default: the embedded digits model)")
     parser.add_argument("--prompt", action="append", help="text prompt (required); repeat for several videos")
+    parser.add_argument("--prompt-at", action="append", metavar="FRAME:TEXT",
+                        help="prompt travel: the prompt from this frame on, e.g. --prompt-at 0:'a cat' --prompt-at "
+                             "47:'a dog' (frame 0 required); frames between keyframes blend their prompts; one "
+                             "video, instead of --prompt")
     parser.add_argument("--negative-prompt", default=None, help="negative prompt, used for every prompt")
     parser.add_argument("--frames", type=int, default=None,
                         help="default 16, or the length of the control video or of the video to edit")
@@ -112,6 +116,7 @@ class _Refusals:
         except (ValueError, TypeError, OSError, MemoryError) as error:
             message = str(error)
             named = next((f for name, f in FLAGS.items() if message.startswith(name + " ")), flag)
+            named = flag if (named, flag) == ("--prompt", "--prompt-at") else named  # "prompt" in messages too
             self.messages.append(f"{named}: {message}")
             return None
 
@@ -132,7 +137,11 @@ def _check_before_loading(args, refusals: _Refusals):
     from .video_io import check_fps, check_output_path
 
     location = refusals.check("--model", lambda: resolve_model_location(args.model))
-    if not args.prompt:
+    if args.prompt_at and args.prompt:
+        refusals.messages.append("--prompt-at: one video's prompt travel, instead of --prompt (not with it)")
+    elif args.prompt_at:
+        args.prompt = refusals.check("--prompt-at", lambda: [_keyframes(args.prompt_at)])
+    elif not args.prompt:
         refusals.messages.append("--prompt: required (a text prompt; repeat for several videos)")
     if args.out is None:
         refusals.messages.append("--out: required (.gif, .mp4, or a new folder name for PNG frames)")
@@ -154,7 +163,7 @@ def _check_before_loading(args, refusals: _Refusals):
         args.frames = 16
     # With a control video and no --frames, its length is the frame count (read once the size is known).
     frames = 1 if args.frames is None else args.frames
-    refusals.check("--prompt", lambda: _request(args, num_frames=frames))
+    refusals.check(_prompt_flag(args), lambda: _request(args, num_frames=frames))
     refusals.check("ZS2_BACKEND", check_backend_name)
     if refusals.messages:
         return None
@@ -186,7 +195,7 @@ def _check_before_loading(args, refusals: _Refusals):
                                                   "--height/--width"))
     if refusals.messages:
         return None
-    request = refusals.check("--prompt", lambda: _request(
+    request = refusals.check(_prompt_flag(args), lambda: _request(
         args, num_frames=args.frames, height=size[0], width=size[1], device=device, dtype=dtype,
         progress=not args.no_progress, control_video=getattr(args, "control", None), controlnet=args.controlnet,
         image=getattr(args, "image_frame", None), video=getattr(args, "video_frames", None), strength=args.strength))
@@ -281,6 +290,24 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _prompt_flag(args) -> str:
+    """The flag the prompts came from, named in a refusal of them."""
+    return "--prompt-at" if args.prompt_at else "--prompt"
+
+
+def _keyframes(values: list[str]) -> dict:
+    """--prompt-at FRAME:TEXT values as sample_video's {frame: text} dict."""
+    keyframes = {}
+    for value in values:
+        frame, separator, text = value.partition(":")
+        if not separator or not frame.strip().isdigit() or not text.strip():
+            raise ValueError(f"expected FRAME:TEXT with FRAME an int >= 0 and a non-empty TEXT, got {value!r}")
+        if int(frame) in keyframes:
+            raise ValueError(f"frame {int(frame)} is given twice")
+        keyframes[int(frame)] = text
+    return keyframes
 
 
 def _upscale(size) -> int:

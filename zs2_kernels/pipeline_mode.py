@@ -23,7 +23,9 @@ import torch
 
 from ._checks import check_bool, check_dtype, check_int, check_number
 from .attention import MomentumAttentionHandle, install_momentum_attention
+from .sampling.conditioning import check_negative_prompts, check_prompts, encode_conditioning
 from .sampling.noise_hooks import NoiseSettings, chain_step_noise, check_chainable, draw_chains_in, unhook
+from .sampling.prompt_travel import check_keyframes
 from .sampling.shapes import frame_latent_shape, pipeline_resolution
 from .seeds import stream_seed
 
@@ -157,3 +159,33 @@ def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int |
     shape = (videos * num_frames, *frame_latent_shape(pipe, height, width))
     return noise.draw(shape, generator=generator, device=device or pipe.unet.device,
                       dtype=check_dtype(dtype) or pipe.unet.dtype)
+
+
+@torch.no_grad()
+def prompt_travel_embeddings(pipe, prompt: dict, num_frames: int, *, negative_prompt: str | None = None,
+                             height: int | None = None, width: int | None = None) -> dict:
+    """Per-frame prompt embeddings for prompt travel through a diffusers pipeline in :func:`video_mode`.
+
+    ``prompt`` is a ``{frame: text}`` dict (key 0 required, keys below ``num_frames``), as ``sample_video`` takes
+    it: each keyframe's text is encoded once and frames between keyframes get the linear blend of their
+    embeddings. Returns the pipeline call's keyword arguments, one row per frame: ``prompt_embeds`` and
+    ``negative_prompt_embeds`` [num_frames, L, D] (and SDXL's ``pooled_prompt_embeds`` /
+    ``negative_pooled_prompt_embeds`` [num_frames, D']); pass them with no ``prompt``::
+
+        with zs2_kernels.video_mode(pipe, 48, seed=0):
+            frames = pipe(**zs2_kernels.prompt_travel_embeddings(pipe, {0: "a cat", 47: "a dog"}, 48)).images
+    """
+    if not isinstance(prompt, dict):
+        raise TypeError(f"prompt must be a {{frame: text}} dict, got {type(prompt).__name__}")
+    prompts = check_prompts(prompt)
+    num_frames = check_int("num_frames", num_frames, 1)
+    check_keyframes(prompts, num_frames)
+    height, width = pipeline_resolution(pipe, height, width)
+    conditioning = encode_conditioning(pipe, prompts, check_negative_prompts(negative_prompt, 1), 1, True, height,
+                                       width, num_frames=num_frames)
+    negative, positive = conditioning.embeds
+    arguments = {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+    if conditioning.added is not None:
+        pooled_negative, pooled = conditioning.added["text_embeds"]
+        arguments.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=pooled_negative)
+    return arguments

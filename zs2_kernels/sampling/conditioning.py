@@ -1,5 +1,6 @@
-"""Text conditioning of a ZS² batch: prompts (or given prompt embeddings) checked and encoded once per video,
-then repeated per frame for the UNet batch laid out (guidance half, video, frame)."""
+"""Text conditioning of a ZS² batch: prompts (or given prompt embeddings) checked and encoded once per video (per
+keyframe with prompt travel, :mod:`.prompt_travel`), then given to each frame of the UNet batch laid out (guidance
+half, video, frame)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,27 @@ import torch
 
 from .._checks import caller_stacklevel
 from ..loading import quiet_library_logs
+from .prompt_travel import PromptTravel, check_travel, per_frame
 
 
 def check_prompts(prompt):
-    """The prompts as a list of non-empty strings (a string is one prompt); raises naming ``prompt``."""
-    prompts = [prompt] if isinstance(prompt, str) else prompt
+    """The prompts as a list, one per video: non-empty strings, or :class:`PromptTravel` for a ``{frame: text}``
+    dict (a string or a dict alone is one prompt); raises naming ``prompt``."""
+    prompts = [prompt] if isinstance(prompt, (str, dict)) else prompt
     if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise TypeError(f"prompt must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+        raise TypeError("prompt must be a non-empty string, a {frame: text} dict (prompt travel) or a non-empty "
+                        f"list of them, got {prompt!r}")
+    checked = []
     for p in prompts:
+        if isinstance(p, dict):
+            checked.append(check_travel(p))
+            continue
         if not isinstance(p, str):
-            raise TypeError(f"prompt must contain strings, got {p!r}")
+            raise TypeError(f"prompt must contain strings or {{frame: text}} dicts, got {p!r}")
         if not p.strip():
             raise ValueError(f"prompt must contain non-empty strings, got {p!r}")
-    return list(prompts)
+        checked.append(p)
+    return checked
 
 
 def check_negative_prompts(negative_prompt, count: int):
@@ -126,18 +135,35 @@ def _sdxl_added_conditions(pipe, pooled, height, width, dtype, device):
 
 @dataclass
 class Conditioning:
-    """Text conditioning of the UNet batch (guidance half, video), repeated per frame for a chunk length."""
+    """Text conditioning of the UNet batch (guidance half, video): ``embeds`` [rows, L, D] for every frame alike, or
+    [rows, F, L, D] per frame (prompt travel; SDXL's added "text_embeds" then [rows, F, D'] too)."""
 
     embeds: torch.Tensor
     added: dict | None
-    per_frames: dict = field(default_factory=dict)
+    per_frame: bool = False
+    cache: dict = field(default_factory=dict)
+
+    def for_range(self, start: int, stop: int):
+        """(encoder hidden states, SDXL added conditions) of frames [start, stop) of every video, laid out (row,
+        frame); the same tensors for every range of one length when the conditioning is alike for all frames."""
+        frames = stop - start
+        key = frames if not self.per_frame else (start, stop)
+        if key not in self.cache:
+            if self.per_frame:
+                hidden = self.embeds[:, start:stop].flatten(0, 1)
+                extra = None if self.added is None else {
+                    "text_embeds": self.added["text_embeds"][:, start:stop].flatten(0, 1),
+                    "time_ids": self.added["time_ids"].repeat_interleave(frames, 0)}
+            else:
+                hidden = self.embeds.repeat_interleave(frames, dim=0)
+                extra = None if self.added is None else {k: v.repeat_interleave(frames, 0)
+                                                         for k, v in self.added.items()}
+            self.cache[key] = (hidden, extra)
+        return self.cache[key]
 
     def for_frames(self, frames: int):
-        """(encoder hidden states, SDXL added conditions) with each video's row repeated ``frames`` times."""
-        if frames not in self.per_frames:
-            extra = None if self.added is None else {k: v.repeat_interleave(frames, 0) for k, v in self.added.items()}
-            self.per_frames[frames] = (self.embeds.repeat_interleave(frames, dim=0), extra)
-        return self.per_frames[frames]
+        """:meth:`for_range` of the first ``frames`` frames."""
+        return self.for_range(0, frames)
 
 
 def _warn_truncated(tokenizer, texts) -> None:
@@ -151,20 +177,29 @@ def _warn_truncated(tokenizer, texts) -> None:
 
 
 def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guidance, height, width,
-                        embeddings: PromptEmbeddings | None = None) -> Conditioning:
+                        embeddings: PromptEmbeddings | None = None, num_frames: int | None = None) -> Conditioning:
     """Prompt embeddings per video, the negative ones first when guidance is on (and SDXL's added conditions).
 
-    ``prompts`` is None when ``embeddings`` are given instead."""
+    ``prompts`` is None when ``embeddings`` are given instead. With prompt travel (a :class:`PromptTravel` among
+    the prompts) every keyframe's text is encoded once and the conditioning is per frame of ``num_frames``."""
     device = pipe._execution_device
     width = pipe.unet.config.cross_attention_dim
     if embeddings is not None and embeddings.prompt_embeds.shape[-1] != width:
         raise ValueError(f"prompt_embeds must have the text encoder's width {width} (the UNet's cross_attention_dim) "
                          f"in the last dim, got {tuple(embeddings.prompt_embeds.shape)}")
+    travels = prompts is not None and any(isinstance(p, PromptTravel) for p in prompts)
+    texts = [t for p in prompts for t in (p.texts if isinstance(p, PromptTravel) else [p])] if prompts else None
+    negatives = None
+    if travels and negative_prompt is not None:  # each keyframe text with its video's negative prompt
+        negatives = [n for p, n in zip(prompts, negative_prompt)
+                     for _ in (p.texts if isinstance(p, PromptTravel) else [p])]
     with quiet_library_logs():
-        texts = (prompts or []) + (negative_prompt or [] if guidance else [])
         if texts and pipe.tokenizer is not None:
-            _warn_truncated(pipe.tokenizer, texts)
-        embeds, negative, pooled = _encode_prompts(pipe, prompts, negative_prompt, device, guidance, embeddings)
+            _warn_truncated(pipe.tokenizer, texts + (negative_prompt or [] if guidance else []))
+        embeds, negative, pooled = _encode_prompts(pipe, texts, negatives if travels else negative_prompt, device,
+                                                   guidance, embeddings)
+    if travels:
+        embeds, negative, pooled = (_per_frame(prompts, e, num_frames) for e in (embeds, negative, pooled))
     embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
     added = None
     if pooled is not None:
@@ -176,4 +211,15 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
             negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
                                                     height, width, embeds.dtype, device)
             added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
-    return Conditioning(embeds, added)
+    return Conditioning(embeds, added, per_frame=travels)
+
+
+def _per_frame(prompts, encoded, num_frames: int):
+    """Keyframe encodings (one row per keyframe text, videos after one another; a pair for SDXL's pooled ones, or
+    None) as per-frame tensors [P, F, ...] (see :func:`.prompt_travel.per_frame`)."""
+    if encoded is None:
+        return None
+    if isinstance(encoded, tuple):
+        return tuple(_per_frame(prompts, e, num_frames) for e in encoded)
+    counts = [len(p.texts) if isinstance(p, PromptTravel) else 1 for p in prompts]
+    return per_frame(prompts, list(torch.split(encoded, counts)), num_frames)

@@ -27,6 +27,7 @@ from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompt
 from .control import control_steering, pipeline_controlnet
 from .editing import check_edit
 from .modes import Start, Steering
+from .prompt_travel import check_keyframes
 from .schedulers import SCHEDULERS, check_steps, make_scheduler
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -136,6 +137,7 @@ class SampleRequest:
                         make_scheduler(self.scheduler, {}).config)  # raises for anything but a name or an instance
         check_backend_name(self.backend)
         check_int("num_frames", frames, 1)
+        check_keyframes(prompts, frames)
         check_int("num_inference_steps", self.num_inference_steps, 1)
         check_number("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
         check_search(self.noise_lambda, self.search)

@@ -141,7 +141,7 @@ def _denoise_step(scheduler, latents, t, conditioning, models: _Models, chunk, g
             handle.set_num_frames(frames, carry_state=chunk < num_frames or models.traced)
         block = latents[:, start:stop].reshape(videos * frames, *latents.shape[2:])
         model_input = scheduler.scale_model_input(torch.cat([block] * halves), t).to(models.dtype).contiguous()
-        hidden, extra = conditioning.for_frames(frames)
+        hidden, extra = conditioning.for_range(start, stop)
         before_call(models.cuda_graphs)
         steered = {} if models.steering is None else models.steering.unet_arguments(
             model_input, t, step, len(scheduler.timesteps), hidden, extra, slice(start, stop), halves)
@@ -237,7 +237,9 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
     Args:
         model: a diffusers pipeline object, a local pipeline folder, a hub id, or None (the embedded model).
         prompt: a string or list of strings (one video per prompt and per ``num_videos_per_prompt``); default
-            "a handwritten digit 3" (for the embedded model) unless ``prompt_embeds`` are given.
+            "a handwritten digit 3" (for the embedded model) unless ``prompt_embeds`` are given. Prompt travel: a
+            ``{frame: text}`` dict for one video (key 0 required, keys below ``num_frames``; frames between
+            keyframes blend their embeddings linearly, the last keyframe holds), or a list mixing dicts and strings.
         negative_prompt: a string (for every prompt) or one per prompt (ignored when guidance is off).
         num_frames: frames per video (>= 1; default 8, or the control video's length). height/width: pixels,
             multiples of the VAE downscale factor (default: the control video's size, else the model's native).
@@ -328,7 +330,7 @@ def _sample(pipe, request: SampleRequest, started: float):
 
     stage = time.perf_counter()
     conditioning = encode_conditioning(pipe, request.prompts, request.negative_prompts, request.num_videos_per_prompt,
-                                       request.guided, height, width, request.embeddings)
+                                       request.guided, height, width, request.embeddings, num_frames)
     steering = None if request.steering is None else request.steering.prepare(
         pipe, num_frames=num_frames, videos=videos, height=height, width=width)
     timings["encode_prompt"] = time.perf_counter() - stage
