@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["search", "standardised", "projected", "projected:0.08"])
+    parser.add_argument("--noise-lambda", type=float, default=0.01, help="the chain's KL target (all variants)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "noise-marginal-control.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,7 +79,7 @@ def main() -> None:
     scorer = metrics.DigitScorer()
     original = sampler_module.make_dependency_noise
     results = {"settings": {"lengths": args.lengths, "seeds": args.seeds, "digits": 10, "steps": 25,
-                            "guidance": 4.0, "noise_lambda": 0.01, "frame_chunk": 16}, "rows": []}
+                            "guidance": 4.0, "noise_lambda": args.noise_lambda, "frame_chunk": 16}, "rows": []}
     for variant in args.variants:
         def patched(shape, noise_lambda, **kwargs):
             noise, stats = original(shape, noise_lambda, **kwargs)
@@ -98,7 +99,8 @@ def main() -> None:
                     anchor = float(variant.split(":")[1]) if variant.startswith("anchor:") else 0.0
                     out = zs2_kernels.sample_video(pipe, prompt, num_frames=frames, num_inference_steps=25,
                                                    guidance_scale=4.0, seed=1000 * digit + seed, output_type="np",
-                                                   frame_chunk=min(frames, 16), progress=False, noise_anchor=anchor)
+                                                   frame_chunk=min(frames, 16), progress=False, noise_anchor=anchor,
+                                                   noise_lambda=args.noise_lambda)
                     video = metrics.to_uint8_chw(out.frames[0])
                     embeddings = scorer.embed(video)
                     per_video.append({**metrics.consistency_metrics(embeddings),
