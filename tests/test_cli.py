@@ -351,7 +351,8 @@ def test_png_frames_are_read_in_numeric_order(tmp_path):
     assert (np.diff(means) > 0).all(), means
 
 
-@pytest.mark.parametrize("content, reason", [(b"not a video", "not a video or image file"), (b"", "it is empty")])
+@pytest.mark.parametrize("content, reason", [(b"not a video", "its contents are not an image or video"),
+                                             (b"", "it is empty")])
 def test_an_unreadable_control_video_is_named_in_one_line(tmp_path, capsys, no_weights_load, content, reason):
     path = tmp_path / ("notes.txt" if content else "empty.gif")
     path.write_bytes(content)

@@ -211,3 +211,11 @@ def test_a_callback_of_the_wrong_arity_and_a_request_that_is_not_one_are_refused
         zs2_kernels.sample_video(pipe, "a cat", **FAST, callback_on_step_end=lambda: None)
     with pytest.raises(TypeError, match="request must be a SampleRequest"):
         sample(pipe, {})
+
+
+@pytest.mark.parametrize("backend", [3, "no-such-backend"])
+def test_an_unknown_compile_backend_is_refused_up_front(pipe, backend, monkeypatch):
+    """The attack found compile={"backend": 3} failing in torch's BackendCompilerFailed seconds into sampling."""
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
+    with pytest.raises(ValueError, match="compile's backend must be a callable or one of"):
+        zs2_kernels.sample_video(pipe, "a cat", **FAST, compile={"backend": backend})

@@ -57,8 +57,9 @@ def test_png_folders_match_the_extension_in_any_case(tmp_path):
      "NaN or infinite pixel values"),
     (lambda path: path.with_suffix(".tiff").write_bytes(b"II*\x00" + bytes(20)), "cannot read image"),
     (lambda path: path.with_suffix(".tiff").write_bytes(b""), "it is empty"),
-    (lambda path: path.with_suffix(".tiff").write_text("hello"), "its pixel data cannot be decoded"),
-    (lambda path: path.with_suffix(".xyz").write_text("hello"), "not a video or image file"),
+    (lambda path: path.with_suffix(".tiff").write_text("hello"), "its contents are not an image or video"),
+    (lambda path: path.with_suffix(".tiff").write_bytes(b"II*\x00" + bytes(20)), "its pixel data cannot be decoded"),
+    (lambda path: path.with_suffix(".xyz").write_text("hello"), "its contents are not an image or video"),
 ])
 def test_unreadable_images_are_refused_naming_the_input(tmp_path, write, message):
     write(tmp_path / "bad")
@@ -66,3 +67,11 @@ def test_unreadable_images_are_refused_naming_the_input(tmp_path, write, message
     with pytest.raises(ValueError, match=message) as error:
         read_video(path, (4, 4), "image")
     assert f"cannot read image {path}: " in str(error.value)
+
+
+def test_a_text_file_named_like_an_image_is_said_not_to_be_one(tmp_path):
+    """The attack found a text file given as x.png blamed on undecodable pixel data (a float TIFF's message)."""
+    fake = tmp_path / "x.png"
+    fake.write_text("hello")
+    with pytest.raises(ValueError, match="its contents are not an image or video .*, whatever its name"):
+        read_video(fake, (32, 32), "image")

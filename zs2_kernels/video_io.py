@@ -244,9 +244,11 @@ def _read_frames(path: Path, what: str) -> list[np.ndarray]:
         with Image.open(path) as image:
             return [image_to_rgb8(frame) for frame in ImageSequence.Iterator(image)]
     except UnidentifiedImageError:
+        with open(path, "rb") as file:
+            tiff = file.read(4) in (b"II*\x00", b"MM\x00*")
         reason = ("its pixel data cannot be decoded (such as a floating-point RGB TIFF): save it as an 8- or 16-bit "
-                  "PNG or a JPEG" if path.suffix.lower() in Image.registered_extensions()
-                  else "not a video or image file (.gif, .mp4, .png, .jpg, ...)")
+                  "PNG or a JPEG" if tiff
+                  else "its contents are not an image or video (.gif, .mp4, .png, .jpg, ...), whatever its name")
         raise ValueError(f"cannot read {what} {path}: {reason}") from None
     except (OSError, ValueError, RuntimeError) as error:  # decoders raise these for damaged or unsupported data
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -61,9 +61,21 @@ def compile_options(compile) -> dict | None:
         unknown = sorted(set(compile) - accepted)
         if unknown:
             raise ValueError(f"compile has keys torch.compile does not take: {unknown} (it takes {sorted(accepted)})")
+        _check_backend(compile.get("backend", "inductor"))
         return {**DEFAULT_OPTIONS, **compile}
     raise TypeError(f"compile must be a bool, a mode name or a dict of torch.compile arguments, got "
                     f"{type(compile).__name__}")
+
+
+def _check_backend(backend) -> None:
+    """torch.compile's backend: a registered name or a callable (else torch fails seconds into the first call)."""
+    if callable(backend):
+        return
+    import torch._dynamo
+
+    names = torch._dynamo.list_backends(exclude_tags=())
+    if not isinstance(backend, str) or backend not in names:
+        raise ValueError(f"compile's backend must be a callable or one of {names}, got {backend!r}")
 
 
 def compiled(model: torch.nn.Module, options: dict) -> torch.nn.Module:
