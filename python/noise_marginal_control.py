@@ -9,7 +9,7 @@ Runs ZS² on the embedded model at several lengths with three initial-noise vari
 * ``projected``: the unbiased exact chain of zs2_kernels/DESIGN.md §1.1 (s = 1 - lambda/A, fresh noise made
   orthogonal to exp(p)), written here in plain PyTorch; ``projected:0.08`` the same at lambda = 0.08, whose
   adjacent noise correlation (1 - 0.08/sqrt(e) = 0.951) is the old chain's at lambda = 0.01 on these latents;
-* ``anchor:A``: the library's chain with ``noise_anchor=A``.
+* ``anchor:A``: the library's chain with ``noise_anchor=A``; ``mu:M``: with momentum attention at mu = M.
 
 and reports, per variant and length, consistency with frame 0, adjacent consistency, motion and prompt probability
 (the digit scorer's; mean over videos with a 95% t-interval).
@@ -97,10 +97,11 @@ def main() -> None:
                 for seed in range(args.seeds):
                     prompt = digit_prompt(digit)
                     anchor = float(variant.split(":")[1]) if variant.startswith("anchor:") else 0.0
+                    momentum = float(variant.split(":")[1]) if variant.startswith("mu:") else 0.98
                     out = zs2_kernels.sample_video(pipe, prompt, num_frames=frames, num_inference_steps=25,
                                                    guidance_scale=4.0, seed=1000 * digit + seed, output_type="np",
                                                    frame_chunk=min(frames, 16), progress=False, noise_anchor=anchor,
-                                                   noise_lambda=args.noise_lambda)
+                                                   noise_lambda=args.noise_lambda, momentum=momentum)
                     video = metrics.to_uint8_chw(out.frames[0])
                     embeddings = scorer.embed(video)
                     per_video.append({**metrics.consistency_metrics(embeddings),
