@@ -12,7 +12,7 @@ import torch
 from zs2_kernels.evaluation import cli as ablate_cli
 from zs2_kernels.evaluation import conditional, report
 from zs2_kernels.evaluation.metrics import consistency_metrics, consistency_to_first
-from zs2_kernels.evaluation.planning import LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
+from zs2_kernels.evaluation.planning import ANCHORS, LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
 
 from tiny_pipelines import tiny_pipeline
 
@@ -27,12 +27,13 @@ def results(out: Path) -> dict:
 # --------------------------------------------------------------------------- definitions
 def test_length_and_conditional_configurations():
     length = study_configs("length")
-    assert [(c.name.split("/")[0], c.frames) for c in length] == [
-        (method, n) for n in LENGTHS for method in ("zs2", "text2video_zero", "per_frame")]
+    methods = ("zs2", *(f"zs2_anchor={a:g}" for a in ANCHORS), "text2video_zero", "per_frame")
+    assert [(c.name.split("/")[0], c.frames) for c in length] == [(method, n) for n in LENGTHS for method in methods]
+    assert [c.noise_anchor for c in length[:len(methods)]] == [0.0, *ANCHORS, 0.0, 0.0]
     assert all((c.frame_chunk == LENGTH_CHUNK) == (c.frames > LENGTH_CHUNK) for c in length
                if not c.name.startswith("per_frame"))
     assert all(not (c.dependency_noise or c.momentum_attention) for c in length if not c.name.startswith("zs2"))
-    assert [c.frames for c in study_configs("length", lengths=(4, 9))] == [4, 4, 4, 9, 9, 9]
+    assert [c.frames for c in study_configs("length", lengths=(4, 9))] == [4] * len(methods) + [9] * len(methods)
     modes = [(c.name, c.mode, c.dependency_noise, c.momentum_attention, c.strength)
              for c in study_configs("conditional")]
     assert ("guided/no_momentum_attention", "guided", True, False, None) in modes
@@ -53,6 +54,7 @@ def test_paired_comparisons_name_existing_configurations():
     assert all(a in names and b in names and a != b for a, b in pairs) and len(set(pairs)) == len(pairs)
     assert ("zs2", "text2video_zero") in pairs and ("zs2/frames=128", "zs2/frames=8") in pairs
     assert ("guided/zs2", "guided/no_momentum_attention") in pairs
+    assert ("zs2_anchor=0.8/frames=128", "zs2/frames=128") in pairs
     assert paired_comparisons(study_configs("components")) == [
         ("zs2", "text2video_zero"), ("zs2", "neither"), ("zs2", "no_dependency_noise"),
         ("zs2", "no_momentum_attention")]
@@ -118,7 +120,7 @@ def length_run(tmp_path_factory):
 
 def test_length_units_record_their_frames_and_drift(length_run):
     data = results(length_run)
-    assert len(data["units"]) == 3 * 2 * 2
+    assert len(data["units"]) == (3 + len(ANCHORS)) * 2 * 2
     for unit in data["units"]:
         frames = unit["config"]["frames"]
         assert frames == int(unit["config_name"].split("=")[-1]) == unit["key"]["config"]["frames"]
@@ -138,7 +140,8 @@ def test_length_grid_shows_the_longest_videos(length_run):
 
     grid = iio.imread(length_run / "samples-length.gif")
     assert grid.shape[0] == LONG and not (length_run / "samples.gif").exists()
-    assert grid.shape[1] == 3 * 64  # three rows (one per method) of the tiny model's 32 px frames at 64 px
+    rows = 3 + len(ANCHORS)  # one per method (ZS², anchored ZS², Text2Video-Zero, per-frame)
+    assert grid.shape[1] == rows * 64  # the tiny model's 32 px frames at 64 px
 
 
 # --------------------------------------------------------------------------- the conditional study (embedded)

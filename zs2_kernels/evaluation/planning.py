@@ -34,6 +34,8 @@ SCORERS = ("digits", "clip")
 LAMBDAS = (0.001, 0.01, 0.1, 1.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
 LENGTHS = (8, 16, 32, 64, 128)
+#: The anchored ZS² configurations of the length study (noise_anchor values).
+ANCHORS = (0.6, 0.8)
 #: The length study runs longer videos in chunks of this many frames (ZS²'s frame_chunk, Text2Video-Zero's recipe).
 LENGTH_CHUNK = 16
 STRENGTHS = (0.2, 0.5, 0.8)
@@ -42,7 +44,7 @@ GRID_SIDE, LENGTH_GRID_SIDE = 128, 64
 DEFAULT_FID_FEATURE = 2048
 #: Part of every unit's key: bump it when a change to the sampler or the metrics changes what a unit holds
 #: (units of another version are then recomputed beside the old ones, never mixed in).
-STUDY_VERSION = 3
+STUDY_VERSION = 4  # 4: the unbiased default noise chain (7798948)
 #: The files of a model folder its numbers depend on: configuration and weights (pickles are never loaded).
 IDENTITY_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
 
@@ -57,6 +59,7 @@ class Config:
     momentum_attention: bool = True
     noise_lambda: float = 0.01
     search: str = "exact"
+    noise_anchor: float = 0.0
     momentum: float = 0.98
     method: str = "zs2"  # or "text2video_zero": diffusers' pipeline on the same components (the paper's baseline)
     mode: str = "text"  # or "guided", "image", "video": the conditional study's modes (conditional.py)
@@ -87,11 +90,14 @@ def unit_seed(config: Config, prompt_index: int, seed: int) -> int:
 
 
 def _length_configs(lengths) -> list[Config]:
-    """ZS², Text2Video-Zero and per-frame sampling at each length; longer than LENGTH_CHUNK frames in chunks."""
+    """ZS² (unanchored and at each of ANCHORS), Text2Video-Zero and per-frame sampling at each length; longer than
+    LENGTH_CHUNK frames in chunks."""
     configs = []
     for frames in lengths:
         chunk = LENGTH_CHUNK if frames > LENGTH_CHUNK else None
         configs += [Config(f"zs2/frames={frames}", "length", frames=frames, frame_chunk=chunk),
+                    *(Config(f"zs2_anchor={anchor:g}/frames={frames}", "length", noise_anchor=anchor, frames=frames,
+                             frame_chunk=chunk) for anchor in ANCHORS),
                     Config(f"text2video_zero/frames={frames}", "length", dependency_noise=False,
                            momentum_attention=False, method="text2video_zero", frames=frames, frame_chunk=chunk),
                     Config(f"per_frame/frames={frames}", "length", dependency_noise=False, momentum_attention=False,
@@ -156,6 +162,7 @@ def paired_comparisons(configs) -> list[tuple[str, str]]:
     pairs += [("momentum=1", "momentum=0")]
     for frames in lengths:
         pairs += [(f"zs2/frames={frames}", f"{other}/frames={frames}") for other in ("text2video_zero", "per_frame")]
+        pairs += [(f"zs2_anchor={anchor:g}/frames={frames}", f"zs2/frames={frames}") for anchor in ANCHORS]
     if len(lengths) > 1:
         pairs.append((f"zs2/frames={lengths[-1]}", f"zs2/frames={lengths[0]}"))
     pairs += [("guided/zs2", f"guided/{other}") for other in alternatives]

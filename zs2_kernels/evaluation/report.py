@@ -103,8 +103,8 @@ def write_json(path: Path, payload) -> None:
 
 def write_csv(path: Path, units: list[dict]) -> None:
     keys = sorted({k for u in units for k in {**u["metrics"], **u["noise"]}})
-    config_keys = ("method", "dependency_noise", "momentum_attention", "noise_lambda", "search", "momentum", "mode",
-                   "strength", "frames", "frame_chunk")
+    config_keys = ("method", "dependency_noise", "momentum_attention", "noise_lambda", "search", "noise_anchor",
+                   "momentum", "mode", "strength", "frames", "frame_chunk")
 
     def write(tmp):
         with open(tmp, "w", newline="") as handle:

@@ -75,6 +75,7 @@ class UnitRunner:
         result = sample_video(pipe, [plan.prompts[u.prompt_index] for u in batch], num_frames=plan.frames_of(config),
                               height=plan.height, width=plan.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
+                              noise_anchor=config.noise_anchor,
                               momentum=config.momentum, search=config.search, frame_chunk=config.frame_chunk,
                               dependency_noise=config.dependency_noise, momentum_attention=config.momentum_attention,
                               generator=[torch.Generator().manual_seed(unit_seed(config, u.prompt_index, u.seed))
