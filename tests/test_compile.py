@@ -136,3 +136,12 @@ def test_compiled_on_gpu_equals_eager_also_with_cuda_graphs(mode, monkeypatch):
     for _ in range(2):  # the second call replays the recorded graphs
         torch.testing.assert_close(sample(pipe, num_frames=7, frame_chunk=3, compile=mode), eager, rtol=1e-3,
                                    atol=1e-3)
+
+
+def test_the_anchor_and_prompt_travel_compile_to_the_eager_video(pipe):
+    """The anchored chain is drawn before the UNet runs, and travel's per-frame conditioning is sliced per chunk:
+    neither changes the compiled graph's inputs' shapes, so the traced run equals eager."""
+    travel = dict(COMMON, noise_lambda=0.3, noise_anchor=0.7, num_frames=6, frame_chunk=3)
+    prompts = [{0: "a cat", 5: "a dog"}, "a bird"]
+    eager = zs2_kernels.sample_video(pipe, prompts, **travel).frames
+    assert torch.equal(zs2_kernels.sample_video(pipe, prompts, **travel, compile=TRACE_ONLY).frames, eager)
