@@ -118,3 +118,18 @@ def test_embedded_model_shows_the_first_digit_then_the_second_and_is_smoother_th
     flip = next(i for i in range(48) if all(d == 7 for d in travel[i:]))
     assert abs(flip - 23.5) <= 8, travel
     assert travel_step > cut_step
+
+
+def test_per_frame_prompt_embeds_are_prompt_travel_from_embeddings(pipe):
+    """prompt_embeds [P, F, L, D] (one row per frame): the same video as the {frame: text} prompt whose per-frame
+    embeddings they are; the frame count must be the video's."""
+    arguments = zs2_kernels.prompt_travel_embeddings(pipe, {0: "a cat", 4: "a dog"}, 5)
+    given = {name: value[None] for name, value in arguments.items()}  # [1, F, L, D]: one video
+    from_embeddings = zs2_kernels.sample_video(pipe, num_frames=5, guidance_scale=7.5, **given, **FAST).frames
+    from_text = zs2_kernels.sample_video(pipe, {0: "a cat", 4: "a dog"}, num_frames=5, guidance_scale=7.5,
+                                         negative_prompt="", **FAST).frames
+    torch.testing.assert_close(from_embeddings, from_text, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"prompt_embeds has 5 frames per prompt .* but the video has num_frames=6"):
+        zs2_kernels.sample_video(pipe, num_frames=6, **given, **FAST)
+    with pytest.raises(TypeError, match=r"prompt_embeds must be \[P, L, D\] .* or \[P, F, L, D\]"):
+        zs2_kernels.sample_video(pipe, num_frames=5, prompt_embeds=given["prompt_embeds"][0, 0], **FAST)

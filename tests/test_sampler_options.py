@@ -102,7 +102,8 @@ EMBEDS = torch.randn(2, 16, 32)
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(prompt="a cat", prompt_embeds=EMBEDS), ValueError, "either prompt or prompt_embeds"),
-    (dict(prompt_embeds=EMBEDS[0]), TypeError, "prompt_embeds must be a float tensor with 3 dims"),
+    (dict(prompt_embeds=EMBEDS[0]), TypeError,
+     r"prompt_embeds must be \[P, L, D\] \(one row per prompt\) or \[P, F, L, D\]"),
     (dict(prompt_embeds=EMBEDS.long()), TypeError, "prompt_embeds"),
     (dict(prompt_embeds=EMBEDS, negative_prompt_embeds=EMBEDS[:1]), ValueError, "negative_prompt_embeds"),
     (dict(prompt_embeds=EMBEDS, negative_prompt_embeds=EMBEDS, negative_prompt="x"), ValueError,

@@ -50,7 +50,10 @@ def check_negative_prompts(negative_prompt, count: int):
 
 @dataclass
 class PromptEmbeddings:
-    """Prompt embeddings given instead of prompts (diffusers' names); the pooled ones are SDXL's."""
+    """Prompt embeddings given instead of prompts (diffusers' names); the pooled ones are SDXL's.
+
+    One row per prompt ([P, L, D], pooled [P, D']), or per frame for prompt travel ([P, F, L, D], pooled [P, F, D'],
+    F = num_frames): every given tensor in the same form."""
 
     prompt_embeds: torch.Tensor
     negative_prompt_embeds: torch.Tensor | None = None
@@ -58,15 +61,30 @@ class PromptEmbeddings:
     negative_pooled_prompt_embeds: torch.Tensor | None = None
 
     def __post_init__(self):
-        _check_embeds("prompt_embeds", self.prompt_embeds, 3)
-        count = self.prompt_embeds.shape[0]
-        _check_embeds("negative_prompt_embeds", self.negative_prompt_embeds, 3, self.prompt_embeds.shape)
-        _check_embeds("pooled_prompt_embeds", self.pooled_prompt_embeds, 2)
-        if self.pooled_prompt_embeds is not None and self.pooled_prompt_embeds.shape[0] != count:
-            raise ValueError(f"pooled_prompt_embeds must have one row per prompt ({count}), "
-                             f"got shape {tuple(self.pooled_prompt_embeds.shape)}")
-        _check_embeds("negative_pooled_prompt_embeds", self.negative_pooled_prompt_embeds, 2,
+        if isinstance(self.prompt_embeds, torch.Tensor) and self.prompt_embeds.dim() not in (3, 4):
+            raise TypeError(f"prompt_embeds must be [P, L, D] (one row per prompt) or [P, F, L, D] (one per frame), "
+                            f"got shape {tuple(self.prompt_embeds.shape)}")
+        per_frame = isinstance(self.prompt_embeds, torch.Tensor) and self.prompt_embeds.dim() == 4
+        _check_embeds("prompt_embeds", self.prompt_embeds, 4 if per_frame else 3)
+        rows = self.prompt_embeds.shape[:2] if per_frame else self.prompt_embeds.shape[:1]
+        _check_embeds("negative_prompt_embeds", self.negative_prompt_embeds, 4 if per_frame else 3,
+                      self.prompt_embeds.shape)
+        _check_embeds("pooled_prompt_embeds", self.pooled_prompt_embeds, 3 if per_frame else 2)
+        if self.pooled_prompt_embeds is not None and self.pooled_prompt_embeds.shape[:len(rows)] != rows:
+            unit = "prompt and frame" if per_frame else "prompt"
+            raise ValueError(f"pooled_prompt_embeds must have one row per {unit} {tuple(rows)}, got shape "
+                             f"{tuple(self.pooled_prompt_embeds.shape)}")
+        _check_embeds("negative_pooled_prompt_embeds", self.negative_pooled_prompt_embeds, 3 if per_frame else 2,
                       None if self.pooled_prompt_embeds is None else self.pooled_prompt_embeds.shape)
+
+    @property
+    def frames(self) -> int | None:
+        """Frames of the per-frame form ([P, F, L, D]), else None."""
+        return self.prompt_embeds.shape[1] if self.prompt_embeds.dim() == 4 else None
+
+    def flat(self) -> "PromptEmbeddings":
+        """The per-frame form with (prompt, frame) flattened to rows, as diffusers' ``encode_prompt`` takes it."""
+        return PromptEmbeddings(*(None if value is None else value.flatten(0, 1) for value in vars(self).values()))
 
     @property
     def count(self) -> int:
@@ -188,6 +206,9 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
         raise ValueError(f"prompt_embeds must have the text encoder's width {width} (the UNet's cross_attention_dim) "
                          f"in the last dim, got {tuple(embeddings.prompt_embeds.shape)}")
     travels = prompts is not None and any(isinstance(p, PromptTravel) for p in prompts)
+    frames_given = None if embeddings is None else embeddings.frames
+    if frames_given is not None:
+        embeddings = embeddings.flat()
     texts = [t for p in prompts for t in (p.texts if isinstance(p, PromptTravel) else [p])] if prompts else None
     negatives = None
     if travels and negative_prompt is not None:  # each keyframe text with its video's negative prompt
@@ -200,6 +221,8 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
                                                    guidance, embeddings)
     if travels:
         embeds, negative, pooled = (_per_frame(prompts, e, num_frames) for e in (embeds, negative, pooled))
+    elif frames_given is not None:  # rows back to [P, F, ...]
+        embeds, negative, pooled = (_unflatten(e, frames_given) for e in (embeds, negative, pooled))
     embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
     added = None
     if pooled is not None:
@@ -211,7 +234,16 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
             negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
                                                     height, width, embeds.dtype, device)
             added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
-    return Conditioning(embeds, added, per_frame=travels)
+    return Conditioning(embeds, added, per_frame=travels or frames_given is not None)
+
+
+def _unflatten(encoded, frames: int):
+    """Rows (prompt, frame) back to [P, F, ...] (a pair for SDXL's pooled ones, or None)."""
+    if encoded is None:
+        return None
+    if isinstance(encoded, tuple):
+        return tuple(_unflatten(e, frames) for e in encoded)
+    return encoded.unflatten(0, (-1, frames))
 
 
 def _per_frame(prompts, encoded, num_frames: int):

@@ -138,6 +138,9 @@ class SampleRequest:
         check_backend_name(self.backend)
         check_int("num_frames", frames, 1)
         check_keyframes(prompts, frames)
+        if embeddings is not None and embeddings.frames not in (None, frames):
+            raise ValueError(f"prompt_embeds has {embeddings.frames} frames per prompt ([P, F, L, D], one row per "
+                             f"frame) but the video has num_frames={frames}")
         check_int("num_inference_steps", self.num_inference_steps, 1)
         check_number("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
         check_search(self.noise_lambda, self.search)

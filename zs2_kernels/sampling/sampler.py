@@ -255,6 +255,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             instance (copied, never stepped itself); per-step noise (euler-a, DDPM) is drawn as dependency chains.
         prompt_embeds, negative_prompt_embeds: [P, L, D] embeddings instead of prompts (one video per row and
             per ``num_videos_per_prompt``); pooled_prompt_embeds, negative_pooled_prompt_embeds: [P, D'] (SDXL).
+            Per frame (prompt travel from embeddings): [P, F, L, D] and [P, F, D'], F = num_frames.
         noise_lambda, search: the dependency noise model's KL target and search mode ("exact" or "paper").
         noise_anchor: a in [0, 1): every frame's initial noise keeps a correlation of at least a with frame 0's
             (long videos stay closer to frame 0; 0, the default, is the unanchored chain bit for bit; "exact" only).
