@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from zs2_kernels import cli
+from zs2_kernels.embedded import embedded_model_path
 from zs2_kernels.sampling import sampler
 
 from tiny_pipelines import tiny_pipeline
@@ -378,6 +379,11 @@ def write_controlnet_config(folder, **changes):
      "--controlnet: controlnet does not fit the UNet: block_out_channels [64, 128] vs the UNet's"),
     (lambda tmp: write_controlnet_config(tmp / "cn", conditioning_channels=1), ["--controlnet", "{tmp}/cn"],
      "--controlnet: controlnet takes 1-channel"),
+    # the attack: a UNet folder as --controlnet passed, then failed 11 s in with a size mismatch
+    (None, ["--controlnet", str(embedded_model_path() / "unet")],
+     "--controlnet: controlnet's config.json is a UNet2DConditionModel's, not a ControlNetModel's"),
+    (lambda tmp: write_controlnet_config(tmp / "cn", conditioning_embedding_out_channels=[16, 32, 96, 256]),
+     ["--controlnet", "{tmp}/cn"], "--controlnet: controlnet shrinks its condition 8x"),
     (lambda tmp: tiny_pipeline("sd15").save_pretrained(tmp / "model"), ["--model", "{tmp}/model"],
      "--controlnet: needed"),
 ])

@@ -183,7 +183,7 @@ def _check_before_loading(args, refusals: _Refusals):
         if path is not None and refusals.check(flag, lambda: read(args, size)) is None:
             return None
     if args.control_video is not None:
-        refusals.check("--controlnet", lambda: _check_controlnet(args.controlnet, location, config["unet"]))
+        refusals.check("--controlnet", lambda: _check_controlnet(args.controlnet, location, config))
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
     upscale = _upscale(size)
     # Written frames: the upscaled uint8 pixels and about two more copies inside the GIF/MP4 writer.
@@ -238,7 +238,7 @@ def _control_video(args, size):
     return frames
 
 
-def _check_controlnet(controlnet, location: str, unet_config: dict) -> None:
+def _check_controlnet(controlnet, location: str, config: dict) -> None:
     """--controlnet's config.json against the UNet's config, or, without --controlnet, that the model has a ControlNet
     of its own (a ControlNet pipeline) or is the embedded one (its digit ControlNet): all before any weights load."""
     from .embedded import embedded_model_path
@@ -246,7 +246,8 @@ def _check_controlnet(controlnet, location: str, unet_config: dict) -> None:
     from .sampling.control import check_fits_unet, read_controlnet_config
 
     if controlnet is not None:
-        check_fits_unet(read_controlnet_config(controlnet), unet_config)
+        check_fits_unet(read_controlnet_config(controlnet), config["unet"],
+                        2 ** (len(config["vae"]["block_out_channels"]) - 1))
     elif Path(location).resolve() != embedded_model_path().resolve():
         folder = Path(location) if Path(location).is_dir() else _hub_folder(location)
         if "controlnet" not in json.loads((folder / "model_index.json").read_text()):

@@ -89,6 +89,10 @@ def controlnet_location(source) -> str:
     return str(source)
 
 
+#: diffusers' ControlNetModel default: three stride-2 blocks, the condition shrunk 8x (SD's VAE factor).
+DEFAULT_CONDITIONING_CHANNELS = (16, 32, 96, 256)
+
+
 def read_controlnet_config(source) -> dict:
     """A ControlNet folder's or hub id's config.json, read without its weights (hub: fetched or from the cache)."""
     location = controlnet_location(source)
@@ -103,8 +107,12 @@ def read_controlnet_config(source) -> dict:
                       f"{type(error).__name__}") from None
 
 
-def check_fits_unet(config, unet_config) -> None:
-    """Raise ValueError unless a ControlNet of ``config`` fits a UNet of ``unet_config`` and takes RGB conditions."""
+def check_fits_unet(config, unet_config, vae_factor: int | None = None) -> None:
+    """Raise ValueError unless ``config`` is a ControlNet's that fits a UNet of ``unet_config``, takes RGB conditions
+    and (with ``vae_factor``, the VAE's downscale) brings its condition to the latents' size."""
+    kind = config.get("_class_name")
+    if kind is not None and "ControlNet" not in str(kind):
+        raise ValueError(f"controlnet's config.json is a {kind}'s, not a ControlNetModel's")
     wrong = [f"{key} {_listed(config.get(key))} vs the UNet's {_listed(unet_config.get(key))}"
              for key in MATCHING_CONFIG if _listed(config.get(key)) != _listed(unet_config.get(key))]
     if wrong:
@@ -113,6 +121,10 @@ def check_fits_unet(config, unet_config) -> None:
     if channels != 3:
         raise ValueError(f"controlnet takes {channels}-channel conditions (conditioning_channels {channels}) but "
                          "control videos are given to it as RGB, grey copied to 3 channels: use an RGB ControlNet")
+    downscale = 2 ** (len(config.get("conditioning_embedding_out_channels", DEFAULT_CONDITIONING_CHANNELS)) - 1)
+    if vae_factor is not None and downscale != vae_factor:
+        raise ValueError(f"controlnet shrinks its condition {downscale}x (conditioning_embedding_out_channels) but "
+                         f"this model's latents are 1/{vae_factor} of the frame: it was made for another VAE")
 
 
 def load_controlnets(controlnet, pipe, count: int):
@@ -136,12 +148,13 @@ def load_controlnets(controlnet, pipe, count: int):
     loaded = []
     for net in map(unwrap_compiled, nets):
         if isinstance(net, (str, Path)):
+            check_fits_unet(read_controlnet_config(net), unet.config, pipe.vae_scale_factor)  # before its weights
             with quiet_library_logs():
                 net = ControlNetModel.from_pretrained(controlnet_location(net), use_safetensors=True,
                                                       low_cpu_mem_usage=False, torch_dtype=unet.dtype)
         if not isinstance(net, ControlNetModel):
             raise TypeError(f"controlnet must be a ControlNetModel, a folder or a hub id, got {type(net).__name__}")
-        check_fits_unet(net.config, unet.config)
+        check_fits_unet(net.config, unet.config, pipe.vae_scale_factor)
         if (net.device, net.dtype) != (unet.device, unet.dtype):
             raise ValueError(f"controlnet is on {net.device} in {net.dtype}, the UNet on {unet.device} in "
                              f"{unet.dtype}: move it (controlnet.to(...)) or pass its folder")
