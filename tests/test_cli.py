@@ -523,3 +523,13 @@ def test_prompt_at_makes_one_travelling_video(tmp_path):
     assert cli.sample_main(["--prompt-at", "0:a handwritten digit 1", "--prompt-at", "3:a handwritten digit 7",
                             "--frames", "4", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
     assert read_video(out).shape[0] == 4
+
+
+def test_every_problem_is_reported_in_one_run(tmp_path, capsys, no_weights_load):
+    """The attack found a bad --out hiding the other problems (--help promises one line per problem)."""
+    code = cli.sample_main(["--prompt", "x", "--out", str(tmp_path / "a.avi"), "--fps", "0", "--frames", "0",
+                            "--image", str(tmp_path / "missing.png"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    for flag in ("--out", "--fps", "--frames", "--image"):
+        assert f"error: {flag}:" in err, (flag, err)

@@ -147,11 +147,16 @@ def _check_before_loading(args, refusals: _Refusals):
         refusals.messages.append("--out: required (.gif, .mp4, or a new folder name for PNG frames)")
     else:
         refusals.check("--out", lambda: check_output_path(args.out))
-    if refusals.messages:
-        return None
+    # The other flags are checked too, so one run reports every problem (the numbered paths need --out and --prompt).
+    out_ok = args.out is not None and args.prompt and not any(m.startswith("--out") for m in refusals.messages)
     paths = refusals.check("--out", lambda: [check_output_path(p) for p in _output_paths(Path(args.out),
-                                                                                           len(args.prompt))])
+                                                                                           len(args.prompt))]) \
+        if out_ok else None
     refusals.check("--fps", lambda: [check_fps(args.fps, path) for path in paths or [None]])
+    for flag, given, what in (("--video", args.video, "video"), ("--image", args.image, "image"),
+                              ("--control-video", args.control_video, "control video")):
+        if given is not None and not Path(given).exists():
+            refusals.messages.append(f"{flag}: {what} {given} does not exist")
     for flag, given in (("--video", args.video), ("--image", args.image), ("--control-video", args.control_video)):
         if given is not None and paths and any(Path(given).resolve() == Path(path).resolve() for path in paths):
             refusals.messages.append(f"--out: {given} is also the {flag} input; writing there would replace it")
