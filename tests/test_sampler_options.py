@@ -220,3 +220,13 @@ def test_an_unknown_compile_backend_is_refused_up_front(pipe, backend, monkeypat
     monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
     with pytest.raises(ValueError, match="compile's backend must be a callable or one of"):
         zs2_kernels.sample_video(pipe, "a cat", **FAST, compile={"backend": backend})
+
+
+def test_prompt_embeds_longer_than_the_text_encoder_name_the_fix(pipe, monkeypatch):
+    """The attack found transformers' "Sequence length must be less than max_position_embeddings" (guidance on, no
+    negative embeddings: diffusers encodes "" at prompt_embeds' length)."""
+    limit = pipe.text_encoder.config.max_position_embeddings
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: pytest.fail("the UNet ran"))
+    with pytest.raises(ValueError, match=rf"prompt_embeds has {limit + 4} tokens but the text encoder takes at most "
+                                         rf"{limit}.*pass negative_prompt_embeds too"):
+        zs2_kernels.sample_video(pipe, prompt_embeds=torch.randn(1, limit + 4, 32), guidance_scale=7.5, **FAST)

@@ -205,6 +205,8 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
     if embeddings is not None and embeddings.prompt_embeds.shape[-1] != width:
         raise ValueError(f"prompt_embeds must have the text encoder's width {width} (the UNet's cross_attention_dim) "
                          f"in the last dim, got {tuple(embeddings.prompt_embeds.shape)}")
+    if embeddings is not None and guidance and embeddings.negative_prompt_embeds is None:
+        _check_negative_fits(pipe, embeddings.prompt_embeds.shape[-2])
     travels = prompts is not None and any(isinstance(p, PromptTravel) for p in prompts)
     frames_given = None if embeddings is None else embeddings.frames
     if frames_given is not None:
@@ -235,6 +237,16 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
                                                     height, width, embeds.dtype, device)
             added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
     return Conditioning(embeds, added, per_frame=travels or frames_given is not None)
+
+
+def _check_negative_fits(pipe, tokens: int) -> None:
+    """diffusers encodes the missing negative prompt at prompt_embeds' length: within the text encoder's positions."""
+    encoder = getattr(pipe, "text_encoder", None)
+    limit = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if limit is not None and tokens > limit:
+        raise ValueError(f"prompt_embeds has {tokens} tokens but the text encoder takes at most {limit}, and the "
+                         "negative prompt is encoded at prompt_embeds' length: pass negative_prompt_embeds too, or "
+                         f"embeddings of at most {limit} tokens")
 
 
 def _unflatten(encoded, frames: int):
