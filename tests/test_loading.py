@@ -91,3 +91,11 @@ def test_load_pipeline_checks_device_and_dtype_before_loading(kwargs, error, mat
     transformers error, after loading."""
     with pytest.raises(error, match=match):
         zs2_kernels.load_pipeline(None, progress=False, **kwargs)
+
+
+def test_fp16_on_cpu_loads_without_diffusers_false_alarm(capfd):
+    """diffusers warns three times that fp16 "cannot run with cpu device"; with this torch it runs (tested), so the
+    attack's --dtype fp16 on CPU printed a false alarm."""
+    pipe = zs2_kernels.load_pipeline(None, dtype=torch.float16, device="cpu", progress=False)
+    assert pipe.unet.dtype == torch.float16
+    assert "cannot run with" not in capfd.readouterr().err

@@ -57,7 +57,9 @@ def _dtype_keyword() -> str:
 #: from torchvision (which would pull a CUDA torch from the package index), and the tokenizers' over-length
 #: notes (one of them repeats the whole cut-off prompt; ``sample_video`` warns once, briefly, instead).
 QUIET_LOG_LINES = ("requires torchvision", "Token indices sequence length is longer",
-                   "was truncated because CLIP can only handle")
+                   "was truncated because CLIP can only handle",
+                   # diffusers' fp16-on-CPU warning: float16 runs on CPUs with this torch (tested), only slowly
+                   "cannot run with `cpu` device")
 
 
 class _QuietFilter(logging.Filter):
@@ -194,5 +196,6 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, 
             raise ValueError(f"pipeline {location!r} has no {component}; zs2 needs a text-to-image latent diffusion "
                              "pipeline such as StableDiffusionPipeline or StableDiffusionXLPipeline")
     if device is not None:
-        pipe = pipe.to(device)
+        with quiet_library_logs(progress):
+            pipe = pipe.to(device)
     return pipe
