@@ -180,7 +180,8 @@ def test_nan_latents_raise_instead_of_returning_black_frames(pipe):
     def poison(pipeline, step, timestep, tensors):
         return {"latents": torch.full_like(tensors["latents"], float("nan"))}
 
-    with pytest.raises(FloatingPointError, match="NaN"):
+    # The advice names the scheduler and steps too: the attack's UniPC at 999 steps diverged whatever the guidance.
+    with pytest.raises(FloatingPointError, match="NaN.*another scheduler .* or a smaller guidance_scale"):
         zs2_kernels.sample_video(pipe, "a cat", callback_on_step_end=poison, seed=0, **FAST)
     assert not zs2_kernels.is_installed(pipe.unet)
 

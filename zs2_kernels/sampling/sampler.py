@@ -187,8 +187,9 @@ def _denoise(pipe, scheduler, latents, conditioning, request: SampleRequest, bac
     # Checked once, not per step: a per-step check would synchronise the GPU every step. NaN stays NaN.
     if not torch.isfinite(latents).all():
         advice = ("try dtype=torch.float32" if pipe.unet.dtype != torch.float32
-                  else "check inputs for NaN/inf (prompt_embeds, a callback's latents); otherwise the model "
-                       "diverged (a smaller guidance_scale may help)")
+                  else "check a callback's latents for NaN/inf; otherwise the sampling diverged: fewer steps or "
+                       "another scheduler (multistep solvers such as UniPC and DPM++ diverge near the training "
+                       "steps' count) or a smaller guidance_scale may help")
         raise FloatingPointError(f"latents became NaN/inf during denoising (dtype {pipe.unet.dtype}); {advice}")
     return latents
 
