@@ -533,3 +533,20 @@ def test_every_problem_is_reported_in_one_run(tmp_path, capsys, no_weights_load)
     assert code == 2
     for flag in ("--out", "--fps", "--frames", "--image"):
         assert f"error: {flag}:" in err, (flag, err)
+
+
+@pytest.mark.parametrize("part, key, value, message", [
+    ("unet/config.json", "sample_size", -5, "unet/config.json sample_size must be a positive int, got -5"),
+    ("scheduler/scheduler_config.json", "num_train_timesteps", 0,
+     "scheduler/scheduler_config.json num_train_timesteps must be an int >= 2, got 0"),
+])
+def test_a_broken_model_config_is_blamed_on_the_model_not_a_flag(tmp_path, capsys, no_weights_load, part, key, value,
+                                                                  message):
+    """The attack found sample_size -5 reported as "--height ... got -20" and num_train_timesteps 0 as "--steps"."""
+    model = tmp_path / "model"
+    tiny_pipeline("sd15").save_pretrained(model, safe_serialization=True)
+    config = json.loads((model / part).read_text())
+    (model / part).write_text(json.dumps({**config, key: value}))
+    assert cli.sample_main(["--prompt", "a", "--model", str(model), "--out", str(tmp_path / "v.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --model: model" in err and "has a broken configuration: " + message in err, err

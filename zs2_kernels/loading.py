@@ -160,10 +160,34 @@ def read_model_config(model=None) -> dict:
             raise FileNotFoundError(f"model {location!r} has no readable {part}/config.json ({error}); zs2 needs a "
                                     "text-to-image latent diffusion pipeline such as StableDiffusionPipeline") from None
     scheduler = folder / "scheduler" / "scheduler_config.json"
-    configs["scheduler"] = json.loads(scheduler.read_text()) if scheduler.is_file() else {}
+    try:
+        configs["scheduler"] = json.loads(scheduler.read_text()) if scheduler.is_file() else {}
+    except ValueError as error:
+        raise ValueError(f"model {location!r}: scheduler/scheduler_config.json is not valid JSON ({error})") from None
+    _check_model_config(configs, location)
     configs["vae_scale_factor"] = 2 ** (len(configs["vae"]["block_out_channels"]) - 1)  # as diffusers computes it
     configs["weights"] = sum(path.stat().st_size for path in folder.rglob("*.safetensors") if path.is_file())
     return configs
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_model_config(configs: dict, location: str) -> None:
+    """The config values the checks derive the user's limits from are sane; else the model is named, not a flag."""
+    problems = []
+    unet, vae, scheduler = configs["unet"], configs["vae"], configs["scheduler"]
+    if not _positive_int(unet.get("sample_size", 64)) and not isinstance(unet.get("sample_size"), (list, tuple)):
+        problems.append(f"unet/config.json sample_size must be a positive int, got {unet.get('sample_size')!r}")
+    channels = vae.get("block_out_channels")
+    if not isinstance(channels, (list, tuple)) or not channels or not all(map(_positive_int, channels)):
+        problems.append(f"vae/config.json block_out_channels must be a list of positive ints, got {channels!r}")
+    timesteps = scheduler.get("num_train_timesteps", 1000)
+    if not _positive_int(timesteps) or timesteps < 2:
+        problems.append(f"scheduler/scheduler_config.json num_train_timesteps must be an int >= 2, got {timesteps!r}")
+    if problems:
+        raise ValueError(f"model {location!r} has a broken configuration: {'; '.join(problems)}")
 
 
 def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, progress: bool = True):
