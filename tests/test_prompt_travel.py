@@ -75,6 +75,9 @@ def test_sdxl_pooled_embeddings_travel_too():
     sdxl = tiny_pipeline("sdxl")
     travel = zs2_kernels.sample_video(sdxl, {0: "a cat", 2: "a dog"}, num_frames=3, **FAST).frames
     assert travel.shape[:2] == (1, 3) and torch.isfinite(travel).all()
+    negative = zs2_kernels.sample_video(sdxl, "a cat", negative_prompt={0: "blurry", 2: "dark"}, num_frames=3,
+                                        guidance_scale=7.5, **FAST).frames
+    assert negative.shape[:2] == (1, 3) and torch.isfinite(negative).all()
     arguments = zs2_kernels.prompt_travel_embeddings(sdxl, {0: "a cat", 2: "a dog"}, 3)
     assert arguments["pooled_prompt_embeds"].shape[0] == 3 and arguments["prompt_embeds"].shape[0] == 3
 
@@ -133,3 +136,22 @@ def test_per_frame_prompt_embeds_are_prompt_travel_from_embeddings(pipe):
         zs2_kernels.sample_video(pipe, num_frames=6, **given, **FAST)
     with pytest.raises(TypeError, match=r"prompt_embeds must be \[P, L, D\] .* or \[P, F, L, D\]"):
         zs2_kernels.sample_video(pipe, num_frames=5, prompt_embeds=given["prompt_embeds"][0, 0], **FAST)
+
+
+def test_a_negative_prompt_travels_on_its_own_keyframes(pipe):
+    """negative_prompt in the same form: a {frame: text} dict (for every prompt, or one per prompt in a list). One
+    text on every keyframe is the plain negative prompt; a travelling one changes the later frames; its keyframes
+    are checked like the prompt's."""
+    common = dict(num_frames=5, guidance_scale=7.5, **FAST)
+    plain = zs2_kernels.sample_video(pipe, {0: "a cat", 4: "a dog"}, negative_prompt="blurry", **common).frames
+    same = zs2_kernels.sample_video(pipe, {0: "a cat", 4: "a dog"}, negative_prompt={0: "blurry", 2: "blurry"},
+                                    **common).frames
+    torch.testing.assert_close(same, plain, rtol=1e-5, atol=1e-5)
+    travelling = zs2_kernels.sample_video(pipe, "a cat", negative_prompt=[{0: "blurry", 4: "dark"}], **common).frames
+    still = zs2_kernels.sample_video(pipe, "a cat", negative_prompt="blurry", **common).frames
+    assert not torch.allclose(travelling[0, -1], still[0, -1])
+    torch.testing.assert_close(travelling[0, 0], still[0, 0], rtol=1e-4, atol=1e-4)  # frame 0: "blurry" on both
+    with pytest.raises(ValueError, match=r"prompt keyframe 9 is outside the video's frames \[0, 5\)"):
+        zs2_kernels.sample_video(pipe, "a cat", negative_prompt={0: "blurry", 9: "dark"}, **common)
+    with pytest.raises(ValueError, match="must have keyframe 0"):
+        zs2_kernels.sample_video(pipe, "a cat", negative_prompt={2: "dark"}, **common)

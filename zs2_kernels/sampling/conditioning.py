@@ -35,17 +35,24 @@ def check_prompts(prompt):
 
 
 def check_negative_prompts(negative_prompt, count: int):
-    """None, or one negative prompt per prompt: a string applies to every prompt, a list must have ``count``."""
+    """None, or one negative prompt per prompt: a string or a ``{frame: text}`` dict (prompt travel) applies to
+    every prompt, a list of them must have ``count``."""
     if negative_prompt is None:
         return None
-    if isinstance(negative_prompt, str):
-        return [negative_prompt] * count
-    if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(n, str) for n in negative_prompt):
-        raise TypeError(f"negative_prompt must be None, a string or a list of strings, got {negative_prompt!r}")
+    if isinstance(negative_prompt, (str, dict)):
+        negative_prompt = [negative_prompt] * count
+    if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(n, (str, dict)) for n in negative_prompt):
+        raise TypeError("negative_prompt must be None, a string, a {frame: text} dict or a list of them, got "
+                        f"{negative_prompt!r}")
     if len(negative_prompt) != count:
         raise ValueError(f"negative_prompt must be a string (used for every prompt) or a list of {count} "
                          f"(one per prompt), got a list of {len(negative_prompt)}")
-    return list(negative_prompt)
+    return [check_travel(n) if isinstance(n, dict) else n for n in negative_prompt]
+
+
+def _texts(prompts) -> list[str]:
+    """Every text of ``prompts`` (each keyframe's of a travelling one), in order."""
+    return [t for p in prompts for t in (p.texts if isinstance(p, PromptTravel) else [p])]
 
 
 @dataclass
@@ -211,20 +218,45 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
     frames_given = None if embeddings is None else embeddings.frames
     if frames_given is not None:
         embeddings = embeddings.flat()
-    texts = [t for p in prompts for t in (p.texts if isinstance(p, PromptTravel) else [p])] if prompts else None
+    texts = _texts(prompts) if prompts else None
+    negative_travels = guidance and negative_prompt is not None and any(isinstance(n, PromptTravel)
+                                                                        for n in negative_prompt)
     negatives = None
     if travels and negative_prompt is not None:  # each keyframe text with its video's negative prompt
         negatives = [n for p, n in zip(prompts, negative_prompt)
                      for _ in (p.texts if isinstance(p, PromptTravel) else [p])]
     with quiet_library_logs():
         if texts and pipe.tokenizer is not None:
-            _warn_truncated(pipe.tokenizer, texts + (negative_prompt or [] if guidance else []))
+            _warn_truncated(pipe.tokenizer, texts + (_texts(negative_prompt or []) if guidance else []))
+        if negative_travels:  # each side on its own keyframes: both encoded as prompts
+            return _travelling_negatives(pipe, prompts, texts, negative_prompt, device, videos_per_prompt, height,
+                                         width, num_frames)
         embeds, negative, pooled = _encode_prompts(pipe, texts, negatives if travels else negative_prompt, device,
                                                    guidance, embeddings)
     if travels:
         embeds, negative, pooled = (_per_frame(prompts, e, num_frames) for e in (embeds, negative, pooled))
     elif frames_given is not None:  # rows back to [P, F, ...]
         embeds, negative, pooled = (_unflatten(e, frames_given) for e in (embeds, negative, pooled))
+    return _conditioning(pipe, embeds, negative, pooled, videos_per_prompt, guidance, height, width, device,
+                         travels or frames_given is not None)
+
+
+def _travelling_negatives(pipe, prompts, texts, negative_prompt, device, videos_per_prompt, height, width,
+                          num_frames) -> "Conditioning":
+    """Guided conditioning when a negative prompt travels: the prompts' and the negative prompts' texts are encoded
+    as prompts, and each side is blended per frame on its own keyframes."""
+    embeds, _, pooled = _encode_prompts(pipe, texts, None, device, False, None)
+    negative, _, negative_pooled = _encode_prompts(pipe, _texts(negative_prompt), None, device, False, None)
+    embeds, negative = _per_frame(prompts, embeds, num_frames), _per_frame(negative_prompt, negative, num_frames)
+    if pooled is not None:
+        pooled = (_per_frame(prompts, pooled[0], num_frames), _per_frame(negative_prompt, negative_pooled[0],
+                                                                         num_frames))
+    return _conditioning(pipe, embeds, negative, pooled, videos_per_prompt, True, height, width, device, True)
+
+
+def _conditioning(pipe, embeds, negative, pooled, videos_per_prompt, guidance, height, width, device,
+                  per_frame: bool) -> "Conditioning":
+    """The UNet batch's conditioning from encoded prompts: repeated per video, the negative half first."""
     embeds = embeds.repeat_interleave(videos_per_prompt, dim=0)
     added = None
     if pooled is not None:
@@ -236,7 +268,7 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
             negative_added = _sdxl_added_conditions(pipe, pooled[1].repeat_interleave(videos_per_prompt, 0),
                                                     height, width, embeds.dtype, device)
             added = {k: torch.cat([negative_added[k], added[k]]) for k in added}
-    return Conditioning(embeds, added, per_frame=travels or frames_given is not None)
+    return Conditioning(embeds, added, per_frame=per_frame)
 
 
 def _check_negative_fits(pipe, tokens: int) -> None:

@@ -138,6 +138,7 @@ class SampleRequest:
         check_backend_name(self.backend)
         check_int("num_frames", frames, 1)
         check_keyframes(prompts, frames)
+        check_keyframes(negatives, frames)
         if embeddings is not None and embeddings.frames not in (None, frames):
             raise ValueError(f"prompt_embeds has {embeddings.frames} frames per prompt ([P, F, L, D], one row per "
                              f"frame) but the video has num_frames={frames}")

@@ -241,7 +241,8 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             "a handwritten digit 3" (for the embedded model) unless ``prompt_embeds`` are given. Prompt travel: a
             ``{frame: text}`` dict for one video (key 0 required, keys below ``num_frames``; frames between
             keyframes blend their embeddings linearly, the last keyframe holds), or a list mixing dicts and strings.
-        negative_prompt: a string (for every prompt) or one per prompt (ignored when guidance is off).
+        negative_prompt: a string (for every prompt) or one per prompt (ignored when guidance is off); a
+            ``{frame: text}`` dict (or one per prompt) travels like a prompt, on its own keyframes.
         num_frames: frames per video (>= 1; default 8, or the control video's length). height/width: pixels,
             multiples of the VAE downscale factor (default: the control video's size, else the model's native).
         control_video: guided video: frames steering every video frame through ``controlnet`` — a tensor
