@@ -10,7 +10,6 @@ builds round differently and skip the comparison. After a change meant to alter 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -64,16 +63,6 @@ def cases() -> dict:
     }
 
 
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def digest(tensor: torch.Tensor) -> str:
     array = tensor.detach().cpu().contiguous()
     header = f"{tuple(array.shape)} {array.dtype}".encode()
@@ -81,8 +70,9 @@ def digest(tensor: torch.Tensor) -> str:
 
 
 def compute() -> dict:
-    """name -> sha256 of that mode's latents, on one thread."""
+    """name -> sha256 of that mode's latents, on one thread (as the ablation runs its units)."""
     import zs2_kernels
+    from zs2_kernels.evaluation.running import one_thread
 
     pipe = zs2_kernels.load_pipeline(progress=False)
     pipe.set_progress_bar_config(disable=True)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import zs2_kernels
+from zs2_kernels.evaluation import running
 from zs2_kernels.evaluation.conditional import flicker, motion_correlation, moving_videos, psnr
 from zs2_kernels.evaluation.digits import digit_prompt, load_digit_classifier, load_digit_split
 
@@ -50,10 +51,8 @@ def show(name: str, values: torch.Tensor) -> tuple[float, float, float]:
 def one_thread():
     """One CPU thread, as the ablation study runs: a float32 convolution splits its sums by thread count, so the
     printed numbers are the same on every machine (and two threads on a busy 2-core machine run ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with running.one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
