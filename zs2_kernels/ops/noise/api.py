@@ -65,16 +65,15 @@ class _Streams:
         return torch.stack([normal(g, count, dim) for g in self.generators], dim=1).to(self.device)
 
 
-def _adjacent_correlation(noise: torch.Tensor) -> torch.Tensor:
-    """Correlation of frames f and f+1 per batch item, [B, F-1] float64.
+def _correlation(frames: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Correlation of frames [B, F', D] with others (broadcast against them) per batch item and frame, float64.
 
     Uncentred (cosine) form: the noise is zero-mean by construction, and unlike Pearson's it is
-    defined for one element per frame. Its expectation is sqrt(alpha).
+    defined for one element per frame. Between adjacent frames its expectation is sqrt(alpha).
     """
-    prev, nxt = noise[:, :-1].double(), noise[:, 1:].double()
-    dot = (prev * nxt).sum(-1)
-    norms = (prev.square().sum(-1) * nxt.square().sum(-1)).sqrt()
-    return dot / norms.clamp(min=torch.finfo(torch.float64).tiny)
+    frames, others = frames.double(), others.double()
+    norms = (frames.square().sum(-1) * others.square().sum(-1)).sqrt()
+    return (frames * others).sum(-1) / norms.clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def _check_generators(generator, batch: int):
@@ -130,13 +129,6 @@ def _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, sear
         frames.append(composed)
         picks.append((index, alpha, kl))
     return torch.stack(frames, dim=1), picks
-
-
-def _correlation_with_first(noise: torch.Tensor) -> torch.Tensor:
-    """Cosine of each later frame with frame 0 per batch item, [B, F-1] float64 (see _adjacent_correlation)."""
-    first, later = noise[:, :1].double(), noise[:, 1:].double()
-    norms = (first.square().sum(-1) * later.square().sum(-1)).sqrt()
-    return (first * later).sum(-1) / norms.clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def _warn_if_out_of_reach(achieved_kl: torch.Tensor, noise_lambda: float, shape) -> None:
@@ -236,17 +228,19 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     noise, picks = _chain(first, num_frames, streams, seeds, num_candidates, noise_lambda, search, line_steps,
                           backend, noise_anchor)
     out = noise.to(dtype).view(shape)
-    if search == "exact" and picks:
-        _warn_if_out_of_reach(torch.stack([pick[2] for pick in picks], dim=1), noise_lambda, shape)
-    if not return_stats:
-        return out
 
     def per_pair(position, dtype):
         values = [pick[position] for pick in picks]
         return torch.stack(values, dim=1) if values else torch.zeros((batch, 0), dtype=dtype, device=device)
 
-    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": per_pair(2, torch.float64),
-             "correlation": _adjacent_correlation(noise), "correlation_first": _correlation_with_first(noise),
+    achieved_kl = per_pair(2, torch.float64)
+    if search == "exact" and picks:
+        _warn_if_out_of_reach(achieved_kl, noise_lambda, shape)
+    if not return_stats:
+        return out
+    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": achieved_kl,
+             "correlation": _correlation(noise[:, 1:], noise[:, :-1]),
+             "correlation_first": _correlation(noise[:, 1:], noise[:, :1]),
              "candidate_index": per_pair(0, torch.int64), "noise_anchor": noise_anchor,
              "backend": backend, "search": search, "noise_lambda": noise_lambda}
     return out, stats
