@@ -106,8 +106,9 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 class _Refusals:
     """Problems found before any work, each named by its flag; all are reported together."""
 
-    def __init__(self):
+    def __init__(self, flags: dict = FLAGS):
         self.messages = []
+        self.flags = flags  # sample_video's argument names -> the flags that set them in this run
 
     def check(self, flag, check):
         """``check()``'s result, or None after recording its error under ``flag`` (or the flag it names)."""
@@ -115,8 +116,7 @@ class _Refusals:
             return check()
         except (ValueError, TypeError, OSError, MemoryError) as error:
             message = str(error)
-            named = next((f for name, f in FLAGS.items() if message.startswith(name + " ")), flag)
-            named = flag if (named, flag) == ("--prompt", "--prompt-at") else named  # "prompt" in messages too
+            named = next((f for name, f in self.flags.items() if message.startswith(name + " ")), flag)
             self.messages.append(f"{named}: {message}")
             return None
 
@@ -168,7 +168,7 @@ def _check_before_loading(args, refusals: _Refusals):
         args.frames = 16
     # With a control video and no --frames, its length is the frame count (read once the size is known).
     frames = 1 if args.frames is None else args.frames
-    refusals.check(_prompt_flag(args), lambda: _request(args, num_frames=frames))
+    refusals.check(refusals.flags["prompt"], lambda: _request(args, num_frames=frames))
     refusals.check("ZS2_BACKEND", check_backend_name)
     if refusals.messages:
         return None
@@ -200,7 +200,7 @@ def _check_before_loading(args, refusals: _Refusals):
                                                   "--height/--width"))
     if refusals.messages:
         return None
-    request = refusals.check(_prompt_flag(args), lambda: _request(
+    request = refusals.check(refusals.flags["prompt"], lambda: _request(
         args, num_frames=args.frames, height=size[0], width=size[1], device=device, dtype=dtype,
         progress=not args.no_progress, control_video=getattr(args, "control", None), controlnet=args.controlnet,
         image=getattr(args, "image_frame", None), video=getattr(args, "video_frames", None), strength=args.strength))
@@ -298,11 +298,6 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _prompt_flag(args) -> str:
-    """The flag the prompts came from, named in a refusal of them."""
-    return "--prompt-at" if args.prompt_at else "--prompt"
-
-
 def _keyframes(values: list[str]) -> dict:
     """--prompt-at FRAME:TEXT values as sample_video's {frame: text} dict."""
     keyframes = {}
@@ -333,7 +328,7 @@ def _summary(stats: dict) -> dict:
 
 def sample_main(argv=None) -> int:
     args = sample_parser().parse_args(argv)
-    refusals = _Refusals()
+    refusals = _Refusals({**FLAGS, "prompt": "--prompt-at" if args.prompt_at else "--prompt"})
     checked = _check_before_loading(args, refusals)
     if checked is None:
         return refusals.report()
