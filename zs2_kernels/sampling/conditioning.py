@@ -221,18 +221,17 @@ def encode_conditioning(pipe, prompts, negative_prompt, videos_per_prompt, guida
     texts = _texts(prompts) if prompts else None
     negative_travels = guidance and negative_prompt is not None and any(isinstance(n, PromptTravel)
                                                                         for n in negative_prompt)
-    negatives = None
-    if travels and negative_prompt is not None:  # each keyframe text with its video's negative prompt
-        negatives = [n for p, n in zip(prompts, negative_prompt)
-                     for _ in (p.texts if isinstance(p, PromptTravel) else [p])]
     with quiet_library_logs():
         if texts and pipe.tokenizer is not None:
             _warn_truncated(pipe.tokenizer, texts + (_texts(negative_prompt or []) if guidance else []))
         if negative_travels:  # each side on its own keyframes: both encoded as prompts
             return _travelling_negatives(pipe, prompts, texts, negative_prompt, device, videos_per_prompt, height,
                                          width, num_frames)
-        embeds, negative, pooled = _encode_prompts(pipe, texts, negatives if travels else negative_prompt, device,
-                                                   guidance, embeddings)
+        negatives = negative_prompt
+        if travels and negative_prompt is not None:  # each keyframe text with its video's negative prompt
+            negatives = [n for p, n in zip(prompts, negative_prompt)
+                         for _ in (p.texts if isinstance(p, PromptTravel) else [p])]
+        embeds, negative, pooled = _encode_prompts(pipe, texts, negatives, device, guidance, embeddings)
     if travels:
         embeds, negative, pooled = (_per_frame(prompts, e, num_frames) for e in (embeds, negative, pooled))
     elif frames_given is not None:  # rows back to [P, F, ...]
