@@ -10,9 +10,25 @@ import pytest
 import torch
 
 from zs2_kernels.evaluation import cli as ablate_cli
-from zs2_kernels.evaluation import conditional, report
-from zs2_kernels.evaluation.metrics import consistency_metrics, consistency_to_first
-from zs2_kernels.evaluation.planning import ANCHORS, LENGTH_CHUNK, LENGTHS, STRENGTHS, paired_comparisons, study_configs
+from zs2_kernels.evaluation import conditional, planning, report
+from zs2_kernels.evaluation.metrics import (
+    adjacent_consistency_min,
+    consistency_metrics,
+    consistency_to_first,
+    travel_metrics,
+)
+from zs2_kernels.evaluation.planning import (
+    ANCHORS,
+    LENGTH_CHUNK,
+    LENGTHS,
+    LONG_VIDEO_FRAMES,
+    LONG_VIDEO_SEEDS,
+    STRENGTHS,
+    TRAVEL_FRAMES,
+    paired_comparisons,
+    study_configs,
+    travel_keyframes,
+)
 
 from tiny_pipelines import tiny_pipeline
 
@@ -34,13 +50,17 @@ def test_length_and_conditional_configurations():
                if not c.name.startswith("per_frame"))
     assert all(not (c.dependency_noise or c.momentum_attention) for c in length if not c.name.startswith("zs2"))
     assert [c.frames for c in study_configs("length", lengths=(4, 9))] == [4] * len(methods) + [9] * len(methods)
+    assert {c.frames for c in length if c.seeds is not None} == {n for n in LENGTHS if n > LONG_VIDEO_FRAMES}
+    assert {c.seeds for c in length if c.frames > LONG_VIDEO_FRAMES} == {LONG_VIDEO_SEEDS}
+    image = [(c.name, c.frames, c.noise_anchor) for c in study_configs("conditional") if c.frames]
+    assert [(frames, anchor > 0) for _, frames, anchor in image] == [(64, False), (64, True)]
     modes = [(c.name, c.mode, c.dependency_noise, c.momentum_attention, c.strength)
              for c in study_configs("conditional")]
     assert ("guided/no_momentum_attention", "guided", True, False, None) in modes
     assert [m[4] for m in modes if m[1] == "video"] == [*STRENGTHS, STRENGTHS[-1]]
     assert {m[1] for m in modes} == set(conditional.MODES)
     everything = study_configs("all")
-    assert {c.study for c in everything} == {"components", "lambda", "momentum", "length", "conditional"}
+    assert {c.study for c in everything} == {"components", "lambda", "momentum", "length", "travel", "conditional"}
     assert len({c.name for c in everything}) == len(everything)
     assert "conditional" not in {c.study for c in study_configs("all", embedded=False)}
     with pytest.raises(ValueError, match="embedded model only"):
@@ -52,9 +72,11 @@ def test_paired_comparisons_name_existing_configurations():
     pairs = paired_comparisons(everything)
     names = {c.name for c in everything}
     assert all(a in names and b in names and a != b for a, b in pairs) and len(set(pairs)) == len(pairs)
-    assert ("zs2", "text2video_zero") in pairs and ("zs2/frames=128", "zs2/frames=8") in pairs
+    assert ("zs2", "text2video_zero") in pairs and ("zs2/frames=256", "zs2/frames=8") in pairs
     assert ("guided/zs2", "guided/no_momentum_attention") in pairs
     assert ("zs2_anchor=0.8/frames=128", "zs2/frames=128") in pairs
+    assert ("travel/zs2", "travel/zs2_cut") in pairs and ("image/zs2_anchor=0.8/frames=64", "image/zs2/frames=64") \
+        in pairs
     assert paired_comparisons(study_configs("components")) == [
         ("zs2", "text2video_zero"), ("zs2", "neither"), ("zs2", "no_dependency_noise"),
         ("zs2", "no_momentum_attention")]
@@ -105,29 +127,56 @@ def test_conditional_metrics_on_known_inputs():
         conditional.unit_inputs(digit=0, seed=conditional.max_seeds() + 5, frames=2)
 
 
+def test_travel_configurations_keyframes_and_metrics():
+    travel = {c.name: c for c in study_configs("travel")}
+    assert all(c.frames == TRAVEL_FRAMES for c in travel.values())
+    assert travel_keyframes(travel["travel/zs2"], "a", "b") == {0: "a", TRAVEL_FRAMES - 1: "b"}
+    middle = TRAVEL_FRAMES // 2
+    assert travel_keyframes(travel["travel/zs2_cut"], "a", "b") == {0: "a", middle - 1: "a", middle: "b"}
+    assert not travel["travel/per_frame"].dependency_noise and travel["travel/zs2_momentum=0.5"].momentum == 0.5
+    # Scores of 8 frames: the second prompt leads from frame 5 on (frame 2's lead does not count: it is lost again).
+    first = torch.tensor([90.0, 80, 20, 70, 60, 40, 10, 0])
+    second = torch.tensor([10.0, 20, 80, 30, 40, 60, 90, 100])
+    values = travel_metrics(first, second, switch_frame=4)
+    assert values == {"travel_start": 85.0, "travel_end": 95.0, "travel_switch": 5.0, "travel_lag": 1.0}
+    assert travel_metrics(first, first - 1, switch_frame=4)["travel_switch"] == 8.0  # never switches: F
+    assert travel_metrics(torch.zeros(8), torch.ones(8), switch_frame=4)["travel_lag"] == -4.0  # leads from 0
+    steps = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # one 90-degree jump
+    assert adjacent_consistency_min(steps) == pytest.approx(0.0) and adjacent_consistency_min(steps[:1]) == 100.0
+
+
 # --------------------------------------------------------------------------- the length study (tiny model)
 @pytest.fixture(scope="module")
-def length_run(tmp_path_factory):
+def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-length")
     tiny_pipeline("sd15").save_pretrained(folder / "model", safe_serialization=True)
-    (folder / "prompts.txt").write_text("a handwritten digit one\n")
-    out = folder / "out"
-    assert ablate_cli.ablate_main(["--study", "length", "--lengths", f"{SHORT},{LONG}", "--model",
-                                   str(folder / "model"), "--prompts", str(folder / "prompts.txt"), "--seeds", "2",
-                                   "--steps", "2", "--scorer", "digits", "--out", str(out), "--no-progress"]) == 0
+    (folder / "prompts.txt").write_text("a handwritten digit one\na handwritten digit six\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def length_run(tiny_model):
+    out = tiny_model / "length"
+    with pytest.MonkeyPatch.context() as patch:  # the long videos run with LONG_VIDEO_SEEDS seeds
+        patch.setattr(planning, "LONG_VIDEO_FRAMES", SHORT)
+        assert ablate_cli.ablate_main(["--study", "length", "--lengths", f"{SHORT},{LONG}", "--model",
+                                       str(tiny_model / "model"), "--prompts", str(tiny_model / "prompts.txt"),
+                                       "--seeds", "2", "--steps", "2", "--scorer", "digits", "--out", str(out),
+                                       "--no-progress"]) == 0
     return out
 
 
 def test_length_units_record_their_frames_and_drift(length_run):
     data = results(length_run)
-    assert len(data["units"]) == (3 + len(ANCHORS)) * 2 * 2
+    assert len(data["units"]) == (3 + len(ANCHORS)) * 2 * (2 + LONG_VIDEO_SEEDS)  # 2 prompts, 2 seeds / 1 seed
+    assert {u["seed"] for u in data["units"] if u["config"]["frames"] == LONG} == set(range(LONG_VIDEO_SEEDS))
     for unit in data["units"]:
         frames = unit["config"]["frames"]
         assert frames == int(unit["config_name"].split("=")[-1]) == unit["key"]["config"]["frames"]
         assert len(unit["curves"]["consistency_to_first"]) == frames
         assert unit["curves"]["consistency_to_first"][0] == pytest.approx(100.0)
     curve = data["summary"][f"zs2/frames={LONG}"]["curves"]["consistency_to_first"]
-    assert len(curve["mean"]) == LONG and curve["n"] == 2
+    assert len(curve["mean"]) == LONG and curve["n"] == 2 * LONG_VIDEO_SEEDS
     backends = {u["config_name"]: u["backend"] for u in data["units"]}
     assert backends[f"text2video_zero/frames={LONG}"] == "diffusers"
     table = (length_run / "results.md").read_text()
@@ -142,6 +191,31 @@ def test_length_grid_shows_the_longest_videos(length_run):
     assert grid.shape[0] == LONG and not (length_run / "samples.gif").exists()
     rows = 3 + len(ANCHORS)  # one per method (ZS², anchored ZS², Text2Video-Zero, per-frame)
     assert grid.shape[1] == rows * 64  # the tiny model's 32 px frames at 64 px
+
+
+# --------------------------------------------------------------------------- the travel study (tiny model)
+def test_travel_study_records_prompt_switches(tiny_model, capsys):
+    out = tiny_model / "travel"
+    argv = ["--study", "travel", "--model", str(tiny_model / "model"), "--seeds", "1", "--steps", "2",
+            "--scorer", "digits", "--out", str(out), "--no-progress"]
+    assert ablate_cli.ablate_main([*argv, "--prompts", str(tiny_model / "prompts.txt")]) == 0
+    data = results(out)
+    assert len(data["units"]) == 4 * 2
+    for unit in data["units"]:
+        assert unit["travel_to"] == ("a handwritten digit six" if unit["prompt_index"] == 0 else
+                                     "a handwritten digit one")
+        curves = unit["curves"]
+        assert len(curves["travel_first_score"]) == len(curves["travel_second_score"]) == TRAVEL_FRAMES
+        metrics = unit["metrics"]
+        assert metrics["travel_lag"] == metrics["travel_switch"] - TRAVEL_FRAMES // 2
+        assert "prompt_probability" not in metrics and 0 <= metrics["consistency_adjacent_min"] <= 100
+    table = (out / "results.md").read_text()
+    assert "## travel" in table and "| travel/zs2 - travel/zs2_cut |" in table and "switch lag" in table
+    assert (out / "travel.png").read_bytes()[:4] == b"\x89PNG" and (out / "samples-travel.gif").is_file()
+    one = tiny_model / "one.txt"
+    one.write_text("a handwritten digit one\n")
+    assert ablate_cli.ablate_main([*argv[:-2], str(tiny_model / "refused"), "--prompts", str(one)]) == 2
+    assert "the travel study needs at least 2 prompts" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the conditional study (embedded)

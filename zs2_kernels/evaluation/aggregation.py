@@ -60,7 +60,8 @@ class Aggregation:
 
     def _write_gif_grids(self, study: list[Unit]) -> None:
         """samples.gif: one row per configuration of the components, lambda and momentum studies (and the image
-        prior); samples-length.gif: the length study's longest videos; samples-conditional.gif: that study's rows.
+        prior); samples-length.gif: the length study's longest videos; samples-travel.gif and
+        samples-conditional.gif: those studies' rows.
         Each row is the configuration's first prompt and seed."""
         longest = max((self.plan.frames_of(c) for c in self.plan.configs if c.study == "length"), default=None)
         grids = {}
@@ -68,8 +69,8 @@ class Aggregation:
             config = unit.config
             if unit.prompt_index or unit.seed or (config.study == "length" and self.plan.frames_of(config) != longest):
                 continue
-            name = {"length": "samples-length.gif", "conditional": "samples-conditional.gif"}.get(config.study,
-                                                                                               "samples.gif")
+            name = {"length": "samples-length.gif", "travel": "samples-travel.gif",
+                    "conditional": "samples-conditional.gif"}.get(config.study, "samples.gif")
             grids.setdefault(name, []).append((config.name, np.load(unit.path.with_suffix(".npz"))["grid_frames"]))
         for name, rows in grids.items():
             report.write_gif_grid(self.plan.out / name, rows)

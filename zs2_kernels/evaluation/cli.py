@@ -27,7 +27,7 @@ def missing_eval_packages() -> list[str]:
 def ablate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zs2-ablate", description="ZS² ablation study: component isolation "
                                      "(with Text2Video-Zero), lambda sweep (both search modes), momentum sweep, "
-                                     "video length (drift), conditional modes (embedded model).",
+                                     "video length (drift), prompt travel, conditional modes (embedded model).",
                                      formatter_class=DefaultsHelpFormatter)
     add = parser.add_argument
     add("--study", default=DEFAULTS["study"], choices=STUDIES + ("all",),
@@ -39,7 +39,7 @@ def ablate_parser() -> argparse.ArgumentParser:
                        ("batch", "videos per sampler call")):
         add(f"--{name}", type=int, default=DEFAULTS[name], help=text)
     add("--lengths", default=",".join(map(str, DEFAULTS["lengths"])),
-        help="frame counts of the length study, comma-separated")
+        help="frame counts of the length study, comma-separated (videos longer than 128 frames: first seed only)")
     add("--guidance", type=float, default=DEFAULTS["guidance"], help="classifier-free guidance scale")
     add("--metrics", default=",".join(DEFAULTS["metrics"]), help=f"comma-separated subset of {METRICS}")
     add("--clip-model", default=DEFAULTS["clip_model"], help="CLIP folder or hub id (needed for non-embedded models)")

@@ -67,6 +67,27 @@ def motion_metrics(frames_u8: torch.Tensor, embeddings: torch.Tensor) -> dict:
             "motion_embedding": 100 * (unit[1:] - unit[:-1]).norm(dim=-1).mean().item()}
 
 
+def travel_metrics(first: torch.Tensor, second: torch.Tensor, switch_frame: int) -> dict:
+    """How a video whose prompt travels from a first to a second prompt follows it, from per-frame scores of each
+    prompt ([F]; higher is closer): the first prompt's mean score over the first quarter of the frames, the
+    second's over the last quarter, the switch frame (the first frame from which the second prompt scores higher
+    on every later frame; F if the last frame still favours the first) and the lag = switch frame - ``switch_frame``
+    (where a hard cut switches; > 0: the video follows late)."""
+    frames = first.shape[0]
+    quarter = max(1, frames // 4)
+    ahead = (second > first).flip(0).int().cumprod(0).sum().item()  # trailing frames the second prompt leads
+    switch = frames - ahead
+    return {"travel_start": first[:quarter].double().mean().item(),
+            "travel_end": second[-quarter:].double().mean().item(), "travel_switch": float(switch),
+            "travel_lag": float(switch - switch_frame)}
+
+
+def adjacent_consistency_min(embeddings: torch.Tensor) -> float:
+    """The lowest cosine similarity x100 of consecutive frames' embeddings: a hard cut's jump shows here."""
+    unit = nn.functional.normalize(embeddings.double(), dim=-1)
+    return 100 * (unit[1:] * unit[:-1]).sum(-1).min().item() if unit.shape[0] > 1 else 100.0
+
+
 # --------------------------------------------------------------------------- scorers
 class Scorer(Protocol):
     """What the ablation needs of a metric scorer."""
@@ -78,6 +99,9 @@ class Scorer(Protocol):
 
     def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
         """How well frames (uint8 [F, 3, H, W]) show the prompt: metric name -> value."""
+
+    def frame_scores(self, frames_u8: torch.Tensor, prompt: str) -> torch.Tensor:
+        """How well each frame shows the prompt: [F], higher is closer (the travel study's curves)."""
 
     def embed(self, frames_u8: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings [F, E] for consistency and motion."""
@@ -115,19 +139,25 @@ class DigitScorer:
     fid_features = embed
 
     @torch.no_grad()
-    def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
-        """% of frames classified as the prompted digit, and its mean probability x100."""
+    def _logits(self, frames_u8: torch.Tensor, prompt: str) -> tuple[torch.Tensor, int]:
         from .digits import parse_digit_prompt
 
         digit = parse_digit_prompt(prompt)
         if digit is None:
             raise ValueError(f"prompt {prompt!r} names no single digit; the digit metrics need prompts such as "
                              "'a handwritten digit 3'")
-        logits = self.classifier(self._prepare(frames_u8)).double().cpu()
-        probabilities = logits.softmax(-1)[:, digit]
-        predicted = logits.argmax(-1)
-        return {"prompt_accuracy": 100 * (predicted == digit).double().mean().item(),
-                "prompt_probability": 100 * probabilities.mean().item()}
+        return self.classifier(self._prepare(frames_u8)).double().cpu(), digit
+
+    def prompt_metrics(self, frames_u8: torch.Tensor, prompt: str) -> dict:
+        """% of frames classified as the prompted digit, and its mean probability x100."""
+        logits, digit = self._logits(frames_u8, prompt)
+        return {"prompt_accuracy": 100 * (logits.argmax(-1) == digit).double().mean().item(),
+                "prompt_probability": 100 * logits.softmax(-1)[:, digit].mean().item()}
+
+    def frame_scores(self, frames_u8: torch.Tensor, prompt: str) -> torch.Tensor:
+        """Each frame's probability x100 of the prompted digit."""
+        logits, digit = self._logits(frames_u8, prompt)
+        return 100 * logits.softmax(-1)[:, digit]
 
     def reference_images(self) -> torch.Tensor:
         """All of scikit-learn's digits as uint8 [N, 3, 32, 32]: the real data the model imitates."""
@@ -193,6 +223,10 @@ class ClipScorer:
         self.clip_score.reset()
         self.clip_score.update(list(frames_u8.to(self.device)), [prompt] * frames_u8.shape[0])
         return {"clip_score": self.clip_score.compute().item()}
+
+    def frame_scores(self, frames_u8: torch.Tensor, prompt: str) -> torch.Tensor:
+        """torchmetrics CLIPScore of each frame."""
+        return torch.tensor([self.prompt_metrics(frame[None], prompt)["clip_score"] for frame in frames_u8])
 
     @torch.no_grad()
     def embed(self, frames_u8: torch.Tensor) -> torch.Tensor:

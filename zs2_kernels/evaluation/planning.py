@@ -28,23 +28,29 @@ from ..sampling.shapes import check_resolution
 from . import conditional
 from . import metrics as zm
 
-STUDIES = ("components", "lambda", "momentum", "length", "conditional")
+STUDIES = ("components", "lambda", "momentum", "length", "travel", "conditional")
 METRICS = ("clip", "fid", "consistency")
 SCORERS = ("digits", "clip")
 LAMBDAS = (0.001, 0.01, 0.1, 1.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.98, 1.0)
-LENGTHS = (8, 16, 32, 64, 128)
+LENGTHS = (8, 16, 32, 64, 128, 256)
+#: Videos longer than this run with LONG_VIDEO_SEEDS seeds (the first ones) instead of --seeds: a 256-frame unit
+#: costs as much as 16 of the 16-frame ones, and one seed per prompt keeps the committed study inside about an hour.
+LONG_VIDEO_FRAMES, LONG_VIDEO_SEEDS = 128, 1
 #: The anchored ZS² configurations of the length study (noise_anchor values).
 ANCHORS = (0.6, 0.8)
 #: The length study runs longer videos in chunks of this many frames (ZS²'s frame_chunk, Text2Video-Zero's recipe).
 LENGTH_CHUNK = 16
+#: The travel study: videos of this many frames whose prompt travels from a unit's prompt to the prompt half the
+#: list away (keyframes 0 and TRAVEL_FRAMES - 1), beside a hard cut at frame TRAVEL_FRAMES // 2.
+TRAVEL_FRAMES = 48
 STRENGTHS = (0.2, 0.5, 0.8)
 #: Pixels per frame in the GIF grids (the length study's long videos smaller).
 GRID_SIDE, LENGTH_GRID_SIDE = 128, 64
 DEFAULT_FID_FEATURE = 2048
 #: Part of every unit's key: bump it when a change to the sampler or the metrics changes what a unit holds
 #: (units of another version are then recomputed beside the old ones, never mixed in).
-STUDY_VERSION = 4  # 4: the unbiased default noise chain (7798948)
+STUDY_VERSION = 5  # 4: the unbiased default noise chain (7798948); 5: travel study, per-config seed caps
 #: The files of a model folder its numbers depend on: configuration and weights (pickles are never loaded).
 IDENTITY_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
 
@@ -66,6 +72,8 @@ class Config:
     strength: float | None = None  # video-to-video's
     frames: int | None = None  # the length study's video length (None: the run's --frames)
     frame_chunk: int | None = None  # ZS²'s frame_chunk, or Text2Video-Zero's chunk recipe
+    travel: str | None = None  # the travel study's prompts: "interpolate" (keyframes at both ends) or "cut"
+    seeds: int | None = None  # at most this many of the run's seeds (None: all of --seeds)
 
     @property
     def slug(self) -> str:
@@ -91,23 +99,56 @@ def unit_seed(config: Config, prompt_index: int, seed: int) -> int:
 
 def _length_configs(lengths) -> list[Config]:
     """ZS² (unanchored and at each of ANCHORS), Text2Video-Zero and per-frame sampling at each length; longer than
-    LENGTH_CHUNK frames in chunks."""
+    LENGTH_CHUNK frames in chunks, longer than LONG_VIDEO_FRAMES with LONG_VIDEO_SEEDS seeds."""
     configs = []
     for frames in lengths:
+        common = dict(frames=frames, seeds=LONG_VIDEO_SEEDS if frames > LONG_VIDEO_FRAMES else None)
         chunk = LENGTH_CHUNK if frames > LENGTH_CHUNK else None
-        configs += [Config(f"zs2/frames={frames}", "length", frames=frames, frame_chunk=chunk),
-                    *(Config(f"zs2_anchor={anchor:g}/frames={frames}", "length", noise_anchor=anchor, frames=frames,
-                             frame_chunk=chunk) for anchor in ANCHORS),
+        configs += [Config(f"zs2/frames={frames}", "length", frame_chunk=chunk, **common),
+                    *(Config(f"zs2_anchor={anchor:g}/frames={frames}", "length", noise_anchor=anchor,
+                             frame_chunk=chunk, **common) for anchor in ANCHORS),
                     Config(f"text2video_zero/frames={frames}", "length", dependency_noise=False,
-                           momentum_attention=False, method="text2video_zero", frames=frames, frame_chunk=chunk),
+                           momentum_attention=False, method="text2video_zero", frame_chunk=chunk, **common),
                     Config(f"per_frame/frames={frames}", "length", dependency_noise=False, momentum_attention=False,
-                           frames=frames)]
+                           **common)]
     return configs
+
+
+#: The travel study's lower momentum: momentum attention at mu weights the old prompt's frames by mu^k, so a
+#: lower mu is the candidate fix of a lag behind the prompt.
+TRAVEL_LOW_MOMENTUM = 0.5
+
+
+def _travel_configs() -> list[Config]:
+    """Prompt travel over TRAVEL_FRAMES frames: ZS², ZS² at a lower momentum, per-frame sampling (the lag the
+    interpolated embeddings alone give) and ZS² with a hard cut at the midpoint (the smoothness baseline)."""
+    common = dict(frames=TRAVEL_FRAMES, frame_chunk=LENGTH_CHUNK)
+    return [Config("travel/zs2", "travel", travel="interpolate", **common),
+            Config(f"travel/zs2_momentum={TRAVEL_LOW_MOMENTUM:g}", "travel", travel="interpolate",
+                   momentum=TRAVEL_LOW_MOMENTUM, **common),
+            Config("travel/per_frame", "travel", travel="interpolate", dependency_noise=False,
+                   momentum_attention=False, frames=TRAVEL_FRAMES),
+            Config("travel/zs2_cut", "travel", travel="cut", **common)]
+
+
+def travel_keyframes(config: Config, first: str, second: str) -> dict[int, str]:
+    """The prompt keyframes of a travel configuration's video: ``first`` at frame 0 and ``second`` at the last frame
+    (interpolated between), or a hard cut to ``second`` at the midpoint."""
+    if config.travel == "interpolate":
+        return {0: first, config.frames - 1: second}
+    middle = config.frames // 2
+    return {0: first, middle - 1: first, middle: second}
+
+
+#: The conditional study's long image-to-video videos, with and without the noise anchor (frame 0 is the image's
+#: inverted noise there, so the anchor ties every frame to it).
+IMAGE_LONG_FRAMES, IMAGE_ANCHOR = 64, 0.8
 
 
 def _conditional_configs() -> list[Config]:
     """Plain ZS² (the baseline of the guide and image metrics), guided video with each component switched off,
-    image-to-video with and without the components, video-to-video at each strength and per-frame at the highest."""
+    image-to-video with and without the components (and IMAGE_LONG_FRAMES long, unanchored and anchored),
+    video-to-video at each strength and per-frame at the highest."""
     def config(name, mode, both=True, **fields):
         return Config(name, "conditional", mode=mode, dependency_noise=fields.pop("dependency_noise", both),
                       momentum_attention=fields.pop("momentum_attention", both), **fields)
@@ -117,6 +158,9 @@ def _conditional_configs() -> list[Config]:
             config("guided/no_momentum_attention", "guided", momentum_attention=False),
             config("guided/neither", "guided", both=False),
             config("image/zs2", "image"), config("image/neither", "image", both=False),
+            *(config(name, "image", noise_anchor=anchor, frames=IMAGE_LONG_FRAMES, frame_chunk=LENGTH_CHUNK)
+              for name, anchor in ((f"image/zs2/frames={IMAGE_LONG_FRAMES}", 0.0),
+                                   (f"image/zs2_anchor={IMAGE_ANCHOR:g}/frames={IMAGE_LONG_FRAMES}", IMAGE_ANCHOR))),
             *(config(f"video/strength={strength:g}", "video", strength=strength) for strength in STRENGTHS),
             config(f"video/strength={STRENGTHS[-1]:g}/neither", "video", both=False, strength=STRENGTHS[-1])]
 
@@ -136,6 +180,7 @@ def study_configs(study: str, embedded: bool = True, lengths=LENGTHS) -> list[Co
                    for mode in SEARCH_MODES for lam in LAMBDAS],
         "momentum": [Config(f"momentum={mu:g}", "momentum", momentum=mu) for mu in MOMENTA],
         "length": _length_configs(lengths),
+        "travel": _travel_configs(),
         "conditional": _conditional_configs(),
     }
     if study == "all":
@@ -152,7 +197,8 @@ def paired_comparisons(configs) -> list[tuple[str, str]]:
     """The (A, B) configuration pairs whose per-unit differences A - B the results report: units of one prompt
     and seed share their noise, so the pairing removes what prompt and seed contribute. Full ZS² against each
     alternative, the paper search against the exact one, momentum 1 against 0, each length's methods and the
-    longest ZS² against the shortest, each conditional mode with against without the components."""
+    longest ZS² against the shortest, travel against a hard cut, per-frame travel and the lower momentum, each
+    conditional mode with against without the components."""
     names = {c.name for c in configs}
     lengths = sorted(c.frames for c in configs if c.study == "length" and c.name.startswith("zs2/"))
     top = f"{STRENGTHS[-1]:g}"
@@ -165,7 +211,11 @@ def paired_comparisons(configs) -> list[tuple[str, str]]:
         pairs += [(f"zs2_anchor={anchor:g}/frames={frames}", f"zs2/frames={frames}") for anchor in ANCHORS]
     if len(lengths) > 1:
         pairs.append((f"zs2/frames={lengths[-1]}", f"zs2/frames={lengths[0]}"))
+    pairs += [("travel/zs2", other) for other in ("travel/zs2_cut", "travel/per_frame")]
+    pairs += [(f"travel/zs2_momentum={TRAVEL_LOW_MOMENTUM:g}", "travel/zs2")]
     pairs += [("guided/zs2", f"guided/{other}") for other in alternatives]
+    long_image = f"frames={IMAGE_LONG_FRAMES}"
+    pairs += [(f"image/zs2_anchor={IMAGE_ANCHOR:g}/{long_image}", f"image/zs2/{long_image}")]
     pairs += [("guided/zs2", "plain/zs2"), ("image/zs2", "image/neither"), ("image/zs2", "plain/zs2"),
               (f"video/strength={top}", f"video/strength={top}/neither")]
     return [(a, b) for a, b in pairs if a in names and b in names]
@@ -293,6 +343,9 @@ class StudyPlan:
             raise ValueError("--prompts must hold at least one non-empty prompt")
         if len(self.prompts) > MAX_PROMPTS:
             raise ValueError(f"--prompts holds {len(self.prompts)} prompts; at most {MAX_PROMPTS} are supported")
+        if any(config.study == "travel" for config in self.configs) and len(self.prompts) < 2:
+            raise ValueError("the travel study needs at least 2 prompts (each video travels from its prompt to the "
+                             "prompt half the list away); pass more --prompts or choose another --study")
         if settings.seeds > MAX_SEEDS:
             raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS}, got {settings.seeds}")
         frames_low = 2 if any(config.frames is None for config in self.configs) else 1  # the length study: --lengths
@@ -388,14 +441,25 @@ class StudyPlan:
                                        guidance=self.settings.guidance > 1.0, dtype=dtype,
                                        weights=model_config["weights"])
             if free is not None and estimate.total > free:
-                name = "--lengths" if config.frames else "--frames"
-                raise MemoryError(f"{name} {frames}: {config.name} needs about {estimate.total / GIB:.1f} GiB for "
-                                  f"{videos} videos per call but {self.device} has {free / GIB:.1f} GiB free; lower "
-                                  f"{name} or --batch")
+                name = "--lengths" if config.study == "length" else "--frames" if config.frames is None else None
+                what = f"{name} {frames}: {config.name}" if name else f"{config.name} ({frames} frames)"
+                raise MemoryError(f"{what} needs about {estimate.total / GIB:.1f} GiB for {videos} videos per call "
+                                  f"but {self.device} has {free / GIB:.1f} GiB free; lower "
+                                  + (f"{name} or --batch" if name else "--batch"))
 
     def frames_of(self, config: Config) -> int:
         """A configuration's video length: its own (the length study) or the run's --frames."""
         return config.frames or self.settings.frames
+
+    def travel_target(self, prompt_index: int) -> str:
+        """The travel study's second prompt of a unit: the prompt half the list away (digit d + 5 of 10 digits)."""
+        return self.prompts[(prompt_index + len(self.prompts) // 2) % len(self.prompts)]
+
+    def sampler_prompt(self, config: Config, prompt_index: int) -> str | dict[int, str]:
+        """What a unit's video is sampled from: its prompt, or in the travel study keyframes from it to
+        :meth:`travel_target`."""
+        prompt = self.prompts[prompt_index]
+        return prompt if config.travel is None else travel_keyframes(config, prompt, self.travel_target(prompt_index))
 
     def config_record(self, config: Config) -> dict:
         """What a unit records of its configuration, its video length resolved."""
@@ -454,7 +518,8 @@ class StudyPlan:
         key holds its batch's size: a video's last bits depend on the size of the UNet batch it was sampled in."""
         out = []
         for config in self.configs:
-            mine = [(p, s) for p in range(len(self.prompts)) for s in range(self.settings.seeds)]
+            seeds = min(self.settings.seeds, config.seeds or self.settings.seeds)
+            mine = [(p, s) for p in range(len(self.prompts)) for s in range(seeds)]
             for i in range(0, len(mine), self.settings.batch):
                 chunk = mine[i:i + self.settings.batch]
                 out.append([self._unit(config, p, s, len(chunk)) for p, s in chunk])

@@ -24,6 +24,11 @@ COLUMNS = (
     ("consistency_all", "consist. all"),
     ("consistency_first", "consist. to frame 0"),
     ("consistency_last_first", "last vs frame 0"),
+    ("consistency_adjacent_min", "min consist. adj."),
+    ("travel_start", "first prompt, first 1/4"),
+    ("travel_end", "second prompt, last 1/4"),
+    ("travel_switch", "switch frame"),
+    ("travel_lag", "switch lag (frames)"),
     ("motion_pixel", "motion px"),
     ("motion_embedding", "motion emb."),
     ("guide_fidelity", "guide fidelity"),
@@ -33,7 +38,7 @@ COLUMNS = (
     ("motion_correlation", "motion corr."),
 )
 #: The studies in the order of the tables; "reference" is the image prior (the FID reference of a run).
-STUDY_ORDER = ("components", "lambda", "momentum", "length", "conditional", "reference")
+STUDY_ORDER = ("components", "lambda", "momentum", "length", "travel", "conditional", "reference")
 
 
 def t_interval(values) -> tuple[float, float | None]:
@@ -73,7 +78,8 @@ def _curve(rows: list[list[float]]) -> dict:
 
 #: Metrics of the paired-differences table (those both configurations of a pair have).
 PAIRED_METRICS = ("clip_score", "prompt_probability", "consistency_adjacent", "consistency_first", "motion_pixel",
-                  "guide_fidelity", "image_distance", "input_psnr", "motion_correlation")
+                  "consistency_adjacent_min", "travel_end", "travel_lag", "guide_fidelity", "image_distance",
+                  "input_psnr", "motion_correlation")
 
 
 def paired_differences(units: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
@@ -142,6 +148,11 @@ def write_markdown(path: Path, results: dict, configs) -> None:
         "each later frame to frame 0, the last to frame 0: drift). Motion: mean change between consecutive frames",
         "(pixels 0-255; embedding L2 x100): a still video has perfect consistency and zero motion.",
     ]
+    if "travel" in studies:
+        lines += ["Travel: each video's prompt travels from its prompt (frame 0) to the prompt half the list away",
+                  "(last frame), or cuts to it at the midpoint; prompt scores per frame (digits: probability %; CLIP:",
+                  "CLIP score); switch frame = first frame from which the second prompt leads on every later frame;",
+                  "lag = switch frame - the midpoint frame (where the cut switches)."]
     if "conditional" in studies:
         lines += ["Conditional modes: guide fidelity = edge-map correlation with the guide; image dist. = feature",
                   "distance of frames 1.. to the image; PSNR of frame 0 to the image, and of the edit to its input;",
@@ -184,10 +195,15 @@ LENGTH_PLOTTED = ("consistency_adjacent", "consistency_last_first", "motion_pixe
                   "clip_score", "fid")
 
 
+TRAVEL_PLOTTED = ("travel_lag", "consistency_adjacent_min", "consistency_adjacent", "motion_pixel", "travel_start",
+                  "travel_end")
+
+
 class _Plots:
     """The figures of one run: lambda.png (metrics vs lambda, one line per search mode), components.png and
     momentum.png (bars / lines), length.png (drift curve of the longest videos; metrics vs length, one line per
-    method) and conditional.png (the conditional metrics per configuration)."""
+    method), travel.png (both prompts' scores against frame index; the travel metrics per configuration) and
+    conditional.png (the conditional metrics per configuration)."""
 
     def __init__(self, out: Path, results: dict, configs):
         import matplotlib
@@ -230,10 +246,24 @@ class _Plots:
         axes[0].legend(title="search")
         self.save(figure, "lambda.png")
 
-    def bars(self, chosen, candidates, name: str) -> None:
+    def bars(self, chosen, candidates, name: str, curves: tuple[str, ...] = ()) -> None:
+        """One bar chart per metric (a bar per configuration that has it); first, for each of ``curves`` the
+        configurations have, its mean curve against frame index (a band for the interval)."""
         keys = self.keys(chosen, candidates)
-        figure, axes = self.axes(len(keys), width=max(3.2, 0.4 * len(chosen)))
-        for axis, key in zip(axes, keys):
+        curves = [k for k in curves if any(k in self.summary[c.name].get("curves", {}) for c in chosen)]
+        figure, axes = self.axes(len(curves) + len(keys), width=max(3.2, 0.4 * len(chosen)))
+        for axis, key in zip(axes, curves):
+            for config in chosen:
+                curve = self.summary[config.name].get("curves", {}).get(key)
+                if curve:
+                    mean, ci = np.asarray(curve["mean"]), np.asarray([c or 0.0 for c in curve["ci95"]])
+                    axis.plot(mean, label=config.name)
+                    axis.fill_between(range(len(mean)), mean - ci, mean + ci, alpha=0.2)
+            axis.set_xlabel("frame index")
+            axis.set_title(key.replace("_", " "))
+        if curves:
+            axes[0].legend(fontsize="small")
+        for axis, key in zip(axes[len(curves):], keys):
             having = [c for c in chosen if key in self.summary[c.name]]  # a bar only where the metric applies
             mean, ci = zip(*(self.value(c, key) for c in having))
             axis.bar(range(len(having)), mean, yerr=ci, capsize=3)
@@ -290,6 +320,8 @@ def write_plots(out: Path, results: dict, configs) -> None:
                "components": lambda chosen: plots.bars(chosen, [k for k in PLOTTED if k not in ("achieved_kl",
                                                                                                 "correlation")],
                                                        "components.png"),
+               "travel": lambda chosen: plots.bars(chosen, TRAVEL_PLOTTED, "travel.png",
+                                                   curves=("travel_first_score", "travel_second_score")),
                "conditional": lambda chosen: plots.bars(chosen, CONDITIONAL_PLOTTED, "conditional.png")}
     for study, chosen in by_study.items():
         if study in drawers:

@@ -72,7 +72,8 @@ class UnitRunner:
             return
         plan, settings = self.plan, self.plan.settings
         inputs = [self._conditional_inputs(unit) for unit in batch]
-        result = sample_video(pipe, [plan.prompts[u.prompt_index] for u in batch], num_frames=plan.frames_of(config),
+        result = sample_video(pipe, [plan.sampler_prompt(config, u.prompt_index) for u in batch],
+                              num_frames=plan.frames_of(config),
                               height=plan.height, width=plan.width, num_inference_steps=settings.steps,
                               guidance_scale=settings.guidance, noise_lambda=config.noise_lambda,
                               noise_anchor=config.noise_anchor,
@@ -118,14 +119,24 @@ class UnitRunner:
     def _finish_unit(self, unit: Unit, frames, stats, video, seconds, inputs: dict | None = None) -> None:
         frames_u8 = zm.to_uint8_chw(frames)
         prompt = self.plan.prompts[unit.prompt_index]
-        values, arrays, curves = {}, {}, {}
-        if "clip" in self.plan.settings.metrics:
+        values, arrays, curves, extra = {}, {}, {}, {}
+        travel = unit.config.travel is not None
+        if travel:
+            extra["travel_to"] = self.plan.travel_target(unit.prompt_index)
+        if "clip" in self.plan.settings.metrics and travel:
+            first = self.plan.scorer.frame_scores(frames_u8, prompt)
+            second = self.plan.scorer.frame_scores(frames_u8, extra["travel_to"])
+            values.update(zm.travel_metrics(first, second, switch_frame=frames_u8.shape[0] // 2))
+            curves["travel_first_score"], curves["travel_second_score"] = first.tolist(), second.tolist()
+        elif "clip" in self.plan.settings.metrics:
             values.update(self.plan.scorer.prompt_metrics(frames_u8, prompt))
         if "consistency" in self.plan.settings.metrics:
             embeddings = self.plan.scorer.embed(frames_u8)
             values.update(zm.consistency_metrics(embeddings))
             values.update(zm.motion_metrics(frames_u8, embeddings))
             curves["consistency_to_first"] = zm.consistency_to_first(embeddings).tolist()
+            if travel:
+                values["consistency_adjacent_min"] = zm.adjacent_consistency_min(embeddings)
         if inputs is not None:
             values.update(conditional.unit_metrics(unit.config.mode, frames_u8.float() / 255, inputs,
                                                    self.plan.scorer.embed))
@@ -137,14 +148,14 @@ class UnitRunner:
                 pairs = np.asarray(stats[key][video], dtype=np.float64)
                 noise[key] = float(pairs.mean()) if pairs.size else None
         if unit.prompt_index == 0 and unit.seed == 0:
-            side = LENGTH_GRID_SIDE if unit.config.study == "length" else GRID_SIDE
+            side = LENGTH_GRID_SIDE if unit.config.study in ("length", "travel") else GRID_SIDE
             arrays["grid_frames"] = to_uint8(frames, max(1, side // max(frames.shape[1:3])))
         unit.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(unit.path.with_suffix(".npz"), lambda tmp: _save_npz(tmp, arrays))
         write_json(unit.path, {"key": unit.key, "config": self.plan.config_record(unit.config), "prompt": prompt,
                                 "prompt_index": unit.prompt_index, "seed": unit.seed, "metrics": values,
                                 "curves": curves, "noise": noise, "seconds": seconds, "device": stats["device"],
-                                "backend": stats["backend"]})
+                                "backend": stats["backend"], **extra})
 
 def _finished(unit: Unit) -> bool:
     """A unit whose files both read back (they are written atomically, so anything else was damaged from outside:
