@@ -149,7 +149,8 @@ def initial_latents(pipe, num_frames: int, *, num_videos: int = 1, height: int |
 
     Unit-variance noise (the pipeline scales it by its scheduler's ``init_noise_sigma``), C the VAE's latent
     channels, h x w the latent size of ``height`` x ``width`` (default: the UNet's native size), in the UNet's
-    dtype and on its device unless given. ``noise_anchor`` as in :func:`zs2_kernels.dependency_noise`.
+    dtype and on its device unless given. ``noise_anchor`` as in :func:`zs2_kernels.dependency_noise`. In float32
+    it is also ``sample_video``'s ``latents=``: given back with the same ``seed`` it gives the ``seed`` video.
     """
     noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend, noise_anchor)
     if seed is not None and generator is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_bool, check_device, check_dtype, check_int, check_number, check_search
+from .._checks import check_bool, check_device, check_dtype, check_float_tensor, check_int, check_number, check_search
 from ..ops.backend import check_backend_name
 from ..ops.noise.api import check_anchor
 from ..seeds import check_seed, step_seed
@@ -82,6 +82,7 @@ class SampleRequest:
     video: object = None
     strength: float | None = None
     compile: object = False
+    latents: torch.Tensor | None = None
 
     # Derived by __post_init__ from the fields above.
     prompts: list | None = field(init=False)  # None when prompt embeddings replace them
@@ -154,6 +155,8 @@ class SampleRequest:
         check_int("decode_chunk_size", self.decode_chunk_size, 1)
         check_int("num_videos_per_prompt", self.num_videos_per_prompt, 1)
         self._check_randomness(count * self.num_videos_per_prompt)
+        if self.latents is not None:
+            _check_latents(self.latents)
         return prompts, negatives
 
     def _check_randomness(self, videos: int) -> None:
@@ -191,6 +194,17 @@ class SampleRequest:
     def step_seed(self) -> int:
         """The seed of a stochastic scheduler's per-step noise chains (see :func:`zs2_kernels.seeds.step_seed`)."""
         return step_seed(self.seed, self.generator)
+
+
+def _check_latents(latents) -> None:
+    """Given initial noise: a finite float tensor [videos · frames, c, h, w] or [videos, frames, c, h, w] (its
+    sizes are checked against the model's in the sampler)."""
+    check_float_tensor("latents", latents)
+    if latents.dim() not in (4, 5):
+        raise ValueError(f"latents must be [videos · frames, c, h, w] or [videos, frames, c, h, w], got shape "
+                         f"{tuple(latents.shape)}")
+    if latents.is_meta or not torch.isfinite(latents).all():
+        raise ValueError("latents must be finite (no NaN/inf) and hold data (not on the meta device)")
 
 
 def _check_callback(callback) -> None:

@@ -19,6 +19,7 @@ import torch
 from ..attention import install_momentum_attention
 from ..loading import load_pipeline
 from ..ops.backend import resolve_backend
+from ..ops.noise import chain_correlations
 from ..ops.noise import dependency_noise as make_dependency_noise
 from ..seeds import video_generators
 from .compiling import before_call, compiled, own_outputs, uses_cuda_graphs
@@ -38,7 +39,8 @@ class VideoOutput:
     frames: "np": float32 array [B, F, H, W, C] in [0, 1]; "pt": tensor [B, F, C, H, W]; "pil": list of
     lists of PIL images; "latent": the final latents [B, F, c, h, w]. B = prompts x videos per prompt.
     stats: noise-search statistics per frame pair ("alpha", "achieved_kl", "correlation" of adjacent frames,
-    "correlation_first" of each frame with frame 0; lists [B][F-1]),
+    "correlation_first" of each frame with frame 0; lists [B][F-1]; given ``latents``: the correlations only),
+    "initial_noise" ("dependency", "independent" or "given"),
     the backend used, the settings, and wall time per stage in seconds ("timings"); with ``image``/``video``
     also "edit" ("image" or "video"), "strength" and "steps_run" (the denoising steps run).
     """
@@ -69,6 +71,25 @@ def _initial_latents(shape, *, use_dependency_noise, noise_lambda, search, gener
     if first is not None:
         noise[:, 0] = first
     return noise, None
+
+
+#: The noise statistics ``stats`` reports per frame pair (given latents: the correlations only).
+NOISE_STATS = ("alpha", "achieved_kl", "correlation", "correlation_first")
+
+
+def _given_latents(latents: torch.Tensor, shape, device, first=None):
+    """The caller's initial noise as float32 [V, F, c, h, w] on ``device`` (a copy: fp16/bf16 values upcast as they
+    are) with image-to-video's inverted noise ``first`` as frame 0, and its frame correlations."""
+    videos, frames = shape[:2]
+    flat = (videos * frames, *shape[2:])
+    if tuple(latents.shape) not in (flat, tuple(shape)):
+        raise ValueError(f"latents must have shape {flat} or {tuple(shape)} ({videos} videos x num_frames={frames}, "
+                         f"the model's {shape[2]} latent channels at {shape[3]} x {shape[4]} for this height and "
+                         f"width), got {tuple(latents.shape)}")
+    noise = latents.detach().to(device, torch.float32, copy=True).reshape(shape)
+    if first is not None:
+        noise[:, 0] = first
+    return noise, chain_correlations(noise)
 
 
 def _saved_tensors(components) -> list:
@@ -232,7 +253,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                  negative_pooled_prompt_embeds: torch.Tensor | None = None, control_video=None, controlnet=None,
                  controlnet_conditioning_scale=1.0, control_guidance_start=0.0, control_guidance_end=1.0,
                  guess_mode: bool = False, image=None, video=None, strength: float | None = None,
-                 compile=False) -> VideoOutput:
+                 compile=False, latents: torch.Tensor | None = None) -> VideoOutput:
     """Sample videos with ZS² from a text-to-image diffusion model.
 
     Args:
@@ -280,6 +301,16 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             video, strength: video-to-video (SDEdit): frames as control_video takes them, noised to ``strength`` in
             (0, 1] (default 0.8; int(num_inference_steps · strength) steps run), then denoised with ZS².
         compile: torch.compile the UNet and ControlNets, once per model: True, a mode or a dict of its arguments.
+        latents: the initial noise of every frame instead of drawing it, as diffusers pipelines take it: unit
+            variance (scaled by the scheduler's ``init_noise_sigma`` here), [videos · frames, c, h, w] or [videos,
+            frames, c, h, w]; computed in float32 (fp16/bf16 values are upcast as they are, so they carry their
+            rounding). The dependency noise is then the caller's: ``latents=zs2_kernels.initial_latents(pipe, F,
+            num_videos=V, seed=s, dtype=torch.float32), seed=s`` gives the ``seed=s`` video; noise_lambda, search
+            and noise_anchor only shape a stochastic scheduler's step noise, which still comes from ``seed`` or
+            ``generator``. With ``image`` frame 0 is the image's inverted noise and frames 1.. are the given
+            frames as they are (the chain is not re-run from it; latents' frame 0 is unused); with ``video`` the
+            latents are the noise added at the start timestep. ``stats`` then reports the given noise's
+            "correlation" and "correlation_first" (no "alpha"/"achieved_kl": no search ran).
 
     Every argument is checked before any work (a :class:`~.request.SampleRequest` is built from them).
     """
@@ -346,12 +377,14 @@ def _sample(pipe, request: SampleRequest, started: float):
     timings["encode_edit"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    latents, noise_stats = _initial_latents(latent_shape(pipe, videos, num_frames, height, width),
-                                            use_dependency_noise=request.dependency_noise,
-                                            noise_lambda=request.noise_lambda, search=request.search,
-                                            generator=request.generator, seed=request.seed, device=device,
-                                            backend=backend, first=getattr(start, "first", None),
-                                            noise_anchor=request.noise_anchor)
+    shape, first = latent_shape(pipe, videos, num_frames, height, width), getattr(start, "first", None)
+    if request.latents is not None:
+        latents, noise_stats = _given_latents(request.latents, shape, device, first)
+    else:
+        latents, noise_stats = _initial_latents(shape, use_dependency_noise=request.dependency_noise,
+                                                noise_lambda=request.noise_lambda, search=request.search,
+                                                generator=request.generator, seed=request.seed, device=device,
+                                                backend=backend, first=first, noise_anchor=request.noise_anchor)
     if request.dependency_noise:
         check_chainable(scheduler)
         if draws_step_noise(scheduler):
@@ -378,12 +411,14 @@ def _sample(pipe, request: SampleRequest, started: float):
              "momentum": request.momentum if request.momentum_attention else None,
              "dependency_noise": request.dependency_noise, "momentum_attention": request.momentum_attention,
              "frame_chunk": request.frame_chunk, "compile": request.compile_options, "device": str(device),
-             "dtype": str(pipe.unet.dtype).replace("torch.", "")}
+             "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+             "initial_noise": "given" if request.latents is not None else "dependency" if request.dependency_noise
+             else "independent"}
     if request.start is not None:
         stats.update({**request.start.describe(), "steps_run": len(steps)})
-    if noise_stats is not None:
+    if request.dependency_noise:
         stats.update({"noise_lambda": request.noise_lambda, "search": request.search,
-                      "noise_anchor": request.noise_anchor,
-                      **{k: noise_stats[k].cpu().tolist()
-                         for k in ("alpha", "achieved_kl", "correlation", "correlation_first")}})
+                      "noise_anchor": request.noise_anchor})
+    if noise_stats is not None:
+        stats.update({k: noise_stats[k].cpu().tolist() for k in NOISE_STATS if k in noise_stats})
     return frames, stats

@@ -10,7 +10,7 @@ Backends (one module each, the same functions ``kl_sums``, ``search_frame`` and 
 ``reference`` (PyTorch), ``triton`` (which also has the ``_philox`` variants) and ``cuda``.
 """
 
-from .api import dependency_noise
+from .api import chain_correlations, dependency_noise
 from .ops import compose_op, kl_sums_op, philox_normal_op, search_frame_op
 
 #: The family's registered ops.
@@ -24,4 +24,5 @@ def aot_specs() -> list:
     return specs()
 
 
-__all__ = ["OPS", "aot_specs", "compose_op", "dependency_noise", "kl_sums_op", "philox_normal_op", "search_frame_op"]
+__all__ = ["OPS", "aot_specs", "chain_correlations", "compose_op", "dependency_noise", "kl_sums_op", "philox_normal_op",
+           "search_frame_op"]

@@ -65,6 +65,14 @@ class _Streams:
         return torch.stack([normal(g, count, dim) for g in self.generators], dim=1).to(self.device)
 
 
+def chain_correlations(noise: torch.Tensor) -> dict:
+    """"correlation" of adjacent frames and "correlation_first" of each frame with frame 0 ([B, F-1] float64 each)
+    of noise [B, F, ...] (what ``dependency_noise(return_stats=True)`` reports; also for noise given by a caller)."""
+    flat = noise.flatten(2)
+    return {"correlation": _correlation(flat[:, 1:], flat[:, :-1]),
+            "correlation_first": _correlation(flat[:, 1:], flat[:, :1])}
+
+
 def _correlation(frames: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """Correlation of frames [B, F', D] with others (broadcast against them) per batch item and frame, float64.
 
@@ -238,9 +246,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
         _warn_if_out_of_reach(achieved_kl, noise_lambda, shape)
     if not return_stats:
         return out
-    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": achieved_kl,
-             "correlation": _correlation(noise[:, 1:], noise[:, :-1]),
-             "correlation_first": _correlation(noise[:, 1:], noise[:, :1]),
+    stats = {"alpha": per_pair(1, torch.float64), "achieved_kl": achieved_kl, **chain_correlations(noise),
              "candidate_index": per_pair(0, torch.int64), "noise_anchor": noise_anchor,
              "backend": backend, "search": search, "noise_lambda": noise_lambda}
     return out, stats
