@@ -116,8 +116,8 @@ def test_multi_controlnet_is_compiled_too():
 def test_inductor_output_equals_eager_within_its_rounding(pipe, tmp_path_factory, monkeypatch):
     """The one inductor compile of the suite (a tiny UNet: ~20 s on 2 cores)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))
-    eager = sample(pipe, num_frames=5, frame_chunk=2)
-    torch.testing.assert_close(sample(pipe, num_frames=5, frame_chunk=2, compile=True), eager, rtol=1e-4, atol=1e-4)
+    eager = sample(pipe, num_frames=4, frame_chunk=2)  # two chunks of one length: the state carried, one graph
+    torch.testing.assert_close(sample(pipe, num_frames=4, frame_chunk=2, compile=True), eager, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
