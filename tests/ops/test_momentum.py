@@ -290,3 +290,71 @@ def test_empty_init_means_none_and_flat_init_is_the_state(backend, call):
             assert torch.equal(got, want)
     with pytest.raises(ValueError, match="init must have shape"):
         run(x, 0.7, torch.randn(11), backend, False)
+
+
+# --------------------------------------------------------------------------- the traced form (compiled graphs)
+def _states(form, groups, width, dtype):
+    """init as the processor passes it: none, flat float32 [G·N], [G, N] in x's dtype, or empty (first chunk)."""
+    values = torch.randn(groups, width, generator=torch.Generator().manual_seed(5))
+    return {"none": None, "flat": values.reshape(-1), "grid": values.to(dtype),
+            "empty": torch.empty(0)}[form]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("mu", [0.0, 0.5, 0.98, 1.0])
+@pytest.mark.parametrize("form", ["none", "flat", "grid", "empty"])
+@pytest.mark.parametrize("frames", [1, 5])
+def test_unrolled_form_is_the_reference_bit_for_bit(dtype, mu, form, frames):
+    """ema_unrolled (what ema_frames runs under torch.compile) against the reference recursion, eagerly: the same
+    values bit for bit, the empty state meaning none, the float32 state after the last frame."""
+    from zs2_kernels.ops.momentum.traced import ema_unrolled
+
+    x = torch.randn(3, frames, 7, generator=torch.Generator().manual_seed(2)).to(dtype)
+    init = _states(form, 3, 7, dtype)
+    y, state = ema_unrolled(x, mu, init, return_state=True)
+    reference_init = None if init is None or init.numel() == 0 else init.reshape(3, 7)
+    want_y, want_state = reference.momentum_update(x, mu, reference_init, return_state=True)
+    assert y.dtype == dtype and state.dtype == torch.float32
+    assert torch.equal(y, want_y) and torch.equal(state, want_state.float())
+    assert ema_unrolled(x, mu, init, return_state=False)[1] is None
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("with_init", [False, True], ids=["no_init", "init"])
+def test_unrolled_form_on_non_finite_input(mu, with_init):
+    """inf/NaN as the op gives them; an absent (empty) state never mixes its zeros' arithmetic into frame 0."""
+    from zs2_kernels.ops.momentum.traced import ema_unrolled
+
+    x = _with_non_finite(torch.randn(2, 5, 4))
+    init = torch.tensor([[float("inf"), 1.0, -2.0, 0.5], [0.0, float("-inf"), 3.0, 1.0]]) if with_init else None
+    want = zs2_kernels.momentum_update(x, mu, init=init, backend="torch", return_state=True)
+    got = ema_unrolled(x, mu, torch.empty(0) if init is None else init.reshape(-1), return_state=True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, equal_nan=True, rtol=0, atol=0)
+
+
+def test_compiled_graphs_hold_no_opaque_momentum_op():
+    """Under torch.compile ema_frames traces to plain aten operations (no zs2::momentum_update node), one graph for
+    the first chunk's empty state of unknown size and for a carried one, no graph break; equal to the op."""
+    from zs2_kernels.ops.momentum import ema_frames
+
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    @torch.compile(backend=backend, fullgraph=True, dynamic=False)
+    def step(x, state):
+        return ema_frames(x, 0.7, state, "torch", True)
+
+    x = torch.randn(2, 4, 6)
+    empty = torch.empty(0)
+    torch._dynamo.decorators.mark_unbacked(empty, 0)
+    y0, state = step(x, empty)
+    y1, _ = step(x, state.reshape(-1))
+    assert len(graphs) == 1
+    targets = {str(node.target) for g in graphs for node in g.graph.nodes if node.op == "call_function"}
+    assert not any("momentum_update" in target for target in targets), targets
+    eager0 = zs2_kernels.momentum_update(x, 0.7, backend="torch", return_state=True)
+    assert torch.equal(y0, eager0[0]) and torch.equal(y1, zs2_kernels.momentum_update(x, 0.7, init=eager0[1]))

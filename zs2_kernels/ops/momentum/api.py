@@ -11,6 +11,7 @@ from torch import Tensor
 from ..._checks import check_float_tensor, check_number
 from ..backend import resolve_backend
 from .ops import update_op
+from .traced import ema_unrolled
 
 
 def momentum_update(x: Tensor, momentum: float, *, init: Tensor | None = None, backend: str | None = None,
@@ -54,7 +55,8 @@ def momentum_update(x: Tensor, momentum: float, *, init: Tensor | None = None, b
 
 def ema_frames(x: Tensor, momentum: float, init: Tensor | None, backend: str,
                return_state: bool) -> tuple[Tensor, Tensor | None]:
-    """The EMA of :func:`momentum_update` without its argument checks (the attention processor's hot path).
+    """The EMA of :func:`momentum_update` without its argument checks (the attention processor's hot path):
+    eagerly the registered op on ``backend``, while torch.compile traces the unrolled form of ``traced.py``.
 
     Returns ``(y, state)``, state None unless ``return_state``. The op validates and makes inputs contiguous.
     A one-dimensional ``init`` is taken as the flat state [G·N] (the op reshapes it), and an empty one means no
@@ -64,6 +66,9 @@ def ema_frames(x: Tensor, momentum: float, init: Tensor | None, backend: str,
     """
     groups, frames = x.shape[:2]
     flat_init = init if init is None or init.dim() == 1 else init.reshape(groups, -1)
-    y, state = update_op(x=x.reshape(groups, frames, -1), momentum=momentum, init=flat_init, backend=backend,
-                         return_state=return_state)
+    if torch.compiler.is_compiling():  # plain tensor operations Inductor fuses with their neighbours (traced.py)
+        y, state = ema_unrolled(x.reshape(groups, frames, -1), momentum, flat_init, return_state)
+    else:
+        y, state = update_op(x=x.reshape(groups, frames, -1), momentum=momentum, init=flat_init, backend=backend,
+                             return_state=return_state)
     return y.view(x.shape), state.view(x.shape[:1] + x.shape[2:]) if return_state else None
