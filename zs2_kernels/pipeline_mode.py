@@ -122,6 +122,9 @@ def video_mode(pipe, num_frames: int, *, momentum: float = 0.98, noise_lambda: f
 
     Yields a :class:`VideoMode` (its ``handles``, its ``noise`` settings).
     """
+    if isinstance(seed, (list, tuple)):
+        raise TypeError("video_mode takes one int seed (its videos are the pipeline call's batch); one seed per "
+                        "video: zs2_kernels.sample_video(seed=[...])")
     noise = NoiseSettings(num_frames, noise_lambda, search, seed, backend, noise_anchor)
     momentum = check_number("momentum", momentum, 0.0, 1.0)
     momentum_attention = check_bool("momentum_attention", momentum_attention)

@@ -17,7 +17,7 @@ import torch
 from .._checks import check_int, check_search
 from ..ops.noise import dependency_noise
 from ..ops.noise.api import check_anchor
-from ..seeds import check_seed, stream_seed
+from ..seeds import check_seeds, stream_seed, video_generators
 
 #: Swapping a module's ``randn_tensor`` is process-wide for that module: one hooked draw at a time.
 _HOOK_LOCK = threading.RLock()
@@ -33,6 +33,7 @@ class NoiseSettings:
     seed: int | None = None
     backend: str | None = None
     noise_anchor: float = 0.0
+    chained: bool = True  # False: independent seeded frames (per-frame sampling's step noise, still reproducible)
     draws: int = field(default=0, init=False)  # noise draws since the pipeline call began
 
     def first_stream(self) -> int:
@@ -50,7 +51,7 @@ class NoiseSettings:
         self.noise_lambda = check_search(self.noise_lambda, self.search)
         self.noise_anchor = check_anchor(self.noise_anchor, self.search)
         if self.seed is not None:
-            self.seed = check_seed(self.seed)
+            self.seed = check_seeds(self.seed)
 
     def draw(self, shape, generator=None, device=None, dtype=None, stream: int = 0) -> torch.Tensor:
         """Noise of ``shape`` = (videos · frames, *latent) with every video's frames one chain, or an error.
@@ -68,6 +69,12 @@ class NoiseSettings:
             source = {"seed": self.seed if stream == 0 else stream_seed(self.seed, stream)}
         else:
             source = {"generator": _per_video(generator, videos, self.num_frames)}
+        if not self.chained:
+            generators = source.get("generator") or video_generators(source["seed"], videos)
+            if isinstance(generators, torch.Generator):
+                generators = [generators] * videos
+            frames = [torch.randn((self.num_frames, *latent), generator=g, device=g.device) for g in generators]
+            return torch.stack(frames).to(device=device, dtype=dtype or torch.float32).reshape(batch, *latent)
         noise = dependency_noise((videos, self.num_frames, *latent), self.noise_lambda, search=self.search,
                                  noise_anchor=self.noise_anchor,
                                  device=device, dtype=dtype or torch.float32, backend=self.backend, **source)
@@ -136,9 +143,11 @@ def draws_step_noise(scheduler) -> bool:
 
 
 def chain_step_noise(scheduler, noise: NoiseSettings) -> None:
-    """Make the per-step noise of a stochastic ``scheduler`` dependency chains (streams 1, 2, ... of ``noise``);
-    deterministic schedulers are left alone. Undo with :func:`unhook`."""
-    check_chainable(scheduler)
+    """Make the per-step noise of a stochastic ``scheduler`` dependency chains (streams 1, 2, ... of ``noise``; with
+    ``noise.chained`` off, independent frames drawn from the same seeded streams); deterministic schedulers are left
+    alone. Undo with :func:`unhook`."""
+    if noise.chained:
+        check_chainable(scheduler)
     if draws_step_noise(scheduler):
         draw_chains_in(scheduler, "step", noise, noise.next_stream)
 

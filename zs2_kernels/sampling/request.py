@@ -21,7 +21,7 @@ import torch
 from .._checks import check_bool, check_device, check_dtype, check_float_tensor, check_int, check_number, check_search
 from ..ops.backend import check_backend_name
 from ..ops.noise.api import check_anchor
-from ..seeds import check_seed, step_seed
+from ..seeds import check_seeds, step_seed
 from .compiling import compile_options
 from .conditioning import PromptEmbeddings, check_negative_prompts, check_prompts
 from .control import control_steering, pipeline_controlnet
@@ -57,7 +57,7 @@ class SampleRequest:
     dependency_noise: bool = True
     momentum_attention: bool = True
     frame_chunk: int | None = None
-    seed: int | None = None
+    seed: int | list[int] | None = None
     generator: object = None
     device: object = None
     dtype: object = None
@@ -164,7 +164,7 @@ class SampleRequest:
         if seed is not None and generator is not None:
             raise ValueError("pass either seed or generator, not both")
         if seed is not None:
-            check_seed(seed)
+            object.__setattr__(self, "seed", check_seeds(seed, videos))
         generators = generator if isinstance(generator, (list, tuple)) else [generator]
         if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
             raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}")

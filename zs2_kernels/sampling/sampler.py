@@ -244,7 +244,7 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
                  height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, noise_lambda: float = 0.01, momentum: float = 0.98,
                  search: str = "exact", noise_anchor: float = 0.0, dependency_noise: bool = True,
-                 momentum_attention: bool = True, frame_chunk: int | None = None, seed: int | None = None,
+                 momentum_attention: bool = True, frame_chunk: int | None = None, seed: int | list[int] | None = None,
                  generator=None,
                  device=None, dtype: torch.dtype | None = None, output_type: str = "np", decode_chunk_size: int = 8,
                  num_videos_per_prompt: int = 1, progress: bool = True, callback_on_step_end=None,
@@ -289,8 +289,10 @@ def sample_video(model=None, prompt=None, *, negative_prompt=None, num_frames: i
             float32 momentum state is carried across chunks, so the result is the unchunked one up to the UNet's
             own batch-size rounding (bit for bit on CPU in fp16/bf16; ~1e-5 on the embedded model in fp32).
         seed / generator: with ``seed`` (an int in [0, 2**63)) video v's noise depends only on (seed, v), alone
-            or in any batch (per backend). A list of CPU generators, one per video, gives the same video on CPU
-            and GPU; a single generator draws for the whole batch (diffusers' rule).
+            or in any batch (per backend); a list of such ints gives one seed per video: video v is then the
+            video ``seed=seed[v]`` makes alone (``seed=[s]`` equals ``seed=s``), whatever it is batched with. A
+            list of CPU generators, one per video, gives the same video on CPU and GPU; a single generator draws
+            for the whole batch (diffusers' rule).
         device, dtype: where and in which precision to run (default: the pipeline's execution device/dtype);
             dtype as a torch dtype or a name ("float16", "bf16", ...). A pipeline passed in is moved/cast for
             the call only and given back with its own tensors, unchanged (its weights stay in memory meanwhile).
@@ -387,9 +389,10 @@ def _sample(pipe, request: SampleRequest, started: float):
                                                 backend=backend, first=first, noise_anchor=request.noise_anchor)
     if request.dependency_noise:
         check_chainable(scheduler)
-        if draws_step_noise(scheduler):
-            chain_step_noise(scheduler, NoiseSettings(num_frames, request.noise_lambda, request.search,
-                                                      request.step_seed(), backend, request.noise_anchor))
+    if draws_step_noise(scheduler):  # seeded step noise: chains, or per-frame sampling's independent frames
+        chain_step_noise(scheduler, NoiseSettings(num_frames, request.noise_lambda, request.search,
+                                                  request.step_seed(), backend, request.noise_anchor,
+                                                  chained=request.dependency_noise))
     steps, callback = scheduler.timesteps, request.callback_on_step_end
     if start is None:
         latents = latents * scheduler.init_noise_sigma

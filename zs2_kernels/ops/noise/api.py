@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from ..._checks import check_device, check_dtype, check_float_tensor, check_int, check_number, check_search
-from ...seeds import check_seed, random_seed, video_generators, video_seeds
+from ...seeds import check_seeds, random_seed, video_generators, video_seeds
 from ..backend import resolve_backend
 from ..free_memory import check_free_memory
 from .anchor import anchored_step
@@ -215,7 +215,7 @@ def dependency_noise(shape, noise_lambda: float = 0.01, *, search: str = "exact"
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if seed is not None:
-        seed = check_seed(seed)
+        seed = check_seeds(seed, batch)
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
     device = check_device(device)
