@@ -539,6 +539,11 @@ def test_every_problem_is_reported_in_one_run(tmp_path, capsys, no_weights_load)
     ("unet/config.json", "sample_size", -5, "unet/config.json sample_size must be a positive int, got -5"),
     ("scheduler/scheduler_config.json", "num_train_timesteps", 0,
      "scheduler/scheduler_config.json num_train_timesteps must be an int >= 2, got 0"),
+    # Components that each load but do not fit together: the first UNet call failed with a shape traceback.
+    ("unet/config.json", "cross_attention_dim", 48,
+     "unet/config.json cross_attention_dim 48 does not match text_encoder/config.json hidden_size 32"),
+    ("vae/config.json", "latent_channels", 3, "unet/config.json out_channels 4 does not match vae/config.json "
+                                              "latent_channels 3"),
 ])
 def test_a_broken_model_config_is_blamed_on_the_model_not_a_flag(tmp_path, capsys, no_weights_load, part, key, value,
                                                                   message):

@@ -159,6 +159,12 @@ def read_model_config(model=None) -> dict:
         except (OSError, ValueError) as error:
             raise FileNotFoundError(f"model {location!r} has no readable {part}/config.json ({error}); zs2 needs a "
                                     "text-to-image latent diffusion pipeline such as StableDiffusionPipeline") from None
+    for part in ("text_encoder", "text_encoder_2"):  # optional: what the UNet's cross-attention reads
+        path = folder / part / "config.json"
+        try:
+            configs[part] = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError) as error:
+            raise ValueError(f"model {location!r}: {part}/config.json is not readable JSON ({error})") from None
     scheduler = folder / "scheduler" / "scheduler_config.json"
     try:
         configs["scheduler"] = json.loads(scheduler.read_text()) if scheduler.is_file() else {}
@@ -186,8 +192,32 @@ def _check_model_config(configs: dict, location: str) -> None:
     timesteps = scheduler.get("num_train_timesteps", 1000)
     if not _positive_int(timesteps) or timesteps < 2:
         problems.append(f"scheduler/scheduler_config.json num_train_timesteps must be an int >= 2, got {timesteps!r}")
+    problems += _mismatched_components(configs)
     if problems:
         raise ValueError(f"model {location!r} has a broken configuration: {'; '.join(problems)}")
+
+
+def _mismatched_components(configs: dict) -> list[str]:
+    """Components whose configs cannot work together (each loads, then the first UNet call fails on a shape): the
+    UNet's cross-attention width against the text encoders' outputs, its output channels against the VAE's latent
+    channels."""
+    unet, vae = configs["unet"], configs["vae"]
+    problems = []
+    encoders = [c for c in (configs.get("text_encoder"), configs.get("text_encoder_2")) if c is not None]
+    widths = [c.get("hidden_size") for c in encoders]
+    width = sum(widths) if widths and all(map(_positive_int, widths)) else None
+    attends = unet.get("cross_attention_dim")
+    if width is not None and _positive_int(attends) and attends != width:
+        names = " + ".join(f"{part}/config.json hidden_size {c['hidden_size']}"
+                           for part, c in (("text_encoder", configs.get("text_encoder")),
+                                           ("text_encoder_2", configs.get("text_encoder_2"))) if c is not None)
+        problems.append(f"unet/config.json cross_attention_dim {attends} does not match {names} (the UNet "
+                        "attends to the text encoders' output)")
+    latent, out = vae.get("latent_channels", 4), unet.get("out_channels", 4)
+    if _positive_int(latent) and _positive_int(out) and latent != out:
+        problems.append(f"unet/config.json out_channels {out} does not match vae/config.json latent_channels {latent} "
+                        "(the UNet predicts the VAE's latents)")
+    return problems
 
 
 def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, progress: bool = True):
