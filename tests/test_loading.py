@@ -99,3 +99,14 @@ def test_fp16_on_cpu_loads_without_diffusers_false_alarm(capfd):
     pipe = zs2_kernels.load_pipeline(None, dtype=torch.float16, device="cpu", progress=False)
     assert pipe.unet.dtype == torch.float16
     assert "cannot run with" not in capfd.readouterr().err
+
+
+def test_a_damaged_json_file_is_named(tmp_path):
+    """The attack found a garbage tokenizer.json reported as a bare "Expecting value: line 1 column 1"."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(embedded_model_path(), model)
+    (model / "tokenizer" / "tokenizer.json").write_text("garbage{")
+    with pytest.raises(ValueError, match=r"model .*: tokenizer/tokenizer.json is not valid JSON \(Expecting value"):
+        zs2_kernels.load_pipeline(str(model), progress=False)

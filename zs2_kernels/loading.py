@@ -176,6 +176,16 @@ def read_model_config(model=None) -> dict:
     return configs
 
 
+def _check_json_files(folder: Path) -> None:
+    """Every JSON file of a pipeline folder parses (configs, tokenizers), else the file is named: the libraries
+    report a damaged one as a bare "Expecting value: line 1 column 1"."""
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"model {str(folder)!r}: {path.relative_to(folder)} is not valid JSON ({error})") from None
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -240,11 +250,15 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, 
     kwargs = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
     if dtype is not None:
         kwargs[_dtype_keyword()] = dtype
+    if Path(location).is_dir():
+        _check_json_files(Path(location))
     try:
         with quiet_library_logs(progress):
             pipe = DiffusionPipeline.from_pretrained(location, **kwargs)
     except OSError as error:
         raise OSError(f"could not load pipeline {location!r}: {error}") from error
+    except ValueError as error:  # a component's files that parse but do not fit its class
+        raise ValueError(f"could not load pipeline {location!r}: {error}") from error
     for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if getattr(pipe, component, None) is None:
             raise ValueError(f"pipeline {location!r} has no {component}; zs2 needs a text-to-image latent diffusion "
