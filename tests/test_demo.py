@@ -517,7 +517,7 @@ def test_browser_plays_the_video_shows_stats_and_stays_on_this_machine(server, t
         WebDriverWait(driver, WAIT).until(lambda d: d.execute_script(VIDEO_STATE)["time"] != state["time"])
         assert driver.execute_script(VIDEO_STATE)["error"] is None
         table = driver.find_element(By.ID, "text-stats-table").text
-        assert "backend" in table and "torch" in table and "mean achieved kl" in table and "denoise" in table
+        assert "backend" in table and "torch" in table and "mean achieved KL" in table and "denoise" in table
         WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-kl canvas, #text-kl svg"))
         driver.save_screenshot(str(tmp_path / "demo.png"))
         requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]

@@ -203,7 +203,7 @@ def _setting_controls(demo: Demo, defaults: Settings, frames: bool) -> list:
 def _outputs(tab: str) -> list:
     """The tab's outputs: the MP4 (autoplaying, looping), the GIF download, the stats table and the two curves."""
     video = gr.Video(label="Video (MP4)", autoplay=True, loop=True, interactive=False, elem_id=f"{tab}-video",
-                     buttons=["download"])
+                     buttons=["download"], height=320)
     gif = gr.File(label="GIF download", interactive=False, elem_id=f"{tab}-gif")
     with gr.Accordion("Stats", open=True, elem_id=f"{tab}-stats"):
         with gr.Row():

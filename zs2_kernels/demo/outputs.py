@@ -24,6 +24,9 @@ FPS = 8
 #: The stats panel's names of sample_video's timing stages, in run order.
 STAGES = {"load": "load (checks)", "encode_prompt": "encode prompt", "encode_edit": "encode image/video",
           "initial_noise": "initial noise", "denoise": "denoise", "decode": "decode", "total": "total"}
+#: The stats panel's names of the per-pair statistics' means.
+MEANS = {"achieved_kl_mean": "mean achieved KL", "alpha_mean": "mean alpha",
+         "correlation_mean": "mean noise correlation of adjacent frames"}
 
 
 class ResultFolder:
@@ -68,8 +71,7 @@ def stats_table(stats: dict) -> str:
             ("steps run", stats.get("steps_run", stats.get("num_inference_steps"))),
             ("initial noise", stats.get("initial_noise"))]
     rows += [(key, summary[key]) for key in ("search", "noise_lambda") if key in summary]
-    rows += [(f"mean {key[:-5].replace('_', ' ')}", f"{summary[key]:.6f}")
-             for key in ("achieved_kl_mean", "alpha_mean", "correlation_mean") if summary.get(key) is not None]
+    rows += [(label, f"{summary[key]:.6f}") for key, label in MEANS.items() if summary.get(key) is not None]
     rows.append(("seconds per stage", ", ".join(f"{label} {summary['seconds'][stage]:.3f}"
                                                 for stage, label in STAGES.items() if stage in summary["seconds"])))
     return "| stat | value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
