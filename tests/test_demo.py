@@ -470,9 +470,10 @@ def test_api_cancel_stops_a_running_job(client, demo):
 # One real browser.
 
 
-def _browser():
-    """Debian's Chromium under Selenium, headless and offline, recording the page's network requests; skips when
-    Selenium or the browser is missing."""
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    """Debian's Chromium under Selenium, headless and offline, recording the page's network requests; skips (before
+    any server starts) when Selenium or the browser is missing."""
     pytest.importorskip("selenium", reason="Selenium is missing: pip install -e \".[test]\" (CI has it)")
     for program in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
         if not Path(program).exists():
@@ -480,10 +481,10 @@ def _browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager never downloads a driver or a browser
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager never downloads a driver or a browser
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"zs2-demo-chromium-{os.getpid()}"
+    profile = tmp_path / "chromium-profile"
     for flag in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-gpu", "--window-size=1400,1300",
                  f"--user-data-dir={profile}"):
@@ -492,7 +493,8 @@ def _browser():
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.set_page_load_timeout(WAIT)
     driver.set_script_timeout(WAIT)
-    return driver, profile
+    yield driver
+    driver.quit()
 
 
 VIDEO_STATE = ("const v = document.querySelector('#text-video video');"
@@ -500,30 +502,28 @@ VIDEO_STATE = ("const v = document.querySelector('#text-video video');"
                ": null;")
 
 
-def test_browser_plays_the_video_shows_stats_and_stays_on_this_machine(server, tmp_path):
+def test_browser_plays_the_video_shows_stats_and_stays_on_this_machine(browser, server, tmp_path):
+    """Open the page, type a prompt, click Generate: the MP4 plays (ready, no error, time advancing), the stats panel
+    holds the table and the curves, and every request the page made went to 127.0.0.1."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver, profile = _browser()
-    try:
-        driver.get(server.local_url)
-        prompt = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, "#text-prompt textarea"))
-        prompt.clear()
-        prompt.send_keys("a handwritten digit 5")
-        driver.find_element(By.ID, "text-generate").click()
-        state = WebDriverWait(driver, WAIT).until(
-            lambda d: (s := d.execute_script(VIDEO_STATE)) and s["ready"] >= 2 and s["time"] > 0 and s)
-        assert state["error"] is None and state["src"].endswith(".mp4")
-        WebDriverWait(driver, WAIT).until(lambda d: d.execute_script(VIDEO_STATE)["time"] != state["time"])
-        assert driver.execute_script(VIDEO_STATE)["error"] is None
-        table = driver.find_element(By.ID, "text-stats-table").text
-        assert "backend" in table and "torch" in table and "mean achieved KL" in table and "denoise" in table
-        WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-kl canvas, #text-kl svg"))
-        driver.save_screenshot(str(tmp_path / "demo.png"))
-        requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    driver = browser
+    driver.get(server.local_url)
+    prompt = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, "#text-prompt textarea"))
+    prompt.clear()
+    prompt.send_keys("a handwritten digit 5")
+    driver.find_element(By.ID, "text-generate").click()
+    state = WebDriverWait(driver, WAIT).until(
+        lambda d: (s := d.execute_script(VIDEO_STATE)) and s["ready"] >= 2 and s["time"] > 0 and s)
+    assert state["error"] is None and state["src"].endswith(".mp4")
+    WebDriverWait(driver, WAIT).until(lambda d: d.execute_script(VIDEO_STATE)["time"] != state["time"])
+    assert driver.execute_script(VIDEO_STATE)["error"] is None
+    table = driver.find_element(By.ID, "text-stats-table").text
+    assert "backend" in table and "torch" in table and "mean achieved KL" in table and "denoise" in table
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-kl canvas, #text-kl svg"))
+    driver.save_screenshot(str(tmp_path / "demo.png"))
+    requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
     urls = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
     urls += [m["params"]["url"] for m in requests if m["method"] == "Network.webSocketCreated"]
     network = [url for url in urls if urlparse(url).scheme in ("http", "https", "ws", "wss")]
