@@ -163,6 +163,15 @@ def test_too_many_frames_for_memory_is_refused_naming_frames(demo, monkeypatch):
     assert calls.count == 0
 
 
+def test_a_failed_write_is_reported_to_the_page(demo, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("zs2_kernels.demo.outputs.write_video", full_disk)
+    with pytest.raises(DemoError, match="^Writing the video failed: No space left on device$"):
+        demo.text_to_video("a handwritten digit 2", Settings(num_frames=1, num_inference_steps=1))
+
+
 def run_in_thread(function):
     """Run ``function`` in a thread; returns (thread, outcome): outcome holds its result or exception."""
     outcome = {}

@@ -227,5 +227,8 @@ class Demo:
                 self._cancels[session].discard(cancelled)
                 if not self._cancels[session]:
                     del self._cancels[session]
-        video, gif = self.files.write(output.frames[0], f"zs2-{kind}-seed{request.seed}")
+        try:
+            video, gif = self.files.write(output.frames[0], f"zs2-{kind}-seed{request.seed}")
+        except (ValueError, OSError) as error:  # a full disk, a missing ffmpeg: the server keeps serving
+            raise DemoError(f"Writing the video failed: {error}") from None
         return Result(video=video, gif=gif, stats=output.stats)
