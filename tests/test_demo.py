@@ -331,6 +331,43 @@ def test_the_command_binds_localhost_without_a_public_link_unless_asked(monkeypa
 
 
 @needs_gradio
+def test_the_script_serves_the_page_and_sigterm_removes_its_files(tmp_path):
+    """python python/demo.py serves the page on 127.0.0.1; SIGTERM (sent once the page answers) stops it after its
+    clean-up: its result folder is gone."""
+    import signal
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, str(ROOT / "python" / "demo.py"), "--port", str(port), "--device",
+                               "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        for line in server.stdout:  # ends if the server dies; the marker comes once the model has loaded
+            lines.append(line)
+            if "zs2-demo: serving" in line:
+                break
+        assert lines and f"serving http://127.0.0.1:{port}" in lines[-1], "".join(lines)
+        page = None
+        for _ in range(WAIT):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                threading.Event().wait(1)
+        assert page is not None and "<html" in page
+        assert len(list(tmp_path.glob("zs2-demo-*"))) == 1  # its result folder, while it serves
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(WAIT) == 128 + signal.SIGTERM  # stopped by the signal, after its clean-up
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert list(tmp_path.glob("zs2-demo-*")) == []
+
+
+@needs_gradio
 def test_handlers_turn_every_failure_into_a_toast(demo, monkeypatch):
     import gradio as gr
 

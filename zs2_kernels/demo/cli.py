@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import sys
 
+from .._atomic import sigterm_raises
 from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device, dtype_from_name
 
 MISSING_GRADIO = ("zs2-demo needs Gradio, which the core install leaves out: pip install -e \".[demo]\" (from the "
@@ -29,7 +30,7 @@ def demo_parser() -> argparse.ArgumentParser:
                         help="address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 every network it is on")
     parser.add_argument("--port", type=int, default=7860, help="port (1-65535)")
     parser.add_argument("--share", action="store_true",
-                        help="also make a temporary public link through Gradio's share servers (off by default)")
+                        help="also make a temporary public link through Gradio's share servers")
     return parser
 
 
@@ -53,21 +54,25 @@ def demo_main(argv=None) -> int:
     from .app import build_app, launch_options
     from .jobs import Demo
 
-    print(f"zs2-demo: loading {args.model or 'the embedded digits model'} on {device} ({args.dtype or dtype})")
+    print(f"zs2-demo: loading {args.model or 'the embedded digits model'} on {device} "
+          f"({str(dtype).replace('torch.', '')})")
     try:
         demo = Demo.load(args.model, controlnet=args.controlnet, device=device, dtype=dtype)
     except (ValueError, TypeError, OSError, MemoryError) as error:
         print(f"zs2-demo: error: {error}", file=sys.stderr)
         return 1
+    print(f"zs2-demo: serving http://{args.host}:{args.port} (Ctrl-C stops it)"
+          + ("; a public link follows" if args.share else ""))
     try:
-        build_app(demo).launch(**launch_options(args.host, args.port, args.share))
+        with sigterm_raises():  # SIGTERM too runs the clean-up below
+            build_app(demo).launch(**launch_options(args.host, args.port, args.share), quiet=not args.share)
     except OSError as error:  # the port is taken, the address is not this machine's
         print(f"zs2-demo: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
-        demo.close()
+        demo.close()  # the result files; Gradio's cache empties itself (delete_cache)
     return 0
 
 
