@@ -62,7 +62,7 @@ def demo_main(argv=None) -> int:
         print(f"zs2-demo: error: {error}", file=sys.stderr)
         return 1
     print(f"zs2-demo: serving http://{args.host}:{args.port} (Ctrl-C stops it)"
-          + ("; a public link follows" if args.share else ""))
+          + ("; a public link follows" if args.share else ""), flush=True)
     try:
         with sigterm_raises():  # SIGTERM too runs the clean-up below
             build_app(demo).launch(**launch_options(args.host, args.port, args.share), quiet=not args.share)
