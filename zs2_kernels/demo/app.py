@@ -220,10 +220,10 @@ def _preset_picker(tab: str):
                        elem_id=f"{tab}-preset")
 
 
-def _wire_presets(picker, tab: str, fields: list, settings: list, *, frames: bool, upload=None, extra=None):
-    """Choosing a preset fills ``fields`` (the prompt, then ``upload``, then ``extra``'s value) and the settings
-    (with the frame count where the tab has one); an example whose input file this installation lacks leaves the
-    upload to the visitor."""
+def _wire_presets(picker, tab: str, fields: list, settings: list, *, frames: bool, upload: bool = False, extra=None):
+    """Choosing a preset fills ``fields`` (the prompt, then the upload if ``upload``, then ``extra(preset)``'s field)
+    and the settings (with the frame count where the tab has one); an example whose input file this installation
+    lacks leaves the upload to the visitor."""
     tab_presets = {preset.name: preset for preset in presets(tab)}
 
     def apply(name):
@@ -231,7 +231,7 @@ def _wire_presets(picker, tab: str, fields: list, settings: list, *, frames: boo
         if preset is None:
             return [gr.skip()] * (len(fields) + len(settings))
         values = [preset.prompt()]
-        if upload is not None:
+        if upload:
             file = preset.upload()
             if file is None:
                 gr.Warning(f"{preset.name}: its input is not in this installation (a source checkout has it under "
@@ -264,92 +264,60 @@ def build_app(demo: Demo, *, defaults: Settings = Settings(), title: str = "ZS²
     hint = "a handwritten digit 3" if demo.embedded else "a horse galloping on a street"
     generating, stops = [], []
 
-    def wire(buttons, fn, inputs, outputs):
+    def mode_tab(tab: str, label: str, fn, fields, *, frames: bool, upload: bool = False, extra=None, note=None):
+        """One mode's tab: its README presets, ``fields()``'s inputs (a list in ``fn``'s order: the prompt, the
+        upload if ``upload``, the field ``extra`` fills from a preset, then the rest), the shared settings, Generate
+        and Cancel, and the outputs."""
+        with gr.Tab(label, id=tab):
+            if note:
+                gr.Markdown(note)
+            with gr.Row():
+                with gr.Column():
+                    picker = _preset_picker(tab)
+                    own = fields()
+                    settings = _setting_controls(demo, defaults, frames=frames)
+                    buttons = _buttons(tab)
+                with gr.Column():
+                    outputs = _outputs(tab)
+        filled = own[:1 + upload + (extra is not None)]
+        _wire_presets(picker, tab, filled, settings, frames=frames, upload=upload, extra=extra)
         go, stop = buttons
         stops.append(stop)
-        generating.append(go.click(fn, inputs, outputs, api_name=fn.__name__, concurrency_limit=1,
+        generating.append(go.click(fn, [*own, *settings], outputs, api_name=fn.__name__, concurrency_limit=1,
                                    concurrency_id=GENERATE, trigger_mode="once"))
+
+    def prompt(tab=None):
+        return gr.Textbox(hint, label=_label("prompt"), elem_id=tab and f"{tab}-prompt")
+
+    def upload(name):
+        return gr.File(label=_label(name), file_types=UPLOAD_TYPES, type="filepath")
+
+    def guided_fields():
+        fields = [prompt(), upload("control_video")]
+        with gr.Row():
+            return fields + [gr.Checkbox(demo.embedded, interactive=demo.embedded,
+                                         label="digit condition (embedded model: edge maps of digit frames)"),
+                             gr.Slider(0.0, 2.0, 1.0, step=0.05, label=_label("controlnet_conditioning_scale"))]
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"# {title}\nZero-shot video sampling (ZS²) with {model} on {demo.pipe.device}, "
                     f"{demo.size[1]}x{demo.size[0]} px. Everything runs on this machine, one video at a time.")
-
-        with gr.Tab("Text to video", id="text"):
-            with gr.Row():
-                with gr.Column():
-                    picker = _preset_picker("text")
-                    prompt = gr.Textbox(hint, label=_label("prompt"), elem_id="text-prompt")
-                    settings = _setting_controls(demo, defaults, frames=True)
-                    buttons = _buttons("text")
-                with gr.Column():
-                    outputs = _outputs("text")
-            _wire_presets(picker, "text", [prompt], settings, frames=True)
-            wire(buttons, handlers.text_to_video, [prompt, *settings], outputs)
-
-        with gr.Tab("Guided video", id="guided"):
-            gr.Markdown("Every frame follows the guide video's frame through a ControlNet"
-                        + (" (the embedded model's digit ControlNet: upload plain digit frames and keep *digit "
-                           "condition* on, or upload ready edge maps with it off)." if demo.embedded else ".")
-                        + ("" if demo.controlnet is not None else f" **Unavailable:** {demo.controlnet_problem}"))
-            with gr.Row():
-                with gr.Column():
-                    picker = _preset_picker("guided")
-                    prompt = gr.Textbox(hint, label=_label("prompt"))
-                    guide = gr.File(label=_label("control_video"), file_types=UPLOAD_TYPES, type="filepath")
-                    with gr.Row():
-                        digits = gr.Checkbox(demo.embedded, interactive=demo.embedded,
-                                             label="digit condition (embedded model: edge maps of digit frames)")
-                        scale = gr.Slider(0.0, 2.0, 1.0, step=0.05, label=_label("controlnet_conditioning_scale"))
-                    settings = _setting_controls(demo, defaults, frames=False)
-                    buttons = _buttons("guided")
-                with gr.Column():
-                    outputs = _outputs("guided")
-            _wire_presets(picker, "guided", [prompt, guide], settings, frames=False, upload=guide)
-            wire(buttons, handlers.guided_video, [prompt, guide, digits, scale, *settings], outputs)
-
-        with gr.Tab("Image to video", id="image"):
-            with gr.Row():
-                with gr.Column():
-                    picker = _preset_picker("image")
-                    prompt = gr.Textbox(hint, label=_label("prompt"))
-                    image = gr.File(label=_label("image"), file_types=UPLOAD_TYPES, type="filepath")
-                    settings = _setting_controls(demo, defaults, frames=True)
-                    buttons = _buttons("image")
-                with gr.Column():
-                    outputs = _outputs("image")
-            _wire_presets(picker, "image", [prompt, image], settings, frames=True, upload=image)
-            wire(buttons, handlers.image_to_video, [prompt, image, *settings], outputs)
-
-        with gr.Tab("Video to video", id="video"):
-            with gr.Row():
-                with gr.Column():
-                    picker = _preset_picker("video")
-                    prompt = gr.Textbox(hint, label=_label("prompt"))
-                    video = gr.File(label=_label("video"), file_types=UPLOAD_TYPES, type="filepath")
-                    strength = gr.Slider(0.01, 1.0, 0.8, step=0.01, label=_label("strength"),
-                                         info="how far the video is noised before denoising")
-                    settings = _setting_controls(demo, defaults, frames=False)
-                    buttons = _buttons("video")
-                with gr.Column():
-                    outputs = _outputs("video")
-            _wire_presets(picker, "video", [prompt, video, strength], settings, frames=False, upload=video,
-                          extra=lambda preset: preset.strength())
-            wire(buttons, handlers.video_to_video, [prompt, video, strength, *settings], outputs)
-
-        with gr.Tab("Prompt travel", id="travel"):
-            with gr.Row():
-                with gr.Column():
-                    picker = _preset_picker("travel")
-                    last = defaults.num_frames - 1
-                    keyframes = gr.Textbox(f"0: {hint}\n{last}: {hint.replace('3', '8')}", lines=4,
-                                           label="Keyframes (prompt): one FRAME: TEXT per line, from frame 0",
-                                           info="frames between keyframes blend their prompts")
-                    settings = _setting_controls(demo, defaults, frames=True)
-                    buttons = _buttons("travel")
-                with gr.Column():
-                    outputs = _outputs("travel")
-            _wire_presets(picker, "travel", [keyframes], settings, frames=True)
-            wire(buttons, handlers.prompt_travel, [keyframes, *settings], outputs)
+        mode_tab("text", "Text to video", handlers.text_to_video, lambda: [prompt("text")], frames=True)
+        mode_tab("guided", "Guided video", handlers.guided_video, guided_fields, frames=False, upload=True,
+                 note="Every frame follows the guide video's frame through a ControlNet"
+                 + (" (the embedded model's digit ControlNet: upload plain digit frames and keep *digit condition* "
+                    "on, or upload ready edge maps with it off)." if demo.embedded else ".")
+                 + ("" if demo.controlnet is not None else f" **Unavailable:** {demo.controlnet_problem}"))
+        mode_tab("image", "Image to video", handlers.image_to_video, lambda: [prompt(), upload("image")], frames=True,
+                 upload=True)
+        mode_tab("video", "Video to video", handlers.video_to_video,
+                 lambda: [prompt(), upload("video"), gr.Slider(0.01, 1.0, 0.8, step=0.01, label=_label("strength"),
+                                                               info="how far the video is noised before denoising")],
+                 frames=False, upload=True, extra=lambda preset: preset.strength())
+        mode_tab("travel", "Prompt travel", handlers.prompt_travel,
+                 lambda: [gr.Textbox(f"0: {hint}\n{defaults.num_frames - 1}: {hint.replace('3', '8')}", lines=4,
+                                     label="Keyframes (prompt): one FRAME: TEXT per line, from frame 0",
+                                     info="frames between keyframes blend their prompts")], frames=True)
 
         # Cancel: Gradio drops this session's queued events (cancels=), the run's flag stops the running one.
         for index, stop in enumerate(stops):
