@@ -408,6 +408,33 @@ def test_every_generating_event_shares_one_concurrency_slot(demo):
     assert all(fn.concurrency_id != GENERATE for fn in others) and app.analytics_enabled is False
 
 
+@needs_gradio
+def test_choosing_a_preset_fills_its_tab(demo):
+    """Each tab's preset fills its prompt, its example upload (the README's file), the strength and the settings."""
+    import gradio as gr
+
+    from zs2_kernels.demo.app import build_app
+
+    app = build_app(demo)
+    for preset in PRESETS:
+        event = next(fn for fn in app.fns.values() if [getattr(block, "elem_id", None) for block in fn.inputs]
+                     == [f"{preset.tab}-preset"])
+        values = event.fn(preset.name)
+        labels = [block.label for block in event.outputs]
+        filled = dict(zip(labels, values))
+        assert filled[labels[0]] == preset.prompt()
+        if preset.tab in ("guided", "image", "video"):
+            assert Path(values[1]) == preset.upload() and Path(values[1]).is_file()
+        if preset.tab == "video":
+            assert filled["Strength (strength)"] == 0.8
+        chosen = preset.settings()
+        assert filled["Steps (num_inference_steps)"] == chosen.num_inference_steps
+        assert filled["Seed (seed)"] == chosen.seed and filled["Chunk (frame_chunk)"] == (chosen.frame_chunk or 0)
+        assert filled.get("Frames (num_frames)", chosen.num_frames) == chosen.num_frames
+        assert ("Frames (num_frames)" in filled) == (preset.tab in ("text", "image", "travel"))
+    assert isinstance(event.outputs[0], gr.Textbox)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
