@@ -10,6 +10,8 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).parent
 LIBRARY = Path("zs2_kernels") / "_lib" / "libzs2_cuda.so"
 EVAL_REQUIRES = ["torchmetrics>=1.4", "scikit-learn>=1.3", "scipy", "matplotlib"]
+# The demo web app (zs2-demo) is written against Gradio 6's API (launch(theme=...), api_visibility, footer_links).
+DEMO_REQUIRES = ["gradio>=6.31,<7"]
 
 
 def _version() -> str:
@@ -77,10 +79,14 @@ setup(
     ],
     # eval: the ablation study (zs2-ablate) and the embedded model's training scripts; sampling needs none of it.
     # torch-fidelity (Inception FID) depends on torchvision, which would pull a second, CUDA build of torch.
-    # test: pytest-xdist runs the README's test command in two worker processes.
-    extras_require={"eval": EVAL_REQUIRES, "test": ["pytest>=8", "pytest-xdist>=3", *EVAL_REQUIRES],
+    # demo: the web app. test: pytest-xdist runs the README's test command in two worker processes; the demo's tests
+    # drive the app through gradio_client and Debian's Chromium through Selenium (.ci/run installs the browser).
+    extras_require={"eval": EVAL_REQUIRES, "demo": DEMO_REQUIRES,
+                    "test": ["pytest>=8", "pytest-xdist>=3", *EVAL_REQUIRES, *DEMO_REQUIRES, "gradio_client>=2",
+                             "selenium>=4.20"],
                     "inception": ["torch-fidelity"]},
     entry_points={"console_scripts": ["zs2-sample = zs2_kernels.cli:sample_main",
-                                    "zs2-ablate = zs2_kernels.evaluation.cli:ablate_main"]},
+                                      "zs2-ablate = zs2_kernels.evaluation.cli:ablate_main",
+                                      "zs2-demo = zs2_kernels.demo.cli:demo_main"]},
     cmdclass={"build_py": BuildWithCuda},
 )

@@ -7,7 +7,8 @@
                        schedulers, compiling, memory)
     4  pipeline_mode (video_mode: ZS² for any diffusers pipeline)
     5  cli, the package's face (__init__)
-    6  evaluation/ (the ablation study, its metrics, report and the digit data)
+    6  evaluation/ (the ablation study, its metrics, report and the digit data); demo/ (the web app, on the command
+       line's helpers); neither imports the other
 
 A module may import modules of lower layers, and modules of its own group (``ops.*`` among themselves,
 ``evaluation.*`` among themselves). Function-local imports count: a lazy import is still a dependency.
@@ -28,7 +29,7 @@ LAYERS = {
     "zs2_kernels.sampling": 3,
     "zs2_kernels.pipeline_mode": 4,
     "zs2_kernels.cli": 5, "zs2_kernels": 5,
-    "zs2_kernels.evaluation": 6,
+    "zs2_kernels.evaluation": 6, "zs2_kernels.demo": 6,
 }
 #: Third-party packages a layer must not import (the ops run without diffusers or transformers).
 FORBIDDEN_EXTERNAL = {1: ("diffusers", "transformers")}

@@ -103,6 +103,13 @@ def _output_paths(out: Path, count: int) -> list[Path]:
     return paths
 
 
+def named_problem(message: str, names: dict, default: str) -> str:
+    """``message`` prefixed with what the user set: ``names`` maps sample_video's argument names to flags (or a front
+    end's field labels); a message starting with one of those names gets its flag, any other gets ``default``."""
+    named = next((flag for name, flag in names.items() if message.startswith(name + " ")), default)
+    return f"{named}: {message}"
+
+
 class _Refusals:
     """Problems found before any work, each named by its flag; all are reported together."""
 
@@ -115,9 +122,7 @@ class _Refusals:
         try:
             return check()
         except (ValueError, TypeError, OSError, MemoryError) as error:
-            message = str(error)
-            named = next((f for name, f in self.flags.items() if message.startswith(name + " ")), flag)
-            self.messages.append(f"{named}: {message}")
+            self.messages.append(named_problem(str(error), self.flags, flag))
             return None
 
     def report(self) -> int:
@@ -140,7 +145,7 @@ def _check_before_loading(args, refusals: _Refusals):
     if args.prompt_at and args.prompt:
         refusals.messages.append("--prompt-at: one video's prompt travel, instead of --prompt (not with it)")
     elif args.prompt_at:
-        args.prompt = refusals.check("--prompt-at", lambda: [_keyframes(args.prompt_at)])
+        args.prompt = refusals.check("--prompt-at", lambda: [parse_keyframes(args.prompt_at)])
     elif not args.prompt:
         refusals.messages.append("--prompt: required (a text prompt; repeat for several videos)")
     if args.out is None:
@@ -190,7 +195,7 @@ def _check_before_loading(args, refusals: _Refusals):
     if args.control_video is not None:
         refusals.check("--controlnet", lambda: _check_controlnet(args.controlnet, location, config))
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
-    upscale = _upscale(size)
+    upscale = written_upscale(size)
     # Written frames: the upscaled uint8 pixels and about two more copies inside the GIF/MP4 writer.
     output = 3 * 3 * size[0] * upscale * size[1] * upscale
     estimate = estimate_memory(config["unet"], config["vae"], videos=len(args.prompt), frames=args.frames,
@@ -298,7 +303,7 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _keyframes(values: list[str]) -> dict:
+def parse_keyframes(values: list[str]) -> dict:
     """--prompt-at FRAME:TEXT values as sample_video's {frame: text} dict."""
     keyframes = {}
     for value in values:
@@ -311,11 +316,14 @@ def _keyframes(values: list[str]) -> dict:
     return keyframes
 
 
-def _upscale(size) -> int:
+def written_upscale(size) -> int:
+    """The integer factor that brings a video of ``size`` (height, width) to at least MIN_WRITTEN_SIDE pixels."""
     return max(1, -(-MIN_WRITTEN_SIDE // max(size)))
 
 
-def _summary(stats: dict) -> dict:
+def stats_summary(stats: dict) -> dict:
+    """sample_video's stats in brief: the backend and noise settings, the means of the per-pair statistics, and the
+    seconds per stage (what the command line prints, and the demo's stats panel shows)."""
     summary = {key: stats[key] for key in ("backend", "device", "dtype", "search", "noise_lambda", "noise_anchor")
                if key in stats}
     for key in ("achieved_kl", "alpha", "correlation", "correlation_first"):
@@ -345,7 +353,7 @@ def sample_main(argv=None) -> int:
     except KeyboardInterrupt:
         print("zs2-sample: interrupted while sampling; nothing was written", file=sys.stderr)
         return 130
-    upscale = _upscale((request.height, request.width))
+    upscale = written_upscale((request.height, request.width))
     for path, video in zip(paths, result.frames):
         try:
             write_video(np.asarray(video), path, fps=args.fps, upscale=upscale)
@@ -356,7 +364,7 @@ def sample_main(argv=None) -> int:
             print(f"zs2-sample: interrupted while writing {path}, which was left as it was", file=sys.stderr)
             return 130
         print(f"wrote {path} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]} px, upscaled x{upscale})")
-    print("noise statistics:", json.dumps(_summary(result.stats)))
+    print("noise statistics:", json.dumps(stats_summary(result.stats)))
     return 0
 
 
