@@ -20,24 +20,26 @@ def momentum_update(x: torch.Tensor, momentum: float, init: torch.Tensor | None 
     as ``init`` it continues the recursion bit for bit.
     """
     compute = torch.promote_types(x.dtype, torch.float32)
-    y = x.new_empty(x.shape)
-    in_place = compute == x.dtype  # accumulate straight into the output: one pass per frame, no copy
-    state = None if init is None else init.to(compute)
-    # unbind: all frame views in one call (per-frame slicing doubled the cost on small tensors).
-    # mu*state + (1-mu)*frame, the kernels' formula (torch.lerp rounds alike but turns inf into NaN).
-    for frame, out in zip(x.unbind(1), y.unbind(1)):
-        if state is None:
-            state = frame.to(compute)
-        elif in_place:
-            state = torch.mul(frame, 1.0 - momentum, out=out).add_(state, alpha=momentum)
-            continue
-        else:
-            state = frame.to(compute).mul_(1.0 - momentum).add_(state, alpha=momentum)
-        out.copy_(state)
+    # Every frame's (1-mu)·x_f in one pass, then per frame one add: y_f = (1-mu)·x_f + mu·y_{f-1} (the kernels'
+    # formula; torch.lerp rounds alike but turns inf into NaN). Computed into a buffer of the accumulation dtype
+    # (the output itself for float32 input), so a frame costs one operation: on the small tensors of a CPU
+    # attention layer the per-operation overhead, not the arithmetic, is the cost.
+    if compute == x.dtype:
+        y = torch.mul(x, 1.0 - momentum, out=x.new_empty(x.shape))
+    else:
+        y = x.to(compute) * (1.0 - momentum)
+    frames = y.unbind(1)
+    if init is None:
+        frames[0].copy_(x[:, 0])
+    else:
+        torch.add(frames[0], init.to(compute), alpha=momentum, out=frames[0])
+    for previous, frame in zip(frames, frames[1:]):
+        torch.add(frame, previous, alpha=momentum, out=frame)
+    out = y if y.dtype == x.dtype else y.to(x.dtype)
     if not return_state:
-        return y
-    # A copy: in the in-place path the state is a view of y (or of x), which would keep all of it alive.
-    return y, state.clone(memory_format=torch.contiguous_format)
+        return out
+    # A copy: the state is a view of the buffer, which would keep all of it alive.
+    return out, frames[-1].clone(memory_format=torch.contiguous_format)
 
 
 def momentum_matrix_form(x: torch.Tensor, momentum: float) -> torch.Tensor:
