@@ -1,12 +1,14 @@
 """Reading images and videos: every PIL mode through one conversion, compared with the pixels it was made from."""
 
 import numpy as np
+import PIL
 import pytest
 import torch
 from PIL import Image
 
 from zs2_kernels.video_io import frames_tensor, read_video
 
+PILLOW_12 = int(PIL.__version__.split(".")[0]) < 13
 RNG = np.random.default_rng(0)
 SOURCE = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)  # an RGB image, height 12, width 10
 GREY = SOURCE[..., 0]
@@ -20,7 +22,10 @@ def greyscale(values) -> np.ndarray:
 CASES = [
     ("cmyk.jpg", Image.fromarray(SOURCE).convert("CMYK"), SOURCE / 255, 0.12),  # was read with C, M, Y as R, G, B
     ("cmyk.tiff", Image.fromarray(SOURCE).convert("CMYK"), SOURCE / 255, 1e-6),
-    ("ycbcr.tiff", Image.fromarray(SOURCE).convert("YCbCr"), SOURCE / 255, 0.03),
+    pytest.param("ycbcr.tiff", Image.fromarray(SOURCE).convert("YCbCr"), SOURCE / 255, 0.03, marks=pytest.mark.xfail(
+        PILLOW_12, reason="Pillow < 13 cannot read back the YCbCr TIFF it writes ('image file is truncated'); gradio, "
+                          "in the test extra, pins pillow < 13. test_ycbcr_images_read_as_their_rgb_pixels covers the "
+                          "mode there", strict=True)),
     ("lab.tiff", Image.fromarray(SOURCE).convert("LAB"), SOURCE / 255, 0.05),
     ("palette.png", Image.fromarray(SOURCE).convert("P"), np.asarray(Image.fromarray(SOURCE).convert("P").convert(
         "RGB")) / 255, 1e-6),
@@ -34,7 +39,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, image, expected, tolerance", CASES, ids=[case[0] for case in CASES])
+@pytest.mark.parametrize("name, image, expected, tolerance", CASES,
+                         ids=[getattr(case, "values", case)[0] for case in CASES])
 def test_every_mode_reads_as_its_rgb_pixels(tmp_path, name, image, expected, tolerance):
     image.save(tmp_path / name)
     frames = read_video(tmp_path / name, (12, 10), "image")
@@ -43,6 +49,13 @@ def test_every_mode_reads_as_its_rgb_pixels(tmp_path, name, image, expected, tol
     # images given to sample_video as PIL objects take the same conversion
     given = frames_tensor(Image.open(tmp_path / name), "image")
     assert torch.equal(given[0].movedim(0, -1), torch.from_numpy(frames[0]))
+
+def test_ycbcr_images_read_as_their_rgb_pixels():
+    """A YCbCr image (a PIL object, as sample_video takes one) converts to its RGB pixels with every Pillow."""
+    frames = frames_tensor(Image.fromarray(SOURCE).convert("YCbCr"), "image")
+    assert frames.shape == (1, 3, 12, 10)
+    assert np.abs(frames[0].movedim(0, -1).numpy() - SOURCE / 255).mean() <= 0.03
+
 
 def test_png_folders_match_the_extension_in_any_case(tmp_path):
     for index in range(3):
