@@ -195,3 +195,16 @@ def test_bad_control_videos_are_described_as_given(pipe, video, match):
     with pytest.raises(ValueError, match=match):
         zs2_kernels.sample_video(pipe, ["a cat", "a dog"], control_video=video, controlnet=pipe.controlnet,
                                  num_frames=3, num_inference_steps=1, progress=False)
+
+
+def test_a_controlnet_folder_is_loaded_onto_the_unets_device():
+    """A folder (or the embedded default) was loaded on the CPU and then refused beside a UNet elsewhere ("controlnet
+    is on cpu ..., the UNet on cuda"); it goes to the UNet's device. The meta device stands in for a GPU here."""
+    from zs2_kernels.embedded import controlnet_path
+    from zs2_kernels.sampling.control import load_controlnets
+
+    pipe = zs2_kernels.load_pipeline(None, progress=False)
+    pipe.unet.to("meta")
+    for controlnet in (None, str(controlnet_path())):
+        net = load_controlnets(controlnet, pipe, 1)
+        assert net.device == torch.device("meta") and net.dtype == pipe.unet.dtype

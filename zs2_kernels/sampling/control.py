@@ -152,6 +152,7 @@ def load_controlnets(controlnet, pipe, count: int):
             with quiet_library_logs():
                 net = ControlNetModel.from_pretrained(controlnet_location(net), use_safetensors=True,
                                                       low_cpu_mem_usage=False, torch_dtype=unet.dtype)
+            net = net.to(unet.device)  # loaded on the CPU: a folder's ControlNet goes where the UNet is
         if not isinstance(net, ControlNetModel):
             raise TypeError(f"controlnet must be a ControlNetModel, a folder or a hub id, got {type(net).__name__}")
         check_fits_unet(net.config, unet.config, pipe.vae_scale_factor)
