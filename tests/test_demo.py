@@ -112,6 +112,7 @@ def test_image_and_video_starts_and_prompt_travel(demo, uploads):
 
 @pytest.mark.parametrize("call, label, words", [
     (lambda d, u: d.text_to_video("  ", TINY), "Prompt:", "non-empty"),
+    (lambda d, u: d.text_to_video(None, TINY), "Prompt:", "non-empty"),  # the attack: ran the default prompt
     (lambda d, u: d.text_to_video("x", Settings(num_frames=0)), "Frames:", ">= 1"),
     (lambda d, u: d.text_to_video("x", Settings(num_frames=10_000)), "Frames:", "at most 128"),
     (lambda d, u: d.text_to_video("x", Settings(noise_lambda=-1.0)), "λ:", "noise_lambda"),
@@ -358,13 +359,45 @@ def test_the_script_serves_the_page_and_sigterm_removes_its_files(tmp_path):
                 threading.Event().wait(1)
         assert page is not None and "<html" in page
         assert len(list(tmp_path.glob("zs2-demo-*"))) == 1  # its result folder, while it serves
+        assert len(list(tmp_path.glob("zs2-gradio-cache-*"))) == 1  # Gradio's uploads and served files
         server.send_signal(signal.SIGTERM)
         assert server.wait(WAIT) == 128 + signal.SIGTERM  # stopped by the signal, after its clean-up
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
-    assert list(tmp_path.glob("zs2-demo-*")) == []
+    assert list(tmp_path.glob("zs2-demo-*")) == [] and list(tmp_path.glob("zs2-gradio-cache-*")) == []
+
+
+def test_a_port_or_host_that_cannot_be_served_is_refused_before_loading(monkeypatch, capsys):
+    """The attack found a taken port reported after the model loaded, under a 'serving' line, as Gradio's 'Cannot
+    find empty port'; and an unknown --host as a port problem."""
+    from zs2_kernels.demo import cli
+
+    monkeypatch.setattr("zs2_kernels.demo.jobs.Demo.load", lambda *a, **k: pytest.fail("loaded the model"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.demo_main(["--port", str(port), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}:" in err and "choose another --port" in err
+    assert cli.demo_main(["--host", "no-such-host.invalid", "--device", "cpu"]) == 1
+    assert "--host 'no-such-host.invalid' is not an address of this machine" in capsys.readouterr().err
+
+
+def test_closing_stops_a_running_job_within_a_step():
+    """zs2-demo's clean-up on Ctrl-C/SIGTERM: the attack found the process aborting ('terminate called without an
+    active exception') when it exited while a run was inside the UNet. close() cancels every run and waits."""
+    own = Demo.load(None, device="cpu")
+    started = threading.Event()
+    thread, outcome = run_in_thread(lambda: own.text_to_video(
+        "a handwritten digit 3", Settings(num_frames=2, num_inference_steps=200), session="a",
+        progress=lambda done, total: started.set()))
+    assert started.wait(WAIT)
+    own.close()
+    assert not thread.is_alive() or thread.join(WAIT) is None
+    assert isinstance(outcome.get("error"), Cancelled) and outcome["error"].steps < 200, outcome
 
 
 @needs_gradio
@@ -498,6 +531,8 @@ def test_api_errors_name_the_field_and_the_server_keeps_serving(client, uploads)
     with pytest.raises(AppError, match="Image: cannot read image notes.gif: not an image or video"):
         client.predict(prompt="x", image=handle_file(str(uploads / "notes.gif")), num_frames=2, **SETTINGS,
                        api_name="/image_to_video")
+    with pytest.raises(AppError, match="Seed: seed must be an int"):  # the attack: 1.5 ran as seed 2
+        client.predict(prompt="x", num_frames=2, **{**SETTINGS, "seed": 1.5}, api_name="/text_to_video")
     assert client.predict(prompt="a handwritten digit 3", num_frames=1, **SETTINGS, api_name="/text_to_video")[0]
 
 

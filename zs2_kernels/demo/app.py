@@ -174,9 +174,9 @@ def _setting_controls(demo: Demo, defaults: Settings, frames: bool) -> list:
         controls = []
         with gr.Row():
             if frames:
-                controls.append(gr.Slider(1, demo.max_frames, defaults.num_frames, step=1, precision=0,
+                controls.append(gr.Slider(1, demo.max_frames, defaults.num_frames, step=1,
                                           label=_label("num_frames")))
-            controls.append(gr.Slider(1, 100, defaults.num_inference_steps, step=1, precision=0,
+            controls.append(gr.Slider(1, 100, defaults.num_inference_steps, step=1,
                                       label=_label("num_inference_steps")))
         with gr.Row():
             noise_lambda = gr.Slider(0.0, 0.5, defaults.noise_lambda, step=0.001, label=_label("noise_lambda"),
@@ -184,14 +184,14 @@ def _setting_controls(demo: Demo, defaults: Settings, frames: bool) -> list:
             momentum = gr.Slider(0.0, 1.0, defaults.momentum, step=0.01, label=_label("momentum"),
                                  info="momentum attention: 0 plain, 1 attends to frame 0")
         with gr.Row():
-            seed = gr.Number(defaults.seed, precision=0, minimum=0, label=_label("seed"), scale=3)
+            seed = gr.Number(defaults.seed, minimum=0, label=_label("seed"), scale=3)
             dice = gr.Button("random seed", scale=1, size="sm")
             guidance = gr.Slider(0.0, 20.0, defaults.guidance_scale, step=0.5, label=_label("guidance_scale"),
                                  info="<= 1: classifier-free guidance off", scale=4)
         with gr.Row():
             search = gr.Radio(list(SEARCH_MODES), value=defaults.search, label=_label("search"))
             scheduler = gr.Dropdown(list(SCHEDULERS), value=defaults.scheduler, label=_label("scheduler"))
-            chunk = gr.Slider(0, demo.max_frames, defaults.frame_chunk or 0, step=1, precision=0,
+            chunk = gr.Slider(0, demo.max_frames, defaults.frame_chunk or 0, step=1,
                               label=_label("frame_chunk"), info="UNet frames per call; 0: the whole video")
         with gr.Row():
             dependency = gr.Checkbox(defaults.dependency_noise, label=_label("dependency_noise"))

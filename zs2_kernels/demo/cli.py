@@ -7,8 +7,13 @@ It binds 127.0.0.1 (this machine only) unless ``--host`` says otherwise, and mak
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import os
+import shutil
+import socket
 import sys
+import tempfile
 
 from .._atomic import sigterm_raises
 from .._checks import DTYPE_NAMES, SHORT_DTYPE_NAMES, DefaultsHelpFormatter, check_device, dtype_from_name
@@ -42,6 +47,10 @@ def demo_main(argv=None) -> int:
     if not 1 <= args.port <= 65535:
         print(f"zs2-demo: error: --port: must be in [1, 65535], got {args.port}", file=sys.stderr)
         return 2
+    problem = _unservable(args.host, args.port)
+    if problem:
+        print(f"zs2-demo: error: cannot serve on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 1
     import torch
 
     try:
@@ -51,6 +60,29 @@ def demo_main(argv=None) -> int:
         return 2
     dtype = dtype_from_name(args.dtype or ("float16" if device.type == "cuda" else "float32"))
 
+    # Gradio's own cache (uploads, the files it serves) in a folder of this run, removed when it stops: the
+    # visitors' uploads are not left in the machine's shared temporary folder.
+    cache = tempfile.mkdtemp(prefix="zs2-gradio-cache-")
+    os.environ["GRADIO_TEMP_DIR"] = cache
+    try:
+        return _serve(args, device, dtype)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _unservable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (checked before the model loads), or None."""
+    try:
+        socket.getaddrinfo(host, port)
+        with socket.create_server((host, port)):
+            return None
+    except OSError as error:
+        if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+            return f"--host {host!r} is not an address of this machine ({error.strerror})"
+        return f"{error.strerror or error}; choose another --port (or stop what holds it)"
+
+
+def _serve(args, device, dtype) -> int:
     from .app import build_app, launch_options
     from .jobs import Demo
 
@@ -66,13 +98,13 @@ def demo_main(argv=None) -> int:
     try:
         with sigterm_raises():  # SIGTERM too runs the clean-up below
             build_app(demo).launch(**launch_options(args.host, args.port, args.share), quiet=not args.share)
-    except OSError as error:  # the port is taken, the address is not this machine's
+    except OSError as error:  # taken since the check above
         print(f"zs2-demo: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
-        demo.close()  # the result files; Gradio's cache empties itself (delete_cache)
+        demo.close()  # stops a run within a step, then removes the result files
     return 0
 
 

@@ -104,8 +104,15 @@ class Demo:
                 net.to(check_device(device))
         return cls(pipe, controlnet=net, **({} if problem is None else {"controlnet_problem": problem}), **options)
 
-    def close(self) -> None:
-        """Remove the result files."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every run (within one denoising step: a server that exits while a worker thread is inside the
+        UNet aborts the process), wait for it up to ``timeout`` seconds, then remove the result files."""
+        with self._cancels_lock:
+            events = [event for session in self._cancels.values() for event in session]
+        for event in events:
+            event.set()
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
         self.files.close()
 
     def cancel(self, session: str = "") -> bool:
@@ -183,6 +190,9 @@ class Demo:
         """The checked request, refused naming the field."""
         if not isinstance(settings, Settings):
             raise TypeError(f"settings must be a zs2_kernels.demo.settings.Settings, got {type(settings).__name__}")
+        prompt = arguments.get("prompt")
+        if not isinstance(prompt, (str, dict)):  # the sampler would read None as its default prompt
+            raise DemoError(f"{labels.get('prompt', 'Prompt')}: prompt must be a non-empty text, got {prompt!r}")
         if isinstance(settings.num_frames, int) and settings.num_frames > self.max_frames:
             raise DemoError(f"{labels['num_frames']}: num_frames must be at most {self.max_frames} in this app, got "
                             f"{settings.num_frames}")
