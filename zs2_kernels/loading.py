@@ -178,7 +178,7 @@ def read_model_config(model=None) -> dict:
 
 def _check_json_files(folder: Path) -> None:
     """Every JSON file of a pipeline folder parses (configs, tokenizers), else the file is named: the libraries
-    report a damaged one as a bare "Expecting value: line 1 column 1"."""
+    report a damaged one as a bare "Expecting value: line 1 column 1" (run after a failed load only)."""
     for path in sorted(folder.rglob("*.json")):
         try:
             json.loads(path.read_text(encoding="utf-8"))
@@ -213,14 +213,12 @@ def _mismatched_components(configs: dict) -> list[str]:
     channels."""
     unet, vae = configs["unet"], configs["vae"]
     problems = []
-    encoders = [c for c in (configs.get("text_encoder"), configs.get("text_encoder_2")) if c is not None]
-    widths = [c.get("hidden_size") for c in encoders]
+    encoders = [(part, configs[part]) for part in ("text_encoder", "text_encoder_2") if configs.get(part) is not None]
+    widths = [config.get("hidden_size") for _, config in encoders]
     width = sum(widths) if widths and all(map(_positive_int, widths)) else None
     attends = unet.get("cross_attention_dim")
     if width is not None and _positive_int(attends) and attends != width:
-        names = " + ".join(f"{part}/config.json hidden_size {c['hidden_size']}"
-                           for part, c in (("text_encoder", configs.get("text_encoder")),
-                                           ("text_encoder_2", configs.get("text_encoder_2"))) if c is not None)
+        names = " + ".join(f"{part}/config.json hidden_size {config['hidden_size']}" for part, config in encoders)
         problems.append(f"unet/config.json cross_attention_dim {attends} does not match {names} (the UNet "
                         "attends to the text encoders' output)")
     latent, out = vae.get("latent_channels", 4), unet.get("out_channels", 4)
@@ -250,15 +248,15 @@ def load_pipeline(model=None, *, device=None, dtype: torch.dtype | None = None, 
     kwargs = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
     if dtype is not None:
         kwargs[_dtype_keyword()] = dtype
-    if Path(location).is_dir():
-        _check_json_files(Path(location))
     try:
         with quiet_library_logs(progress):
             pipe = DiffusionPipeline.from_pretrained(location, **kwargs)
-    except OSError as error:
-        raise OSError(f"could not load pipeline {location!r}: {error}") from error
-    except ValueError as error:  # a component's files that parse but do not fit its class
-        raise ValueError(f"could not load pipeline {location!r}: {error}") from error
+    except Exception as error:
+        if Path(location).is_dir():  # only when loading failed: the libraries name no damaged JSON file
+            _check_json_files(Path(location))
+        if isinstance(error, (OSError, ValueError)):  # ValueError: files that parse but do not fit their class
+            raise type(error)(f"could not load pipeline {location!r}: {error}") from error
+        raise
     for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if getattr(pipe, component, None) is None:
             raise ValueError(f"pipeline {location!r} has no {component}; zs2 needs a text-to-image latent diffusion "
